@@ -1,0 +1,426 @@
+"""The `newsletter` command line (Typer + Rich). Sits on top: may import anything.
+
+Owns: the commands and the one place where errors become messages and exit codes:
+1 for a failed run (a bad feed, a failed batch), 2 for wrong configuration or input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+import subscribers as people
+
+from . import db, issues, store
+from .config import Settings, load_settings
+from .demo import demo_subscribers, prepare_demo
+from .dispatch import SendReport
+from .errors import ConfigError, EmptyIssueError, NewsletterError
+from .ingest import FeedReport, ingest_feeds
+
+app = typer.Typer(
+    help="A weekly email digest for news publishers: feeds in, MJML emails out, each subscriber once.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Add and count subscribers.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(subscribers_app, name="subscribers")
+
+console = Console()
+err = Console(stderr=True)
+log = logging.getLogger("newsletter.cli")
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
+
+
+class _State:
+    config: Path | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="NEWSLETTER_CONFIG", help="Configuration file [default: ./newsletter.toml]."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens, with tracebacks, to stderr.")] = False,
+) -> None:
+    """A weekly email digest for news publishers."""
+    state.config = config
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def handled(func: F) -> F:
+    """Turn our errors into one clear line on stderr and an exit code, never a traceback
+    (it goes to the debug log, shown with --verbose)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, people.SubscriberError) as exc:
+            log.debug("configuration or input error", exc_info=True)
+            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except NewsletterError as exc:
+            log.debug("command failed", exc_info=True)
+            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings() -> Settings:
+    return load_settings(state.config)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _print_json(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def _feed_table(reports: list[FeedReport]) -> Table:
+    table = Table(title="Feeds")
+    for column in ("feed", "status", "items", "new", "updated", "left out", "why"):
+        table.add_column(column, justify="right" if column in ("items", "new", "updated", "left out") else "left")
+    for r in reports:
+        colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}[r.status]
+        why = r.error or ("; ".join(r.skipped[:3]) + (" …" if len(r.skipped) > 3 else ""))
+        table.add_row(r.name, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated), str(len(r.skipped)), why)
+    return table
+
+
+def _run_ingest(engine: Any, cfg: Settings, quiet: bool) -> list[FeedReport]:
+    if not cfg.feeds:
+        raise ConfigError("no feeds configured: add a [[feeds]] table with name and url to the configuration")
+    with console.status("Fetching feeds…", spinner="dots") if not quiet else _nullcontext():
+        return ingest_feeds(engine, cfg, clock=_now)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@app.command()
+@handled
+def ingest(as_json: JsonOpt = False) -> None:
+    """Fetch every configured feed and store new and changed articles."""
+    cfg = settings()
+    engine = issues.open_database(cfg)
+    reports = _run_ingest(engine, cfg, as_json)
+    if as_json:
+        _print_json([r.__dict__ for r in reports])
+    else:
+        console.print(_feed_table(reports))
+    if any(r.status == "failed" for r in reports):
+        raise typer.Exit(1)
+
+
+def _build_summary(result: issues.BuildResult) -> Table:
+    table = Table(title=f"Issue {result.issue.slug}")
+    table.add_column("section")
+    table.add_column("articles", justify="right")
+    for block in result.blocks:
+        table.add_row(block.name, str(len(block.articles)))
+    return table
+
+
+@app.command()
+@handled
+def build(
+    force: Annotated[bool, typer.Option("--force", help="Build even when no new article is in the window, from older unused ones.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the next issue from the articles published since the last one."""
+    cfg = settings()
+    engine = issues.open_database(cfg)
+    result = issues.build_issue(engine, cfg, now=_now(), force=force)
+    if as_json:
+        _print_json({
+            "issue": result.issue.slug,
+            "sections": {b.slug: len(b.articles) for b in result.blocks},
+            "html_bytes": result.full_bytes,
+            "warnings": list(result.warnings),
+        })
+        return
+    console.print(_build_summary(result))
+    console.print(f"Full issue HTML: {result.full_bytes:,} bytes")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def start(self, total_batches: int, total_recipients: int) -> None:
+        self.task = self.progress.add_task("Sending", total=total_recipients or 1)
+
+    def advance(self, batches: int, recipients: int) -> None:
+        self.progress.advance(self.task, recipients)
+
+
+def _send_table(report: SendReport) -> Table:
+    table = Table(title=f"Sent issue {report.issue}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rate = report.recipients_sent / report.elapsed if report.elapsed else 0
+    for label, value in (
+        ("segments rendered", len(report.segments)),
+        ("recipients planned now", report.planned_recipients),
+        ("batches sent", report.batches_sent),
+        ("recipients sent", report.recipients_sent),
+        ("skipped (unsubscribed or suppressed since planning)", report.recipients_skipped),
+        ("no chosen section in this issue", report.unsegmented),
+        ("failed batches", len(report.failed_batches)),
+        ("unknown (in flight when a run stopped)", len(report.unknown_batches)),
+        ("recipients per second", f"{rate:,.0f}"),
+        ("elapsed", f"{report.elapsed:.2f} s"),
+    ):
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else value)
+    return table
+
+
+def _send(engine: Any, cfg: Settings, ref: str | None, *, quiet: bool, **flags: bool) -> SendReport:
+    issue = issues.find_issue(engine, ref)
+    transport = issues.make_transport(cfg)
+    try:
+        if quiet:
+            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, **flags)
+        columns = (
+            TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("recipients"), TimeElapsedColumn(), TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=False) as bar:
+            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, progress=_RichProgress(bar), **flags)
+    finally:
+        transport.close()
+
+
+def _report_dict(report: SendReport) -> dict[str, Any]:
+    return {**report.__dict__, "failed_batches": [{"batch": b, "error": e} for b, e in report.failed_batches]}
+
+
+@app.command()
+@handled
+def send(
+    issue: Annotated[str | None, typer.Argument(help="Issue slug (2026-w48) or id; default: the newest not yet sent.")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send failed batches again.")] = False,
+    resend_unknown: Annotated[bool, typer.Option("--resend-unknown", help="Send again batches whose outcome is unknown.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send an issue to every subscriber who does not have it yet; resumes an interrupted send."""
+    cfg = settings()
+    engine = issues.open_database(cfg)
+    report = _send(engine, cfg, issue, quiet=as_json, retry_failed=retry_failed, resend_unknown=resend_unknown)
+    if as_json:
+        _print_json(_report_dict(report))
+    else:
+        console.print(_send_table(report))
+        for batch_id, error in report.failed_batches:
+            err.print(f"[red]batch {batch_id} failed:[/red] {error}")
+        if report.unknown_batches:
+            err.print(f"[yellow]{len(report.unknown_batches)} batches have an unknown outcome; --resend-unknown sends them again[/yellow]")
+    if report.failed_batches:
+        raise typer.Exit(1)
+
+
+@app.command("issues")
+@handled
+def list_issues(as_json: JsonOpt = False) -> None:
+    """List the issues, newest first, with their state and window."""
+    cfg = settings()
+    engine = issues.open_database(cfg)
+    with engine.connect() as conn:
+        found = store.list_issues(conn)
+    if as_json:
+        _print_json([i.__dict__ for i in found])
+        return
+    table = Table(title="Issues")
+    for column in ("issue", "status", "window start", "window end", "sent"):
+        table.add_column(column)
+    zone = cfg.site.zone
+    for i in found:
+        sent = f"{i.sent_at.astimezone(zone):%Y-%m-%d %H:%M}" if i.sent_at else ""
+        table.add_row(i.slug, i.status.value, f"{i.window_start.astimezone(zone):%Y-%m-%d %H:%M}", f"{i.window_end.astimezone(zone):%Y-%m-%d %H:%M}", sent)
+    console.print(table)
+
+
+@app.command()
+@handled
+def render(
+    issue: Annotated[str | None, typer.Argument(help="Issue slug or id; default: the newest.")] = None,
+    sections: Annotated[str | None, typer.Option("--sections", help="Comma-separated section slugs a subscriber chose; default: all.")] = None,
+    public: Annotated[bool, typer.Option("--public", help="The public web version (no personal links).")] = False,
+    text: Annotated[bool, typer.Option("--text", help="The plain-text part instead of the HTML.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Render an issue as one segment sees it, to look at it in a browser."""
+    cfg = settings()
+    engine = issues.open_database(cfg)
+    with engine.connect() as conn:
+        found = store.find_issue(conn, issue) if issue else store.latest_issue(conn)
+    if found is None:
+        raise NewsletterError(f"no issue {issue!r}" if issue else "no issue has been built yet (run `newsletter build`)")
+    chosen = tuple(s.strip() for s in sections.split(",") if s.strip()) if sections else None
+    unknown = sorted(set(chosen or ()) - set(cfg.section_names()))
+    if unknown:
+        raise ConfigError(f"--sections: unknown section {unknown[0]!r} (known: {', '.join(cfg.section_names())})")
+    message = issues.render_issue(engine, cfg, found, sections=chosen, public=public)
+    body = message.text if text else message.html
+    if out:
+        out.write_text(body, encoding="utf-8")
+        console.print(f"Wrote {out} ({len(body.encode()):,} bytes)")
+    else:
+        typer.echo(body)
+
+
+@db_app.command("upgrade")
+@handled
+def db_upgrade() -> None:
+    """Create the database or apply pending migrations."""
+    cfg = settings()
+    engine = db.open_engine(cfg.database_url)
+    applied = db.upgrade(engine)
+    console.print(f"Database schema {'upgraded to' if applied else 'already at'} revision {db.head_revision()}.")
+
+
+@subscribers_app.command("add")
+@handled
+def subscribers_add(
+    email: Annotated[str, typer.Argument(help="Email address.")],
+    sections: Annotated[str, typer.Option("--sections", help="Comma-separated section slugs; default: all.")] = "",
+    name: Annotated[str, typer.Option("--name", help="The subscriber's name.")] = "",
+) -> None:
+    """Add an active subscriber (consent obtained elsewhere) or update their sections."""
+    cfg = settings()
+    known = list(cfg.section_names())
+    chosen = [s.strip() for s in sections.split(",") if s.strip()] or known
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ConfigError(f"--sections: unknown section {unknown[0]!r} (known: {', '.join(known)})")
+    engine = issues.open_database(cfg)
+    with engine.begin() as conn:
+        created, _ = people.upsert_subscribers(conn, [people.NewSubscriber(email, tuple(chosen), name=name, source="cli")], now=_now())
+    console.print("Added." if created else "Updated.")
+
+
+@subscribers_app.command("count")
+@handled
+def subscribers_count(as_json: JsonOpt = False) -> None:
+    """Count subscribers by status."""
+    engine = issues.open_database(settings())
+    with engine.connect() as conn:
+        counts = {k.value: v for k, v in people.count_by_status(conn).items()}
+    if as_json:
+        _print_json(counts)
+        return
+    table = Table(title="Subscribers")
+    table.add_column("status")
+    table.add_column("count", justify="right")
+    for status, count in sorted(counts.items()):
+        table.add_row(status, f"{count:,}")
+    console.print(table)
+
+
+@app.command()
+@handled
+def demo(
+    folder: Annotated[Path, typer.Option("--folder", help="Where the demo keeps its config, database and outbox.")] = Path("newsletter-demo"),
+    subscriber_count: Annotated[int, typer.Option("--subscribers", min=1, max=200_000, help="How many sample subscribers.")] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole weekly pipeline on sample data: ingest, subscribers, build, send to the outbox."""
+    started = time.perf_counter()
+    now = _now()
+    config_path = prepare_demo(folder, now=now)
+    state.config = config_path
+    cfg = settings()
+    engine = issues.open_database(cfg)
+    reports = _run_ingest(engine, cfg, as_json)
+    with engine.begin() as conn:
+        created, _ = people.upsert_subscribers(conn, demo_subscribers(list(cfg.section_names()), subscriber_count), now=now)
+    built: issues.BuildResult | None = None
+    try:
+        built = issues.build_issue(engine, cfg, now=now)
+    except EmptyIssueError as exc:
+        if not as_json:
+            console.print(f"[cyan]No new issue:[/cyan] {exc}.")
+    try:
+        report: SendReport | None = _send(engine, cfg, None, quiet=as_json)
+    except NewsletterError as exc:
+        report = None
+        if not as_json:
+            console.print(f"[cyan]Nothing sent:[/cyan] {exc}.")
+    with engine.connect() as conn:
+        latest = store.latest_issue(conn)
+    web_file = None
+    if latest is not None:
+        web_dir = folder / "web"
+        web_dir.mkdir(exist_ok=True)
+        web_file = web_dir / f"{latest.slug}.html"
+        web_file.write_text(issues.render_issue(engine, cfg, latest, public=True).html, encoding="utf-8")
+    elapsed = time.perf_counter() - started
+    summary = {
+        "folder": str(folder),
+        "issue": latest.slug if latest else None,
+        "new_issue": built is not None,
+        "sections": {b.name: len(b.articles) for b in built.blocks} if built else {},
+        "segments": report.segments if report else {},
+        "recipients": report.recipients_sent if report else 0,
+        "new_subscribers": created,
+        "outbox": str(cfg.outbox_dir),
+        "web_version": str(web_file) if web_file else None,
+        "elapsed_seconds": round(elapsed, 2),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    console.print(_feed_table(reports))
+    table = Table(title=f"Demo issue {summary['issue']}" + ("" if built else " (already built)"))
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, count in summary["sections"].items():
+        table.add_row(f"section: {name}", f"{count} articles")
+    sizes = list(summary["segments"].values())
+    table.add_row("segments (distinct section choices)", str(len(sizes)))
+    table.add_row("recipients sent now", f"{summary['recipients']:,}")
+    if sizes:
+        table.add_row("HTML bytes per segment", f"{min(sizes):,} – {max(sizes):,}")
+    table.add_row("elapsed", f"{elapsed:.2f} s")
+    console.print(table)
+    cfg_arg = f"--config {config_path}"
+    console.print(f"Outbox (one .eml per recipient): [bold]{cfg.outbox_dir}[/bold]")
+    if latest:
+        console.print(f"Web version: [bold]{web_file}[/bold] (served at {cfg.site.base_url}/archive/{latest.slug} by the web app)")
+        console.print(f"Preview a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
+    console.print(f"Run it again: nothing is sent twice. Inspect: [bold]newsletter {cfg_arg} issues[/bold]")

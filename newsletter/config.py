@@ -1,0 +1,294 @@
+"""One frozen, validated settings object from `newsletter.toml` and the environment.
+
+Owns: `Settings` and its tables, `load_settings`, `default_sections`. This is the only
+module that reads `os.environ`. Imports `errors` only.
+
+Precedence, highest first:
+1. `SENDGRID_API_KEY`, `NEWSLETTER_DATABASE_URL`, `NEWSLETTER_SECRET_KEY`;
+2. `NEWSLETTER_<TABLE>__<KEY>` for any key of a table (`NEWSLETTER_DELIVERY__TRANSPORT`);
+3. the file;
+4. the defaults below, every one with a help text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "newsletter.toml"
+ENV_PREFIX = "NEWSLETTER_"
+SPECIAL_ENV = {
+    "SENDGRID_API_KEY": ("sendgrid", "api_key"),
+    "NEWSLETTER_DATABASE_URL": ("database", "url"),
+    "NEWSLETTER_SECRET_KEY": ("security", "secret_key"),
+}
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSettings(_Table):
+    name: str = Field("Pharma Industry Weekly", description="The site's name, shown in every email and page.")
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Public base URL of the web app; every link in an email starts with it.",
+    )
+    postal_address: str = Field(
+        "Pharma Industry Weekly, 1 Example Street, London EC1A 1AA, United Kingdom",
+        description="Postal address printed in every email's footer (required by CAN-SPAM).",
+    )
+    timezone: str = Field("Europe/London", description="IANA time zone for issue windows, dates and schedules.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL such as https://news.example.com")
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA time zone such as Europe/London, got {value!r}") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class SenderSettings(_Table):
+    name: str = Field("Pharma Industry Weekly", description="Sender name in the From header.")
+    address: str = Field("newsletter@example.com", description="Sender address in the From header.")
+    reply_to: str = Field("", description="Reply-To address; empty for none.")
+
+    @field_validator("address", "reply_to")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+            raise ValueError(f"expected an email address, got {value!r}")
+        return value
+
+
+class SectionSettings(_Table):
+    name: str = Field(description="Heading of the section in the email.")
+    slug: str = Field(description="Short stable identifier (lowercase letters, digits, dashes).")
+    categories: list[str] = Field(default_factory=list, description="Source categories that map into this section.")
+
+    @field_validator("slug")
+    @classmethod
+    def _check_slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", value):
+            raise ValueError(f"expected lowercase letters, digits and dashes, got {value!r}")
+        return value
+
+
+class FeedSettings(_Table):
+    name: str = Field(description="A name for the feed in reports.")
+    url: str = Field(description="URL of an RSS or Atom feed (http, https, or file: for a local file).")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^(https?://[^/\s]+|file:)", value):
+            raise ValueError("expected an http://, https:// or file: URL")
+        return value
+
+
+class IngestSettings(_Table):
+    timeout: float = Field(20.0, gt=0, description="Seconds to wait for a feed before giving up on it.")
+    max_bytes: int = Field(10_000_000, gt=0, description="Largest feed body accepted, in bytes.")
+    summary_chars: int = Field(300, ge=40, description="Summaries are cut on a word boundary to this many characters.")
+    user_agent: str = Field("newsletter/0.1 (+https://github.com/)", description="User-Agent sent with every fetch.")
+
+
+class SelectionSettings(_Table):
+    per_section_limit: int = Field(5, ge=1, le=50, description="Most articles per section in one issue.")
+    fallback_section: str = Field(
+        "news", description="Slug of the section for articles no section claims; empty to leave them out."
+    )
+    first_window_days: int = Field(7, ge=1, le=62, description="Days covered by the first issue.")
+
+
+class DatabaseSettings(_Table):
+    url: str = Field(
+        "sqlite:///newsletter.db",
+        description="SQLAlchemy URL. A relative SQLite path is relative to the config file's folder.",
+    )
+
+
+class DeliverySettings(_Table):
+    transport: Literal["outbox", "sendgrid"] = Field("outbox", description="How emails leave: outbox or sendgrid.")
+    outbox_dir: str = Field("outbox", description="Folder of the outbox transport, relative to the config file.")
+    batch_size: int = Field(1000, ge=1, le=1000, description="Recipients per batch (SendGrid allows 1,000).")
+    unsubscribe_mailto: str = Field(
+        "", description="Address for the mailto: List-Unsubscribe header; empty uses the sender address."
+    )
+    warn_bytes: int = Field(90_000, ge=10_000, description="Warn when a segment's HTML is larger (Gmail clips ~102 KB).")
+
+
+class TemplateSettings(_Table):
+    folder: str = Field("", description="Your own templates folder; files there override the built-in ones.")
+
+
+class SendGridSettings(_Table):
+    api_host: str = Field("https://api.sendgrid.com", description="API host; EU accounts use https://api.eu.sendgrid.com.")
+    api_key: SecretStr | None = Field(None, description="API key; give it as SENDGRID_API_KEY, never in the file.")
+
+
+class SecuritySettings(_Table):
+    secret_key: SecretStr | None = Field(None, description="Signs forms and cookies; give it as NEWSLETTER_SECRET_KEY.")
+
+
+def default_sections() -> list[SectionSettings]:
+    """The sections of the trade-news site, in the order they are matched."""
+    spec = [
+        ("Drug Development", "drug-development", ["Drug Development", "Clinical Trials", "FDA Approvals", "Research & Development"]),
+        ("Manufacturing", "manufacturing", ["Manufacturing"]),
+        ("Supply Chain", "supply-chain", ["Supply Chain"]),
+        ("Facilities", "facilities", ["Facilities", "Facilities & Operation"]),
+        ("Insights", "insights", ["Insights"]),
+        ("Events", "events", ["Events", "Events & Conferences"]),
+        ("News", "news", []),
+    ]
+    return [SectionSettings(name=n, slug=s, categories=c) for n, s, c in spec]
+
+
+class Settings(_Table):
+    site: SiteSettings = Field(default_factory=SiteSettings)
+    sender: SenderSettings = Field(default_factory=SenderSettings)
+    sections: list[SectionSettings] = Field(default_factory=default_sections)
+    feeds: list[FeedSettings] = Field(default_factory=list)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
+    sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (not a setting).")
+
+    @model_validator(mode="after")
+    def _check_sections(self) -> Settings:
+        slugs = [s.slug for s in self.sections]
+        if not slugs:
+            raise ValueError("sections: at least one section is needed")
+        dupes = sorted({s for s in slugs if slugs.count(s) > 1})
+        if dupes:
+            raise ValueError(f"sections: slug {dupes[0]!r} is used twice")
+        fallback = self.selection.fallback_section
+        if fallback and fallback not in slugs:
+            raise ValueError(
+                f"selection.fallback_section: {fallback!r} is not a configured section (known: {', '.join(slugs)})"
+            )
+        return self
+
+    def section_names(self) -> dict[str, str]:
+        """Section slug → heading, in configured order."""
+        return {s.slug: s.name for s in self.sections}
+
+    def path(self, value: str) -> Path:
+        """A path setting resolved against the config file's folder."""
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            return prefix + str(self.path(url[len(prefix):]))
+        return url
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.path(self.delivery.outbox_dir)
+
+    @property
+    def unsubscribe_mailto(self) -> str:
+        return self.delivery.unsubscribe_mailto or self.sender.address
+
+
+def _format_error(error: Mapping[str, Any], source: str, env_names: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(p) for p in error["loc"])
+    where = env_names.get(loc[:2]) or env_names.get(loc[:1])
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the configuration reference in the README)"
+    elif error["type"] == "missing":
+        msg = "missing: this key is required"
+    elif error["type"] == "literal_error":
+        msg = msg.replace("Input should be", "expected")
+    elif "input" in error and error["type"] not in ("value_error",) and not isinstance(error["input"], dict):
+        msg = f"{msg} (got {error['input']!r})"
+    origin = f"environment variable {where}" if where else source
+    return f"{origin}: {'.'.join(loc)}: {msg}" if loc else f"{origin}: {msg}"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[tuple[str, ...], str]]:
+    """Settings given in the environment, and which variable gave each."""
+    tables = {name for name, field in Settings.model_fields.items() if name not in ("sections", "feeds", "base_dir")}
+    values: dict[str, dict[str, str]] = {}
+    names: dict[tuple[str, ...], str] = {}
+    for var, value in environ.items():
+        if var in SPECIAL_ENV:
+            table, key = SPECIAL_ENV[var]
+        elif var.startswith(ENV_PREFIX) and "__" in var:
+            table, _, key = var[len(ENV_PREFIX):].lower().partition("__")
+            if table not in tables:
+                raise ConfigError(
+                    f"environment variable {var}: unknown table {table!r} (known: {', '.join(sorted(tables))})"
+                )
+        else:
+            continue
+        values.setdefault(table, {})[key] = value
+        names[(table, key)] = var
+    return values, names
+
+
+def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and validate the configuration.
+
+    `path` None means `NEWSLETTER_CONFIG` or `./newsletter.toml`; a missing default file
+    gives the built-in defaults, a missing file that was asked for is an error. Every
+    problem raises `ConfigError` naming the file or variable, the key and what was expected.
+    """
+    env = os.environ if environ is None else environ
+    explicit = path is not None or "NEWSLETTER_CONFIG" in env
+    config_path = Path(path if path is not None else env.get("NEWSLETTER_CONFIG", DEFAULT_CONFIG))
+    data: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: cannot be read: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"{config_path}: no such configuration file")
+    overrides, names = _env_overrides(env)
+    for table, keys in overrides.items():
+        current = data.get(table, {})
+        if not isinstance(current, dict):
+            raise ConfigError(f"{config_path}: {table}: expected a table [{table}]")
+        data[table] = {**current, **keys}
+    data["base_dir"] = config_path.resolve().parent
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(e, str(config_path), names) for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None

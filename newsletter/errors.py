@@ -1,0 +1,51 @@
+"""The exceptions of the `newsletter` package.
+
+    NewsletterError
+     ├── ConfigError          the configuration file or environment is wrong
+     ├── StorageError         the database cannot be opened or migrated
+     ├── SourceError          one source could not be fetched or parsed
+     ├── RenderError          a template failed (names the template and line)
+     ├── EmptyIssueError      no articles in the window: no issue is built
+     ├── IssueError           no such issue, or not in a state for that action
+     └── DeliveryError        a transport cannot deliver at all
+          └── TransportAuthError   the provider refused our credentials
+
+Imports nothing of ours. Domain code raises these; only `cli.py` and `web/` turn them into
+messages and exit codes.
+"""
+
+
+class NewsletterError(Exception):
+    """Base of every error raised by `newsletter`."""
+
+
+class ConfigError(NewsletterError):
+    """The configuration is wrong. The message names the file, the key and what was expected."""
+
+
+class StorageError(NewsletterError):
+    """The database cannot be opened, or its schema cannot be brought up to date."""
+
+
+class SourceError(NewsletterError):
+    """A source could not be fetched or parsed; the message says which and why."""
+
+
+class RenderError(NewsletterError):
+    """A template could not be rendered; the message names the template and line."""
+
+
+class EmptyIssueError(NewsletterError):
+    """The window of the next issue holds no article, so no issue is built."""
+
+
+class IssueError(NewsletterError):
+    """The issue does not exist, or is not in a state that allows the action."""
+
+
+class DeliveryError(NewsletterError):
+    """A transport cannot deliver at all (not: one batch failed, which is recorded)."""
+
+
+class TransportAuthError(DeliveryError):
+    """The provider refused our credentials; nothing more can be sent until that is fixed."""

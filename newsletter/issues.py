@@ -1,0 +1,199 @@
+"""The use cases of an issue: build it from the selection, render it, send it.
+
+Owns: `open_database`, `make_renderer`, `make_transport`, `build_issue`, `send_pending`,
+`render_issue`. Imports everything below it (`config`, `db`, `store`, `selection`,
+`render`, `dispatch`, `transports`). The CLI, the scheduler and the web app call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from . import db, store
+from .config import Settings
+from .dispatch import SendOptions, SendProgress, SendReport, send_issue
+from .errors import ConfigError, EmptyIssueError, IssueError
+from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
+from .render import IssueContent, Renderer
+from .sections import make_rules
+from .selection import issue_slug, issue_window, select_articles
+from .transports import Transport
+from .transports.outbox import OutboxTransport
+
+FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def open_database(settings: Settings) -> Engine:
+    """The configured database with its schema brought up to date."""
+    engine = db.open_engine(settings.database_url)
+    db.upgrade(engine)
+    return engine
+
+
+def make_renderer(settings: Settings) -> Renderer:
+    folder = settings.path(settings.templates.folder) if settings.templates.folder else None
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(f"templates.folder: {folder} is not a folder")
+    return Renderer(
+        site_name=settings.site.name,
+        base_url=settings.site.base_url,
+        postal_address=settings.site.postal_address,
+        zone=settings.site.zone,
+        template_folder=folder,
+    )
+
+
+def make_transport(settings: Settings) -> Transport:
+    """The transport the configuration names."""
+    if settings.delivery.transport == "outbox":
+        return OutboxTransport(settings.outbox_dir)
+    raise ConfigError(
+        f"delivery.transport: {settings.delivery.transport!r} is not available in this version; use \"outbox\""
+    )
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    issue: Issue
+    blocks: tuple[SectionBlock, ...]
+    full_bytes: int
+    warnings: tuple[str, ...]
+    widened: bool = False
+
+
+def _content(issue: Issue, blocks: tuple[SectionBlock, ...]) -> IssueContent:
+    return IssueContent(
+        slug=issue.slug, date=issue.window_end, blocks=blocks, subject=issue.subject, preheader=issue.preheader
+    )
+
+
+def build_issue(engine: Engine, settings: Settings, *, now: datetime, force: bool = False) -> BuildResult:
+    """Select the articles of the window that starts where the last issue ended and store
+    them as a new draft issue, rendered once in full to check it.
+
+    An empty window raises `EmptyIssueError`; with `force`, the newest articles no issue
+    has taken yet are used instead, whenever they were published.
+    """
+    rules = make_rules((s.slug, s.name, s.categories) for s in settings.sections)
+    fallback = settings.selection.fallback_section or None
+    renderer = make_renderer(settings)
+    with engine.begin() as conn:
+        previous = store.latest_issue(conn)
+        start, end = issue_window(
+            now=now,
+            previous_end=previous.window_end if previous else None,
+            zone=settings.site.zone,
+            first_days=settings.selection.first_window_days,
+        )
+        if end <= start:
+            raise EmptyIssueError(f"the last issue's window ends at {start:%Y-%m-%d %H:%M} UTC, after now")
+        limit = settings.selection.per_section_limit
+
+        def pick(window_start: datetime) -> list[SectionBlock]:
+            candidates = store.articles_between(conn, window_start, end)
+            return select_articles(
+                candidates, rules=rules, fallback=fallback, window_start=window_start,
+                window_end=end, per_section_limit=limit,
+            )
+
+        blocks = pick(start)
+        widened = False
+        if not blocks and force:
+            blocks, widened = pick(FAR_PAST), True
+        if not blocks:
+            local = settings.site.zone
+            raise EmptyIssueError(
+                f"no new articles between {start.astimezone(local):%Y-%m-%d %H:%M} and "
+                f"{end.astimezone(local):%Y-%m-%d %H:%M} ({settings.site.timezone}); no issue built"
+                + ("" if force else " (use --force to build from older articles no issue has used)")
+            )
+        if widened:
+            start = min(a.published_at for b in blocks for a in b.articles)
+        issue = store.create_issue(
+            conn,
+            slug=issue_slug(now, settings.site.zone, store.issue_slugs(conn)),
+            window_start=start,
+            window_end=end,
+            blocks=blocks,
+            now=now,
+        )
+        # Rendering inside the transaction means a template error leaves no issue behind.
+        message = renderer.render(_content(issue, tuple(blocks)))
+    warnings = []
+    if message.html_bytes > settings.delivery.warn_bytes:
+        warnings.append(
+            f"the full issue's HTML is {message.html_bytes:,} bytes, over {settings.delivery.warn_bytes:,}: "
+            "Gmail clips messages at about 102 KB"
+        )
+    return BuildResult(issue, tuple(blocks), message.html_bytes, tuple(warnings), widened)
+
+
+def find_issue(engine: Engine, ref: str | None) -> Issue:
+    """The issue named by slug or id; without a name, the newest issue not yet sent."""
+    with engine.connect() as conn:
+        if ref:
+            issue = store.find_issue(conn, ref)
+            if issue is None:
+                raise IssueError(f"no issue {ref!r} (see `newsletter issues`)")
+            return issue
+        latest = store.latest_issue(conn)
+    if latest is None:
+        raise IssueError("no issue has been built yet (run `newsletter build`)")
+    if latest.status is IssueStatus.SENT:
+        raise IssueError(f"nothing to send: the latest issue {latest.slug} was sent on {latest.sent_at:%Y-%m-%d %H:%M} UTC")
+    return latest
+
+
+def render_issue(
+    engine: Engine, settings: Settings, issue: Issue, *, sections: tuple[str, ...] | None = None, public: bool = False
+) -> RenderedMessage:
+    """The issue as the subscribers of `sections` see it (None: every section), or its
+    public web version."""
+    with engine.connect() as conn:
+        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
+    return make_renderer(settings).render(_content(issue, blocks), sections=sections, public=public)
+
+
+def send_pending(
+    engine: Engine,
+    settings: Settings,
+    issue: Issue,
+    *,
+    transport: Transport,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: SendProgress | None = None,
+    retry_failed: bool = False,
+    resend_unknown: bool = False,
+    sandbox: bool = False,
+) -> SendReport:
+    """Send the issue to every mailable subscriber who does not have it yet."""
+    with engine.connect() as conn:
+        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
+    renderer = make_renderer(settings)
+    content = _content(issue, blocks)
+    options = SendOptions(
+        base_url=settings.site.base_url,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        sender_name=settings.sender.name,
+        sender_address=settings.sender.address,
+        reply_to=settings.sender.reply_to,
+        batch_size=settings.delivery.batch_size,
+        retry_failed=retry_failed,
+        resend_unknown=resend_unknown,
+        sandbox=sandbox,
+        categories=(settings.site.name[:255], issue.slug),
+    )
+    return send_issue(
+        engine,
+        issue,
+        transport=transport,
+        render=lambda sections: renderer.render(content, sections=sections),
+        available_sections={b.slug for b in blocks},
+        options=options,
+        clock=clock,
+        progress=progress,
+    )

@@ -1,0 +1,146 @@
+"""Value types passed between the layers of `newsletter`.
+
+Owns: `Article`, `FeedItem`, `IssueStatus`, `Issue`, `Segment`, `RenderedMessage`,
+`Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`. Imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article as stored: plain-text title and summary, http(s) links only."""
+
+    id: int
+    guid: str
+    url: str
+    title: str
+    author: str
+    published_at: datetime
+    categories: tuple[str, ...]
+    summary: str
+    image_url: str
+    source: str
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One article as a source delivers it, already cleaned, before it is stored."""
+
+    guid: str
+    url: str
+    title: str
+    author: str
+    published_at: datetime | None
+    categories: tuple[str, ...]
+    summary: str
+    image_url: str
+
+
+class IssueStatus(StrEnum):
+    DRAFT = "draft"
+    SENDING = "sending"
+    SENT = "sent"
+
+
+@dataclass(frozen=True)
+class Issue:
+    id: int
+    slug: str
+    subject: str
+    preheader: str
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+    status: IssueStatus
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SectionBlock:
+    """A section of an issue with its articles in the order they appear."""
+
+    slug: str
+    name: str
+    articles: tuple[Article, ...]
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """One segment's email, rendered once: substitution tags such as `%%unsubscribe_url%%`
+    stand where each recipient's own values go."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The recipients who chose the same sections get the same rendered message."""
+
+    id: int
+    issue_id: int
+    key: str
+    message: RenderedMessage
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One addressee of a batch with the values of their substitution tags."""
+
+    subscriber_id: int
+    email: str
+    substitutions: dict[str, str] = field(hash=False)
+    unsubscribe_url: str
+    unsubscribe_mailto: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Up to 1,000 recipients of one segment, handed to a transport in one go."""
+
+    id: int
+    issue_id: int
+    issue_slug: str
+    segment_id: int
+    message: RenderedMessage
+    recipients: tuple[Recipient, ...]
+    sender_name: str
+    sender_address: str
+    reply_to: str
+    categories: tuple[str, ...] = ()
+    sandbox: bool = False
+
+
+class BatchStatus(StrEnum):
+    PLANNED = "planned"
+    IN_FLIGHT = "in_flight"
+    ACCEPTED = "accepted"
+    FAILED = "failed"
+
+
+class OutcomeKind(StrEnum):
+    ACCEPTED = "accepted"
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a transport says of one batch. It never retries; the ledger decides."""
+
+    kind: OutcomeKind
+    message_id: str = ""
+    status_code: int = 0
+    error: str = ""
+    retry_after: float | None = None

@@ -1,0 +1,179 @@
+"""Jinja2 → MJML → HTML, and the plain-text part; once per segment.
+
+Owns: `Renderer`, `IssueContent`, `TAGS`, `builtin_templates`. Imports `models`, `errors`.
+
+Per-recipient values never enter a render: the templates write substitution tags such as
+`%%unsubscribe_url%%` (see `TAGS`), which the transport fills for each recipient. That is
+what makes one render per segment possible.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+import mjml
+
+from .errors import RenderError
+from .models import RenderedMessage, SectionBlock
+
+TAG_NAMES = ("greeting", "first_name", "preferences_url", "unsubscribe_url")
+TAGS = {name: f"%%{name}%%" for name in TAG_NAMES}
+TAG_PATTERN = re.compile(r"%%[a-z_]+%%")
+
+# Every MJML tag MRML knows; anything else named mj-* is a typo that MRML would print raw.
+MJML_TAGS = frozenset(
+    "mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font mj-preview mj-style mj-title "
+    "mj-include mj-raw mj-section mj-column mj-group mj-wrapper mj-hero mj-text mj-image mj-button mj-divider "
+    "mj-spacer mj-table mj-social mj-social-element mj-navbar mj-navbar-link mj-carousel mj-carousel-image "
+    "mj-accordion mj-accordion-element mj-accordion-title mj-accordion-text".split()
+)
+_MJ_TAG = re.compile(r"<(/?)(mj(?:ml|-[a-z-]+))\b[^>]*?(/?)>")
+
+
+def builtin_templates() -> Path:
+    """The templates shipped with the package (a wheel carries them inside `newsletter/`)."""
+    packaged = Path(__file__).parent / "_templates"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class IssueContent:
+    """What a render needs of an issue, independent of who receives it."""
+
+    slug: str
+    date: datetime
+    blocks: tuple[SectionBlock, ...]
+    subject: str = ""
+    preheader: str = ""
+    intro: str = ""
+
+
+def _template_line(exc: BaseException) -> tuple[str, int | None]:
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return exc.filename or exc.name or "?", exc.lineno
+    tb = exc.__traceback__
+    found: tuple[str, int | None] = ("?", None)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2") or filename.endswith(".html"):
+            found = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def check_mjml(source: str) -> tuple[int, str] | None:
+    """The first line of generated MJML with an unknown `mj-` tag or a tag closed out of
+    order, and what is wrong there; None when none is found. MRML itself neither
+    validates nor says where a parse error is."""
+    stack: list[tuple[str, int]] = []
+    for match in _MJ_TAG.finditer(source):
+        closing, name, selfclosing = match.groups()
+        line = source.count("\n", 0, match.start()) + 1
+        if name not in MJML_TAGS:
+            return line, f"unknown MJML tag <{name}>"
+        if selfclosing:
+            continue
+        if closing:
+            if not stack or stack[-1][0] != name:
+                expected = f"</{stack[-1][0]}> (opened on line {stack[-1][1]})" if stack else "nothing"
+                return line, f"</{name}> closes nothing open here; expected {expected}"
+            stack.pop()
+        elif name not in ("mj-all", "mj-class", "mj-breakpoint", "mj-font", "mj-include"):
+            stack.append((name, line))
+    if stack:
+        return stack[-1][1], f"<{stack[-1][0]}> is never closed"
+    return None
+
+
+class Renderer:
+    """Renders issues with the built-in templates, or a user's folder that overrides them."""
+
+    def __init__(
+        self,
+        *,
+        site_name: str,
+        base_url: str,
+        postal_address: str,
+        zone: ZoneInfo,
+        template_folder: Path | None = None,
+    ) -> None:
+        folders = [str(template_folder)] if template_folder else []
+        folders.append(str(builtin_templates()))
+        self.site = {"name": site_name, "base_url": base_url, "postal_address": postal_address}
+        self.base_url = base_url
+        self.zone = zone
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(folders),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("j2", "html"), disabled_extensions=("txt.j2",)),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=False,
+            keep_trailing_newline=True,
+        )
+        self.env.filters["localdate"] = self._localdate
+
+    def _localdate(self, value: datetime) -> str:
+        local = value.astimezone(self.zone)
+        return f"{local.day} {local:%b %Y}"
+
+    def web_url(self, slug: str) -> str:
+        """The public web version of an issue; the "View in browser" link points here."""
+        return f"{self.base_url}/archive/{slug}"
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render(context)
+        except jinja2.TemplateNotFound as exc:
+            raise RenderError(f"template {exc.name} not found in {', '.join(self.env.loader.searchpath)}") from None  # type: ignore[union-attr]
+        except jinja2.TemplateError as exc:
+            where, line = _template_line(exc)
+            raise RenderError(f"{where}, line {line}: {exc.message or exc}") from None
+
+    def render(
+        self,
+        content: IssueContent,
+        *,
+        sections: Sequence[str] | None = None,
+        public: bool = False,
+    ) -> RenderedMessage:
+        """The email for the recipients who chose `sections` (None: every section).
+
+        `public` renders the web version: no personal links, a subscribe link instead.
+        Raises `RenderError` naming the template and line when a template or its MJML is
+        wrong.
+        """
+        blocks = [b for b in content.blocks if sections is None or b.slug in sections]
+        articles = [a for b in blocks for a in b.articles]
+        if not articles:
+            raise RenderError(f"issue {content.slug}: nothing to render for sections {', '.join(sections or [])}")
+        subject = content.subject or f"{self.site['name']}: {articles[0].title}"
+        preheader = content.preheader or " · ".join(a.title for a in articles[1:3]) or articles[0].summary
+        context = {
+            "site": self.site,
+            "subject": subject,
+            "preheader": preheader,
+            "intro": content.intro,
+            "date": self._localdate(content.date),
+            "blocks": blocks,
+            "section_names": [b.name for b in blocks],
+            "web_url": self.web_url(content.slug),
+            "subscribe_url": f"{self.base_url}/subscribe",
+            "tags": TAGS,
+            "public": public,
+        }
+        source = self._render("email/digest.mjml.j2", context)
+        problem = check_mjml(source)
+        if problem:
+            raise RenderError(f"email/digest.mjml.j2 produced invalid MJML at line {problem[0]}: {problem[1]}")
+        try:
+            html = mjml.mjml2html(source, disable_comments=True)
+        except ValueError as exc:
+            raise RenderError(f"email/digest.mjml.j2 produced MJML that MRML cannot parse: {exc}") from None
+        text = self._render("email/digest.txt.j2", context)
+        return RenderedMessage(subject=subject, preheader=preheader, html=html, text=text)

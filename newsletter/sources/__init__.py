@@ -1,0 +1,1 @@
+"""Sources of articles: each fetches and normalises into `FeedItem`s; no storage here."""

@@ -1,0 +1,73 @@
+"""Turning untrusted source HTML into plain text and safe links.
+
+Owns: `plain_text`, `shorten`, `safe_url`, `canonical_url`, `first_image`. Imports nh3.
+
+Titles and summaries are stored as plain text: nh3 drops every tag (and the content of
+`script` and `style`), entities are decoded, white space folded. Templates escape them
+again on output, so nothing from a feed can run in an email or a page. Links are kept only
+when they are absolute http(s) URLs.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import nh3
+
+_SPACE = re.compile(r"\s+")
+_BLOCK_END = re.compile(r"(<br\s*/?>|</(?:p|div|li|h[1-6]|tr|td|blockquote)\s*>)", re.IGNORECASE)
+_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+_TRACKING = re.compile(r"^(utm_[a-z]+|fbclid|gclid|mc_cid|mc_eid)$", re.IGNORECASE)
+
+
+def plain_text(value: str) -> str:
+    """Text without tags or entities, white space folded, control characters dropped."""
+    if not value:
+        return ""
+    # Block boundaries become spaces, so "<p>One.</p><p>Two.</p>" reads "One. Two.".
+    text = nh3.clean(_BLOCK_END.sub(r"\1 ", value), tags=set(), attributes={})
+    text = html.unescape(html.unescape(text)) if "&amp;" in text else html.unescape(text)
+    text = "".join(ch for ch in text if ch.isprintable() or ch in " \t\n")
+    return _SPACE.sub(" ", text).strip()
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut on a word boundary to at most `limit` characters, with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-–—") + "…"
+
+
+def safe_url(value: str, base: str = "") -> str:
+    """An absolute http(s) URL, or "" for anything else (javascript:, data:, mailto:, junk)."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if base:
+        value = urljoin(base, value)
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c in value for c in ' <>"\'`'):
+        return ""
+    return value
+
+
+def canonical_url(url: str) -> str:
+    """The URL without fragment and tracking parameters, scheme and host in lower case."""
+    parts = urlsplit(url)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING.match(k)])
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", query, ""))
+
+
+def first_image(markup: str, base: str) -> str:
+    """The first http(s) image in some HTML, or ""."""
+    for match in _IMG.finditer(markup or ""):
+        url = safe_url(html.unescape(match.group(1)), base)
+        if url:
+            return url
+    return ""

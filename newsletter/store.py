@@ -1,0 +1,242 @@
+"""Queries about articles, feeds, issues and segments, on a connection the caller gives.
+
+Owns: reading and writing `articles`, `feed_state`, `issues`, `issue_articles`,
+`segments`. The send ledger (`batches`, `deliveries`) is queried in `ledger.py`.
+Imports `models`, `tables`. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from .models import Article, FeedItem, Issue, IssueStatus, RenderedMessage, SectionBlock, Segment
+from .tables import articles, feed_state, issue_articles, issues, segments
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def _article(row: Any) -> Article:
+    return Article(
+        id=row.id,
+        guid=row.guid,
+        url=row.url,
+        title=row.title,
+        author=row.author,
+        published_at=row.published_at,
+        categories=tuple(c for c in row.categories.split("\n") if c),
+        summary=row.summary,
+        image_url=row.image_url,
+        source=row.source,
+    )
+
+
+def upsert_articles(conn: Connection, items: Iterable[FeedItem], *, source: str, now: datetime) -> UpsertCounts:
+    """Store new items and refresh changed ones, matching by guid, then by canonical URL.
+
+    An item without a date keeps the date it was first seen. An article already in an
+    issue keeps its date, so a changed feed cannot move it into another issue's window.
+    """
+    new = updated = unchanged = 0
+    for item in items:
+        row = conn.execute(select(articles).where(articles.c.guid == item.guid)).first()
+        if row is None:
+            row = conn.execute(select(articles).where(articles.c.url == item.url)).first()
+        values = {
+            "title": item.title,
+            "author": item.author,
+            "categories": "\n".join(item.categories),
+            "summary": item.summary,
+            "image_url": item.image_url,
+        }
+        if row is None:
+            conn.execute(
+                insert(articles).values(
+                    guid=item.guid,
+                    url=item.url,
+                    published_at=item.published_at or now,
+                    source=source,
+                    first_seen_at=now,
+                    updated_at=now,
+                    **values,
+                )
+            )
+            new += 1
+            continue
+        in_issue = conn.execute(
+            select(issue_articles.c.issue_id).where(issue_articles.c.article_id == row.id)
+        ).first()
+        if item.published_at is not None and in_issue is None:
+            values["published_at"] = item.published_at
+        if item.url != row.url and conn.execute(select(articles.c.id).where(articles.c.url == item.url)).first() is None:
+            values["url"] = item.url
+        if all(getattr(row, key) == value for key, value in values.items()):
+            unchanged += 1
+            continue
+        conn.execute(update(articles).where(articles.c.id == row.id).values(updated_at=now, **values))
+        updated += 1
+    return UpsertCounts(new, updated, unchanged)
+
+
+def feed_validators(conn: Connection, url: str) -> tuple[str, str]:
+    """The ETag and Last-Modified remembered for a feed URL."""
+    row = conn.execute(select(feed_state.c.etag, feed_state.c.last_modified).where(feed_state.c.url == url)).first()
+    return (row.etag, row.last_modified) if row else ("", "")
+
+
+def record_fetch(
+    conn: Connection, url: str, *, status: str, error: str, etag: str, last_modified: str, now: datetime
+) -> None:
+    """Remember how the last fetch of a feed went."""
+    values = {"etag": etag, "last_modified": last_modified, "last_fetched_at": now, "last_status": status, "last_error": error}
+    changed = conn.execute(update(feed_state).where(feed_state.c.url == url).values(**values)).rowcount
+    if not changed:
+        conn.execute(insert(feed_state).values(url=url, **values))
+
+
+def articles_between(conn: Connection, start: datetime, end: datetime) -> list[Article]:
+    """Articles published in [start, end) that no issue has taken yet."""
+    taken = select(issue_articles.c.article_id)
+    rows = conn.execute(
+        select(articles)
+        .where(articles.c.published_at >= start, articles.c.published_at < end, articles.c.id.not_in(taken))
+        .order_by(articles.c.published_at.desc(), articles.c.id.desc())
+    ).all()
+    return [_article(row) for row in rows]
+
+
+def count_articles(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(articles)).scalar_one())
+
+
+def _issue(row: Any) -> Issue:
+    return Issue(
+        id=row.id,
+        slug=row.slug,
+        subject=row.subject,
+        preheader=row.preheader,
+        window_start=row.window_start,
+        window_end=row.window_end,
+        created_at=row.created_at,
+        status=IssueStatus(row.status),
+        sent_at=row.sent_at,
+    )
+
+
+def latest_issue(conn: Connection) -> Issue | None:
+    """The most recently built issue."""
+    row = conn.execute(select(issues).order_by(issues.c.window_end.desc(), issues.c.id.desc()).limit(1)).first()
+    return _issue(row) if row else None
+
+
+def find_issue(conn: Connection, ref: str | int) -> Issue | None:
+    """The issue with this slug or id."""
+    clause = issues.c.id == int(ref) if str(ref).isdigit() else issues.c.slug == str(ref)
+    row = conn.execute(select(issues).where(clause)).first()
+    return _issue(row) if row else None
+
+
+def list_issues(conn: Connection) -> list[Issue]:
+    rows = conn.execute(select(issues).order_by(issues.c.window_end.desc(), issues.c.id.desc())).all()
+    return [_issue(row) for row in rows]
+
+
+def issue_slugs(conn: Connection) -> set[str]:
+    return set(conn.execute(select(issues.c.slug)).scalars())
+
+
+def create_issue(
+    conn: Connection,
+    *,
+    slug: str,
+    window_start: datetime,
+    window_end: datetime,
+    blocks: Sequence[SectionBlock],
+    now: datetime,
+    subject: str = "",
+    preheader: str = "",
+) -> Issue:
+    """Store a new draft issue with its articles, section by section."""
+    issue_id = conn.execute(
+        insert(issues).values(
+            slug=slug,
+            subject=subject,
+            preheader=preheader,
+            window_start=window_start,
+            window_end=window_end,
+            created_at=now,
+            status=IssueStatus.DRAFT.value,
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    rows = [
+        {"issue_id": issue_id, "article_id": article.id, "section": block.slug, "position": position}
+        for block in blocks
+        for position, article in enumerate(block.articles)
+    ]
+    conn.execute(insert(issue_articles), rows)
+    issue = find_issue(conn, issue_id)
+    assert issue is not None
+    return issue
+
+
+def issue_blocks(conn: Connection, issue_id: int, names: dict[str, str]) -> tuple[SectionBlock, ...]:
+    """The sections of a stored issue with their articles, in configured section order."""
+    rows = conn.execute(
+        select(articles, issue_articles.c.section)
+        .join(issue_articles, issue_articles.c.article_id == articles.c.id)
+        .where(issue_articles.c.issue_id == issue_id)
+        .order_by(issue_articles.c.position)
+    ).all()
+    grouped: dict[str, list[Article]] = {}
+    for row in rows:
+        grouped.setdefault(row.section, []).append(_article(row))
+    order = list(names) + sorted(set(grouped) - set(names))
+    return tuple(SectionBlock(slug, names.get(slug, slug), tuple(grouped[slug])) for slug in order if slug in grouped)
+
+
+def set_issue_status(conn: Connection, issue_id: int, status: IssueStatus, *, now: datetime | None = None) -> None:
+    values: dict[str, Any] = {"status": status.value}
+    if status is IssueStatus.SENT:
+        values["sent_at"] = now
+    conn.execute(update(issues).where(issues.c.id == issue_id).values(**values))
+
+
+def save_segment(conn: Connection, issue_id: int, key: str, message: RenderedMessage) -> Segment:
+    """Store a segment's rendered message, once per issue and section set."""
+    existing = get_segment(conn, issue_id, key)
+    if existing is not None:
+        return existing
+    segment_id = conn.execute(
+        insert(segments).values(
+            issue_id=issue_id,
+            key=key,
+            subject=message.subject,
+            preheader=message.preheader,
+            html=message.html,
+            text=message.text,
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    return Segment(segment_id, issue_id, key, message)
+
+
+def _segment(row: Any) -> Segment:
+    return Segment(row.id, row.issue_id, row.key, RenderedMessage(row.subject, row.preheader, row.html, row.text))
+
+
+def get_segment(conn: Connection, issue_id: int, key: str) -> Segment | None:
+    row = conn.execute(select(segments).where(segments.c.issue_id == issue_id, segments.c.key == key)).first()
+    return _segment(row) if row else None
+
+
+def segments_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Segment]:
+    rows = conn.execute(select(segments).where(segments.c.id.in_(list(ids)))).all()
+    return {row.id: _segment(row) for row in rows}

@@ -1,0 +1,138 @@
+"""All queries about subscribers and suppression, on a connection the caller gives.
+
+Owns: creating, reading and counting subscribers. Imports `models`, `errors`, `tables`,
+`tokens` of this package only. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Connection, func, insert, select, update
+
+from .errors import InvalidEmailError, UnknownSubscriberError
+from .models import NewSubscriber, Status, Subscriber, parse_sections_key, sections_key
+from .tables import subscribers
+from .tokens import new_token
+
+
+def normalize_email(address: str) -> str:
+    """The address in canonical form, or `InvalidEmailError` naming what is wrong.
+
+    No DNS lookups are made: a subscriber form must answer at once, and bounces catch
+    dead domains later.
+    """
+    try:
+        result = validate_email(address.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmailError(f"{address!r} is not a valid email address: {exc}") from None
+    return result.normalized.lower()
+
+
+def _row_to_subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=Status(row.status),
+        sections=parse_sections_key(row.sections),
+        token=row.token,
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+        unsubscribed_at=row.unsubscribed_at,
+        source=row.source,
+    )
+
+
+def upsert_subscribers(
+    conn: Connection, items: Iterable[NewSubscriber], *, now: datetime, chunk: int = 5000
+) -> tuple[int, int]:
+    """Create the subscribers that do not exist yet and refresh the sections and name of
+    those that do. Returns (created, updated). Every address is validated first, so one bad
+    address raises `InvalidEmailError` before anything is written for its chunk."""
+    created = updated = 0
+    batch: list[NewSubscriber] = []
+
+    def flush() -> None:
+        nonlocal created, updated
+        normalized = {normalize_email(item.email): item for item in batch}
+        existing = {
+            row.email: row.id
+            for row in conn.execute(
+                select(subscribers.c.email, subscribers.c.id).where(
+                    subscribers.c.email.in_(list(normalized))
+                )
+            )
+        }
+        new_rows: list[dict[str, Any]] = []
+        for email, item in normalized.items():
+            if email in existing:
+                conn.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id == existing[email])
+                    .values(name=item.name, sections=sections_key(item.sections))
+                )
+                updated += 1
+            else:
+                new_rows.append(
+                    {
+                        "email": email,
+                        "name": item.name,
+                        "status": item.status.value,
+                        "sections": sections_key(item.sections),
+                        "token": new_token(),
+                        "created_at": now,
+                        "confirmed_at": now if item.status is Status.ACTIVE else None,
+                        "unsubscribed_at": None,
+                        "source": item.source,
+                    }
+                )
+        if new_rows:
+            conn.execute(insert(subscribers), new_rows)
+            created += len(new_rows)
+        batch.clear()
+
+    for item in items:
+        batch.append(item)
+        if len(batch) >= chunk:
+            flush()
+    if batch:
+        flush()
+    return created, updated
+
+
+def get_subscriber(conn: Connection, email: str) -> Subscriber:
+    """The subscriber with that address, or `UnknownSubscriberError`."""
+    row = conn.execute(
+        select(subscribers).where(subscribers.c.email == normalize_email(email))
+    ).first()
+    if row is None:
+        raise UnknownSubscriberError("no subscriber with that address")
+    return _row_to_subscriber(row)
+
+
+def set_status(conn: Connection, subscriber_id: int, status: Status, *, now: datetime) -> None:
+    """Change a subscriber's status; leaving records the time."""
+    values: dict[str, Any] = {"status": status.value}
+    if status in (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED):
+        values["unsubscribed_at"] = now
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(**values))
+
+
+def count_by_status(conn: Connection) -> dict[Status, int]:
+    """How many subscribers stand in each status."""
+    rows = conn.execute(
+        select(subscribers.c.status, func.count()).group_by(subscribers.c.status)
+    ).all()
+    return {Status(status): count for status, count in rows}
+
+
+def subscribers_by_id(conn: Connection, ids: Sequence[int]) -> list[Subscriber]:
+    """The subscribers with these ids, in id order."""
+    rows = conn.execute(
+        select(subscribers).where(subscribers.c.id.in_(list(ids))).order_by(subscribers.c.id)
+    ).all()
+    return [_row_to_subscriber(row) for row in rows]

@@ -1,0 +1,37 @@
+"""The one gate every send consults: who may be mailed right now.
+
+Owns: `mailable_clause`, `suppress`, `is_suppressed`. Imports `models` and `tables` only.
+A subscriber is mailable when active and their address is not on the suppression list.
+The sender applies this gate twice: when it plans the batches of an issue, and again for
+each batch just before it goes out, so an unsubscribe or a bounce takes effect at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Connection, and_, exists, insert, select
+
+from .models import Status
+from .tables import subscribers, suppressions
+
+
+def mailable_clause() -> ColumnElement[bool]:
+    """A WHERE clause on `subscribers` that keeps only those who may be mailed now."""
+    return and_(
+        subscribers.c.status == Status.ACTIVE.value,
+        ~exists().where(suppressions.c.email == subscribers.c.email),
+    )
+
+
+def suppress(conn: Connection, email: str, *, reason: str, now: datetime) -> None:
+    """Put an (already normalized) address on the suppression list; idempotent."""
+    if not is_suppressed(conn, email):
+        conn.execute(insert(suppressions).values(email=email, reason=reason, created_at=now))
+
+
+def is_suppressed(conn: Connection, email: str) -> bool:
+    """Whether the address is on the suppression list."""
+    return conn.execute(
+        select(suppressions.c.email).where(suppressions.c.email == email)
+    ).first() is not None
