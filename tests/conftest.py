@@ -1,0 +1,103 @@
+"""Fixtures shared by every test: databases (SQLite always, PostgreSQL when
+NEWSLETTER_TEST_POSTGRES_URL is set), a local HTTP server, and configuration files."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from newsletter import db
+from newsletter.config import Settings, load_settings
+from tests.servers import LocalServer
+
+import os
+
+POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES_URL, reason="NEWSLETTER_TEST_POSTGRES_URL not set"))]
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _pg(url: str) -> str:
+    return url if "+psycopg" in url else url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database: a SQLite file, or a fresh schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = db.open_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield _pg(POSTGRES_URL) + f"{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on an empty database with the schema applied."""
+    eng = db.open_engine(database_url)
+    db.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    srv = LocalServer().start()
+    yield srv
+    srv.stop()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, tables: dict[str, Any]) -> Path:
+    """Write a newsletter.toml from {table: {key: value}} and {array: [{...}]}."""
+    lines: list[str] = []
+    for name, value in tables.items():
+        if isinstance(value, list):
+            for entry in value:
+                lines.append(f"[[{name}]]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in entry.items()]
+        else:
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in value.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    """Settings for a test: the test's database, an outbox in tmp_path, and any tables given."""
+
+    def make(**tables: Any) -> Settings:
+        base: dict[str, Any] = {
+            "site": {"name": "Pharma Weekly", "base_url": "https://news.example.com", "timezone": "Europe/London"},
+            "sender": {"name": "Pharma Weekly", "address": "news@example.com"},
+            "database": {"url": database_url},
+            "delivery": {"outbox_dir": str(tmp_path / "outbox")},
+        }
+        for key, value in tables.items():
+            base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+        return load_settings(write_config(tmp_path / "newsletter.toml", base), environ={})
+
+    return make

@@ -1,0 +1,62 @@
+"""Builders for test data: feeds as RSS or Atom text, and parsed outbox messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import format_datetime
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+
+@dataclass
+class Item:
+    title: str
+    link: str | None
+    published: datetime | None
+    categories: list[str] = field(default_factory=list)
+    guid: str | None = None
+    description: str = ""
+    raw_title: bool = False
+    extra: str = ""
+
+
+def rss(items: list[Item], *, title: str = "Pharma News", link: str = "https://pharma.example.com/") -> bytes:
+    """An RSS 2.0 document. Titles are escaped unless `raw_title`; descriptions go in CDATA."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/" xmlns:content="http://purl.org/rss/1.0/modules/content/">',
+           f"<channel><title>{escape(title)}</title><link>{link}</link><description>test</description>"]
+    for item in items:
+        out.append("<item>")
+        out.append(f"<title>{item.title if item.raw_title else escape(item.title)}</title>")
+        if item.link is not None:
+            out.append(f"<link>{escape(item.link)}</link>")
+        if item.guid:
+            out.append(f'<guid isPermaLink="false">{escape(item.guid)}</guid>')
+        if item.published:
+            out.append(f"<pubDate>{format_datetime(item.published)}</pubDate>")
+        for category in item.categories:
+            out.append(f"<category><![CDATA[{category}]]></category>")
+        if item.description:
+            out.append(f"<description><![CDATA[{item.description}]]></description>")
+        out.append(item.extra)
+        out.append("</item>")
+    out.append("</channel></rss>")
+    return "\n".join(out).encode("utf-8")
+
+
+def outbox_messages(folder: Path) -> list[EmailMessage]:
+    """Every .eml under `folder`, parsed."""
+    parser = BytesParser(policy=policy.default)
+    return [parser.parsebytes(p.read_bytes()) for p in sorted(folder.rglob("*.eml"))]  # type: ignore[misc]
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    """(text, html) of a multipart/alternative message."""
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
