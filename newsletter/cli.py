@@ -109,7 +109,8 @@ def _feed_table(reports: list[FeedReport]) -> Table:
         table.add_column(column, justify="right" if column in ("items", "new", "updated", "left out") else "left")
     for r in reports:
         colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}[r.status]
-        why = r.error or ("; ".join(r.skipped[:3]) + (" …" if len(r.skipped) > 3 else ""))
+        notes = [*r.warnings, *r.skipped]
+        why = r.error or ("; ".join(notes[:3]) + (" …" if len(notes) > 3 else ""))
         table.add_row(r.name, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated), str(len(r.skipped)), why)
     return table
 

@@ -30,6 +30,7 @@ class FeedReport:
     items: int = 0
     error: str = ""
     skipped: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def make_client(settings: Settings) -> httpx.Client:
@@ -75,7 +76,7 @@ def ingest_feeds(
                 )
             report = FeedReport(
                 name=feed.name, url=feed.url, status=result.status, new=counts.new, updated=counts.updated,
-                items=len(result.items), error=result.error, skipped=result.skipped,
+                items=len(result.items), error=result.error, skipped=result.skipped, warnings=result.warnings,
             )
             reports.append(report)
             if on_feed:

@@ -93,7 +93,7 @@ def fetch_feed(
                 new_etag = response.headers.get("etag", "")
                 new_modified = response.headers.get("last-modified", "")
                 final_url = str(response.url)
-        items, skipped = parse_feed(content, base_url=final_url, summary_chars=summary_chars)
+        items, skipped, warnings = parse_feed(content, base_url=final_url, summary_chars=summary_chars)
     except SourceError as exc:
         return FetchResult("failed", error=str(exc), etag=etag, last_modified=last_modified)
     except httpx.TimeoutException:
@@ -101,7 +101,10 @@ def fetch_feed(
     except httpx.HTTPError as exc:
         reason = str(exc) or type(exc).__name__
         return FetchResult("failed", error=f"connection failed: {reason}", etag=etag, last_modified=last_modified)
-    return FetchResult("fetched", items=tuple(items), skipped=tuple(skipped), etag=new_etag, last_modified=new_modified)
+    return FetchResult(
+        "fetched", items=tuple(items), skipped=tuple(skipped), etag=new_etag, last_modified=new_modified,
+        warnings=tuple(warnings),
+    )
 
 
 def _entry_time(entry: Any) -> datetime | None:
@@ -131,10 +134,21 @@ def _entry_image(entry: Any, html: str, base_url: str) -> str:
     return first_image(html, base_url)
 
 
-def parse_feed(content: bytes, *, base_url: str, summary_chars: int) -> tuple[list[FeedItem], list[str]]:
-    """Items of a feed document, cleaned, and a line for each item left out and why.
+def _xml_error(parsed: Any) -> str:
+    """The XML syntax error feedparser worked around, or "" (encoding notes don't count)."""
+    exc = parsed.get("bozo_exception")
+    if not parsed.get("bozo") or exc is None or isinstance(exc, feedparser.CharacterEncodingOverride):
+        return ""
+    line = getattr(exc, "getLineNumber", lambda: None)()
+    return f"malformed XML{f' at line {line}' if line else ''}: {getattr(exc, 'getMessage', lambda: str(exc))()}"
 
-    Raises `SourceError` when the document is not an RSS or Atom feed at all.
+
+def parse_feed(content: bytes, *, base_url: str, summary_chars: int) -> tuple[list[FeedItem], list[str], list[str]]:
+    """Items of a feed document, cleaned; a line for each item left out and why; and
+    warnings about the document (XML that feedparser had to read leniently).
+
+    Raises `SourceError` when the document is not an RSS or Atom feed at all, or is so
+    malformed that no item could be read from it.
     """
     parsed = feedparser.parse(content, sanitize_html=True, resolve_relative_uris=True)
     if not parsed.get("version") and not parsed.entries:
@@ -155,7 +169,8 @@ def parse_feed(content: bytes, *, base_url: str, summary_chars: int) -> tuple[li
         url = safe_url(raw_link, feed_link)
         guid = str(entry.get("id") or "").strip()
         if not url and guid:
-            url = safe_url(guid, feed_link)
+            # A guid stands in for the link only when it is itself an absolute URL.
+            url = safe_url(guid)
         if not url:
             why = "its link is not an http(s) URL" if raw_link else "it has no link"
             skipped.append(f"{label}: left out because {why}")
@@ -187,5 +202,8 @@ def parse_feed(content: bytes, *, base_url: str, summary_chars: int) -> tuple[li
                 image_url=_entry_image(entry, full_html, feed_link),
             )
         )
-    return items, skipped
+    xml_error = _xml_error(parsed)
+    if xml_error and not items:
+        raise SourceError(f"not an RSS or Atom feed: {xml_error}")
+    return items, skipped, [f"{xml_error}; {len(items)} items read leniently"] if xml_error else []
 
