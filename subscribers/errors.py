@@ -2,7 +2,10 @@
 
     SubscriberError
      ├── InvalidEmailError      an address that is not a valid email address
-     └── UnknownSubscriberError no subscriber with that address or token
+     ├── InvalidSectionError    a section slug the site does not have
+     ├── UnknownSubscriberError no subscriber with that address or token
+     ├── ConfirmationExpiredError  a confirmation link older than its time limit
+     └── NotAllowedError        the action does not apply to the subscriber's status
 
 Imports nothing of ours.
 """
@@ -18,3 +21,16 @@ class InvalidEmailError(SubscriberError):
 
 class UnknownSubscriberError(SubscriberError):
     """No subscriber matches the address or token given."""
+
+
+class InvalidSectionError(SubscriberError):
+    """A section slug that is not one of the site's sections; the message names it."""
+
+
+class ConfirmationExpiredError(SubscriberError):
+    """The confirmation link is older than the configured limit; a new one can be sent."""
+
+
+class NotAllowedError(SubscriberError):
+    """The action does not apply to this subscriber now (for example, resubscribing an
+    address that bounced); the message says why in words fit for the subscriber."""

@@ -1,6 +1,7 @@
 """Value types and status enums for people.
 
-Owns: `Status`, `Subscriber`, `NewSubscriber`. Imports nothing of ours.
+Owns: `Status`, `Subscriber`, `NewSubscriber`, `ConsentAction`, `ConsentRecord`, `Origin`.
+Imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Subscriber:
     confirmed_at: datetime | None
     unsubscribed_at: datetime | None
     source: str
+    paused_until: datetime | None = None
+    confirmation_sent_at: datetime | None = None
 
 
 def sections_key(sections: tuple[str, ...] | list[str] | set[str]) -> str:
@@ -56,3 +59,39 @@ def sections_key(sections: tuple[str, ...] | list[str] | set[str]) -> str:
 def parse_sections_key(key: str) -> tuple[str, ...]:
     """The inverse of `sections_key`."""
     return tuple(s for s in key.split(",") if s)
+
+
+class ConsentAction(StrEnum):
+    """What a person agreed to or withdrew; every row of the consent log is one of these."""
+
+    REQUESTED = "requested"  # asked to subscribe through a form; not yet confirmed
+    CONFIRMED = "confirmed"  # followed the confirmation link: double opt-in complete
+    SECTIONS = "sections"  # chose a new set of sections
+    PAUSED = "paused"  # paused mail until a date
+    RESUMED = "resumed"  # ended a pause early
+    UNSUBSCRIBED = "unsubscribed"  # withdrew consent to every mail
+    RESUBSCRIBED = "resubscribed"  # gave consent again from their preference center
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, recorded with each consent: the client's IP address, its
+    user agent and the form or link used ("subscribe-form", "preferences", "one-click")."""
+
+    ip: str = ""
+    user_agent: str = ""
+    form: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """One row of the consent log. `sections` are the sections in force after the action."""
+
+    id: int
+    subscriber_id: int
+    action: ConsentAction
+    sections: tuple[str, ...]
+    at: datetime
+    ip: str
+    user_agent: str
+    form: str

@@ -1,7 +1,7 @@
 """All queries about subscribers and suppression, on a connection the caller gives.
 
-Owns: creating, reading and counting subscribers. Imports `models`, `errors`, `tables`,
-`tokens` of this package only. Callers own the transaction.
+Owns: creating, reading and counting subscribers, and the consent log. Imports `models`,
+`errors`, `tables`, `tokens` of this package only. Callers own the transaction.
 """
 
 from __future__ import annotations
@@ -14,9 +14,18 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, func, insert, select, update
 
 from .errors import InvalidEmailError, UnknownSubscriberError
-from .models import NewSubscriber, Status, Subscriber, parse_sections_key, sections_key
-from .tables import subscribers
-from .tokens import new_token
+from .models import (
+    ConsentAction,
+    ConsentRecord,
+    NewSubscriber,
+    Origin,
+    Status,
+    Subscriber,
+    parse_sections_key,
+    sections_key,
+)
+from .tables import consents, subscribers
+from .tokens import looks_like_token, new_token
 
 
 def normalize_email(address: str) -> str:
@@ -44,6 +53,8 @@ def _row_to_subscriber(row: Any) -> Subscriber:
         confirmed_at=row.confirmed_at,
         unsubscribed_at=row.unsubscribed_at,
         source=row.source,
+        paused_until=row.paused_until,
+        confirmation_sent_at=row.confirmation_sent_at,
     )
 
 
@@ -136,3 +147,88 @@ def subscribers_by_id(conn: Connection, ids: Sequence[int]) -> list[Subscriber]:
         select(subscribers).where(subscribers.c.id.in_(list(ids))).order_by(subscribers.c.id)
     ).all()
     return [_row_to_subscriber(row) for row in rows]
+
+
+def subscriber_by_token(conn: Connection, token: str) -> Subscriber:
+    """The subscriber whose links carry `token`, or `UnknownSubscriberError` (also for
+    text that cannot be a token at all)."""
+    row = None
+    if looks_like_token(token):
+        row = conn.execute(select(subscribers).where(subscribers.c.token == token)).first()
+    if row is None:
+        raise UnknownSubscriberError("no subscriber with that token")
+    return _row_to_subscriber(row)
+
+
+def update_subscriber(conn: Connection, subscriber_id: int, **values: Any) -> None:
+    """Write the given columns of one subscriber (`sections` as a tuple, `status` as a
+    `Status`); the use cases decide what may change."""
+    if "sections" in values:
+        values["sections"] = sections_key(values["sections"])
+    if "status" in values:
+        values["status"] = Status(values["status"]).value
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(**values))
+
+
+def record_consent(
+    conn: Connection,
+    subscriber_id: int,
+    action: ConsentAction,
+    *,
+    sections: Sequence[str],
+    origin: Origin,
+    now: datetime,
+) -> int:
+    """Append one row to the consent log and return its id. The user agent is cut to the
+    column's length; an IP address is kept as given (the web app passes the client's)."""
+    result = conn.execute(
+        insert(consents).values(
+            subscriber_id=subscriber_id,
+            action=action.value,
+            sections=sections_key(tuple(sections)),
+            at=now,
+            ip=origin.ip[:45],
+            user_agent=origin.user_agent[:300],
+            form=origin.form[:50],
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def consent_history(conn: Connection, subscriber_id: int) -> list[ConsentRecord]:
+    """Every consent row of the subscriber, oldest first."""
+    rows = conn.execute(
+        select(consents).where(consents.c.subscriber_id == subscriber_id).order_by(consents.c.id)
+    ).all()
+    return [
+        ConsentRecord(
+            id=row.id,
+            subscriber_id=row.subscriber_id,
+            action=ConsentAction(row.action),
+            sections=parse_sections_key(row.sections),
+            at=row.at,
+            ip=row.ip,
+            user_agent=row.user_agent,
+            form=row.form,
+        )
+        for row in rows
+    ]
+
+
+def consent_version(conn: Connection, subscriber_id: int) -> int:
+    """The id of the subscriber's newest consent row (0 for none). It changes with every
+    choice a person makes, so a form signed with it cannot be replayed after a change."""
+    value = conn.execute(
+        select(func.max(consents.c.id)).where(consents.c.subscriber_id == subscriber_id)
+    ).scalar()
+    return int(value or 0)
+
+
+def subscriber_by_id(conn: Connection, subscriber_id: int) -> Subscriber:
+    """The subscriber with that id, or `UnknownSubscriberError`."""
+    found = subscribers_by_id(conn, [subscriber_id])
+    if not found:
+        raise UnknownSubscriberError(f"no subscriber with id {subscriber_id}")
+    return found[0]

@@ -1,7 +1,8 @@
 """The one gate every send consults: who may be mailed right now.
 
 Owns: `mailable_clause`, `suppress`, `is_suppressed`. Imports `models` and `tables` only.
-A subscriber is mailable when active and their address is not on the suppression list.
+A subscriber is mailable when active, or paused with the pause over, and their address is
+not on the suppression list.
 The sender applies this gate twice: when it plans the batches of an issue, and again for
 each batch just before it goes out, so an unsubscribe or a bounce takes effect at once.
 """
@@ -10,16 +11,28 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, insert, select
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, literal, or_, select
 
 from .models import Status
-from .tables import subscribers, suppressions
+from .tables import UTCDateTime, subscribers, suppressions
 
 
-def mailable_clause() -> ColumnElement[bool]:
-    """A WHERE clause on `subscribers` that keeps only those who may be mailed now."""
+def mailable_clause(*, now: datetime | None = None) -> ColumnElement[bool]:
+    """A WHERE clause on `subscribers` that keeps only those who may be mailed now.
+
+    A paused subscriber counts again once `paused_until` has passed, so a pause ends by
+    itself without a job. Without `now` the database's clock decides (both SQLite and
+    PostgreSQL keep it in UTC, as the column is)."""
+    cutoff = literal(now, UTCDateTime()) if now is not None else func.current_timestamp()
     return and_(
-        subscribers.c.status == Status.ACTIVE.value,
+        or_(
+            subscribers.c.status == Status.ACTIVE.value,
+            and_(
+                subscribers.c.status == Status.PAUSED.value,
+                subscribers.c.paused_until.is_not(None),
+                subscribers.c.paused_until <= cutoff,
+            ),
+        ),
         ~exists().where(suppressions.c.email == subscribers.c.email),
     )
 

@@ -1,6 +1,6 @@
 """SQLAlchemy Core tables about people, and the `MetaData` every table of the project shares.
 
-Owns: `metadata`, `subscribers`, `suppressions`. Imports nothing of ours.
+Owns: `metadata`, `subscribers`, `suppressions`, `consents`. Imports nothing of ours.
 
 A subscriber's chosen sections are kept as one canonical text key (sorted slugs joined by
 commas, see `models.sections_key`). The sender groups recipients by that key to render once
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -74,6 +75,10 @@ subscribers = Table(
     Column("confirmed_at", UTCDateTime()),
     Column("unsubscribed_at", UTCDateTime()),
     Column("source", String(100), nullable=False, default=""),
+    # A paused subscriber is mailed again from this time on (see `suppression.mailable_clause`).
+    Column("paused_until", UTCDateTime()),
+    # When the last confirmation email went out; a confirmation link expires after it.
+    Column("confirmation_sent_at", UTCDateTime()),
     Index("ix_subscribers_status_sections", "status", "sections"),
 )
 
@@ -83,4 +88,25 @@ suppressions = Table(
     Column("email", String(320), primary_key=True),
     Column("reason", String(50), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# The consent log: one row per agreement or withdrawal, kept as long as the subscriber is.
+# Erasing a person deletes their rows with them (a hash stays on the suppression list).
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "subscriber_id",
+        Integer,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("action", String(20), nullable=False),
+    Column("sections", Text, nullable=False, default=""),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("ip", String(45), nullable=False, default=""),
+    Column("user_agent", String(300), nullable=False, default=""),
+    Column("form", String(50), nullable=False, default=""),
 )

@@ -1,0 +1,210 @@
+"""Double opt-in: asking to subscribe, confirming, and asking for a new confirmation link.
+
+Owns: `request_subscription`, `confirm_subscription`, `resend_confirmation`,
+`ConfirmationMail`, `MailKind`, `SendMail`, `ConfirmResult`. Imports `models`, `errors`,
+`store`, `suppression`, `tokens` of this package. It never sends mail itself: the caller
+hands it a `SendMail` callable (the web app's mailer), so this package needs nothing of
+`newsletter`.
+
+Nobody may learn from the outside whether an address is subscribed, so
+`request_subscription` behaves the same for the caller whatever it finds: it returns
+nothing, and it sends the address either a confirmation link (new, pending or gone) or a
+note that it is already subscribed (active or paused). Suppressed, bounced and
+complained addresses are sent nothing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Connection, insert, select
+
+from .errors import ConfirmationExpiredError, InvalidSectionError, NotAllowedError
+from .models import ConsentAction, Origin, Status, Subscriber
+from .store import (
+    normalize_email,
+    record_consent,
+    subscriber_by_token,
+    subscriber_by_id,
+    update_subscriber,
+)
+from .suppression import is_suppressed
+from .tables import subscribers
+from .tokens import new_token, rotate_token
+
+log = logging.getLogger(__name__)
+
+NAME_CHARS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class MailKind(StrEnum):
+    """Which email a person gets after asking to subscribe."""
+
+    CONFIRM = "confirm"  # follow the link to confirm the subscription
+    ALREADY_SUBSCRIBED = "already-subscribed"  # you are subscribed; here are your preferences
+
+
+@dataclass(frozen=True)
+class ConfirmationMail:
+    """An email the opt-in flow needs sent: to whom, and the token for its links."""
+
+    kind: MailKind
+    subscriber_id: int
+    email: str
+    name: str
+    token: str
+    sections: tuple[str, ...]
+
+
+SendMail = Callable[[ConfirmationMail], None]
+
+
+def clean_name(name: str) -> str:
+    """A display name without control characters or line breaks, trimmed to the column."""
+    return " ".join(_CONTROL.sub(" ", name).split())[:NAME_CHARS]
+
+
+def check_sections(chosen: Sequence[str], known: Collection[str]) -> tuple[str, ...]:
+    """The chosen section slugs, free of duplicates, or `InvalidSectionError` naming the
+    first one the site does not have."""
+    for slug in chosen:
+        if slug not in known:
+            shown = slug if len(slug) <= 40 else slug[:40] + "…"
+            raise InvalidSectionError(f"{shown!r} is not one of this newsletter's sections")
+    return tuple(sorted(set(chosen)))
+
+
+def request_subscription(
+    conn: Connection,
+    *,
+    email: str,
+    name: str,
+    sections: Sequence[str],
+    known_sections: Collection[str],
+    origin: Origin,
+    now: datetime,
+    send: SendMail,
+) -> None:
+    """Ask to subscribe `email` to `sections` (none chosen means every known section).
+
+    Raises `InvalidEmailError` or `InvalidSectionError` for bad input, before anything is
+    written. Otherwise it answers nothing, whatever the address's standing (see the module
+    docstring), and hands at most one `ConfirmationMail` to `send`.
+    """
+    address = normalize_email(email)
+    chosen = check_sections(sections, known_sections) or tuple(sorted(known_sections))
+    display = clean_name(name)
+    if is_suppressed(conn, address):
+        log.info("subscription request for a suppressed address ignored")
+        return
+    row = conn.execute(select(subscribers.c.id).where(subscribers.c.email == address)).first()
+    if row is None:
+        token = new_token()
+        result = conn.execute(
+            insert(subscribers).values(
+                email=address,
+                name=display,
+                status=Status.PENDING.value,
+                sections=",".join(chosen),
+                token=token,
+                created_at=now,
+                source=origin.form[:100],
+                confirmation_sent_at=now,
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        subscriber_id = int(key[0])
+        record_consent(conn, subscriber_id, ConsentAction.REQUESTED, sections=chosen, origin=origin, now=now)
+        log.info("new pending subscriber %s", subscriber_id)
+        send(ConfirmationMail(MailKind.CONFIRM, subscriber_id, address, display, token, chosen))
+        return
+    current = subscriber_by_id(conn, int(row.id))
+    if current.status in (Status.BOUNCED, Status.COMPLAINED):
+        log.info("subscription request for subscriber %s (%s) ignored", current.id, current.status)
+        return
+    if current.status in (Status.ACTIVE, Status.PAUSED):
+        # Someone else may have typed this address: change nothing, tell the owner.
+        log.info("subscription request for subscriber %s, already %s", current.id, current.status)
+        send(
+            ConfirmationMail(
+                MailKind.ALREADY_SUBSCRIBED, current.id, address, current.name, current.token, current.sections
+            )
+        )
+        return
+    # Pending, or unsubscribed and asking to come back: a fresh confirmation is needed.
+    update_subscriber(
+        conn,
+        current.id,
+        status=Status.PENDING,
+        sections=chosen,
+        name=display or current.name,
+        confirmation_sent_at=now,
+    )
+    record_consent(conn, current.id, ConsentAction.REQUESTED, sections=chosen, origin=origin, now=now)
+    log.info("confirmation sent again to subscriber %s", current.id)
+    send(ConfirmationMail(MailKind.CONFIRM, current.id, address, display or current.name, current.token, chosen))
+
+
+class ConfirmResult(StrEnum):
+    CONFIRMED = "confirmed"  # the subscription is active from now on
+    ALREADY_CONFIRMED = "already-confirmed"  # the link was used before; nothing changed
+
+
+def confirm_subscription(
+    conn: Connection, token: str, *, now: datetime, max_age: timedelta, origin: Origin
+) -> tuple[ConfirmResult, Subscriber]:
+    """Follow a confirmation link: a pending subscriber becomes active and the consent is
+    recorded. Following it again changes nothing.
+
+    Raises `UnknownSubscriberError` for a token that is not (or no longer) anyone's,
+    `ConfirmationExpiredError` when the email is older than `max_age`, and
+    `NotAllowedError` when the subscriber left since (unsubscribed, bounced).
+    """
+    subscriber = subscriber_by_token(conn, token)
+    if subscriber.status in (Status.ACTIVE, Status.PAUSED):
+        return ConfirmResult.ALREADY_CONFIRMED, subscriber
+    if subscriber.status is not Status.PENDING:
+        raise NotAllowedError(
+            "This subscription was ended after the confirmation email was sent. "
+            "Subscribe again to receive the newsletter."
+        )
+    sent = subscriber.confirmation_sent_at or subscriber.created_at
+    if now - sent > max_age:
+        raise ConfirmationExpiredError("this confirmation link has expired")
+    update_subscriber(conn, subscriber.id, status=Status.ACTIVE, confirmed_at=now, unsubscribed_at=None)
+    record_consent(
+        conn, subscriber.id, ConsentAction.CONFIRMED, sections=subscriber.sections, origin=origin, now=now
+    )
+    log.info("subscriber %s confirmed", subscriber.id)
+    return ConfirmResult.CONFIRMED, subscriber_by_id(conn, subscriber.id)
+
+
+def resend_confirmation(
+    conn: Connection, token: str, *, now: datetime, origin: Origin, send: SendMail
+) -> None:
+    """Send a pending subscriber a new confirmation link, under a new token (so the expired
+    link stays dead). Does nothing for anyone who is no longer pending.
+
+    Raises `UnknownSubscriberError` for an unknown token.
+    """
+    subscriber = subscriber_by_token(conn, token)
+    if subscriber.status is not Status.PENDING or is_suppressed(conn, subscriber.email):
+        return
+    fresh = rotate_token(conn, subscriber.id)
+    update_subscriber(conn, subscriber.id, confirmation_sent_at=now)
+    record_consent(
+        conn, subscriber.id, ConsentAction.REQUESTED, sections=subscriber.sections, origin=origin, now=now
+    )
+    log.info("new confirmation link for subscriber %s", subscriber.id)
+    send(
+        ConfirmationMail(
+            MailKind.CONFIRM, subscriber.id, subscriber.email, subscriber.name, fresh, subscriber.sections
+        )
+    )
