@@ -27,7 +27,8 @@ from .config import Settings, load_settings
 from .demo import demo_subscribers, prepare_demo
 from .dispatch import SendReport
 from .errors import ConfigError, EmptyIssueError, NewsletterError
-from .ingest import FeedReport, ingest_feeds
+from .models import BatchStatus
+from .ingest import FeedReport, configured_sources, ingest_sources, source_statuses
 
 app = typer.Typer(
     help="A weekly email digest for news publishers: feeds in, MJML emails out, each subscriber once.",
@@ -104,22 +105,37 @@ def _print_json(data: Any) -> None:
 
 
 def _feed_table(reports: list[FeedReport]) -> Table:
-    table = Table(title="Feeds")
-    for column in ("feed", "status", "items", "new", "updated", "left out", "why"):
+    table = Table(title="Sources")
+    for column in ("source", "type", "status", "items", "new", "updated", "left out", "why"):
         table.add_column(column, justify="right" if column in ("items", "new", "updated", "left out") else "left")
     for r in reports:
         colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}[r.status]
         notes = [*r.warnings, *r.skipped]
         why = r.error or ("; ".join(notes[:3]) + (" …" if len(notes) > 3 else ""))
-        table.add_row(r.name, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated), str(len(r.skipped)), why)
+        table.add_row(
+            r.name, r.kind, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated),
+            str(len(r.skipped)), why,
+        )
     return table
 
 
+def _print_notes(reports: list[FeedReport]) -> None:
+    """Every warning and left-out item the table had to cut short, one line each."""
+    for r in reports:
+        notes = [*r.warnings, *r.skipped]
+        if len(notes) > 3:
+            for note in notes:
+                console.print(f"{r.name}: {note}", markup=False, highlight=False)
+
+
 def _run_ingest(engine: Any, cfg: Settings, quiet: bool) -> list[FeedReport]:
-    if not cfg.feeds:
-        raise ConfigError("no feeds configured: add a [[feeds]] table with name and url to the configuration")
-    with console.status("Fetching feeds…", spinner="dots") if not quiet else _nullcontext():
-        return ingest_feeds(engine, cfg, clock=_now)
+    if not configured_sources(cfg):
+        raise ConfigError(
+            "no feeds configured, nor any other source: add a [[feeds]] (name, url), [[wordpress]] (name, url) "
+            "or [[folders]] (name, path) table to the configuration"
+        )
+    with console.status("Reading sources…", spinner="dots") if not quiet else _nullcontext():
+        return ingest_sources(engine, cfg, clock=_now)
 
 
 class _nullcontext:
@@ -133,7 +149,7 @@ class _nullcontext:
 @app.command()
 @handled
 def ingest(as_json: JsonOpt = False) -> None:
-    """Fetch every configured feed and store new and changed articles."""
+    """Read every configured source (feeds, WordPress sites, folders) and store new and changed articles."""
     cfg = settings()
     engine = issues.open_database(cfg)
     reports = _run_ingest(engine, cfg, as_json)
@@ -141,8 +157,34 @@ def ingest(as_json: JsonOpt = False) -> None:
         _print_json([r.__dict__ for r in reports])
     else:
         console.print(_feed_table(reports))
+        _print_notes(reports)
     if any(r.status == "failed" for r in reports):
         raise typer.Exit(1)
+
+
+@app.command("sources")
+@handled
+def list_sources(as_json: JsonOpt = False) -> None:
+    """List the configured sources with their last fetch, its status and their stored articles."""
+    cfg = settings()
+    engine = issues.open_database(cfg)
+    found = source_statuses(engine, cfg)
+    if as_json:
+        _print_json([s.__dict__ for s in found])
+        return
+    zone = cfg.site.zone
+    table = Table(title="Sources")
+    for column in ("source", "type", "location", "last fetch", "status", "articles", "newest article", "error"):
+        table.add_column(column, justify="right" if column == "articles" else "left")
+    for s in found:
+        colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}.get(s.status, "yellow")
+        table.add_row(
+            s.name, s.kind, s.location,
+            f"{s.last_fetched_at.astimezone(zone):%Y-%m-%d %H:%M}" if s.last_fetched_at else "",
+            f"[{colour}]{s.status}[/{colour}]", f"{s.articles:,}",
+            f"{s.newest.astimezone(zone):%Y-%m-%d %H:%M}" if s.newest else "", s.error,
+        )
+    console.print(table)
 
 
 def _build_summary(result: issues.BuildResult) -> Table:

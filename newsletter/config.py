@@ -108,11 +108,35 @@ class FeedSettings(_Table):
         return value
 
 
+class WordPressSettings(_Table):
+    name: str = Field(description="A name for the site in reports and on its articles.")
+    url: str = Field(description="Base URL of the WordPress site; posts are read from {url}/wp-json/wp/v2/posts.")
+    first_days: int = Field(30, ge=1, le=3650, description="Days of posts the first ingest asks for.")
+    overlap_hours: float = Field(
+        24.0, ge=0, le=720,
+        description="Later ingests ask again for posts this many hours before the last successful one (late or backdated posts).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected the site's http:// or https:// base URL, such as https://news.example.com")
+        return value.rstrip("/")
+
+
+class FolderSettings(_Table):
+    name: str = Field(description="A name for the folder in reports and on its articles.")
+    path: str = Field(description="Folder of Markdown items with YAML front matter, relative to the config file.")
+
+
 class IngestSettings(_Table):
     timeout: float = Field(20.0, gt=0, description="Seconds to wait for a feed before giving up on it.")
     max_bytes: int = Field(10_000_000, gt=0, description="Largest feed body accepted, in bytes.")
     summary_chars: int = Field(300, ge=40, description="Summaries are cut on a word boundary to this many characters.")
     user_agent: str = Field("newsletter/0.1 (+https://github.com/)", description="User-Agent sent with every fetch.")
+    retries: int = Field(2, ge=0, le=10, description="WordPress: times a request is tried again after a 5xx, 429, timeout or lost connection.")
+    retry_backoff: float = Field(1.0, ge=0, le=60, description="WordPress: seconds before the first retry; doubled for each later one.")
 
 
 class SelectionSettings(_Table):
@@ -172,6 +196,8 @@ class Settings(_Table):
     sender: SenderSettings = Field(default_factory=SenderSettings)
     sections: list[SectionSettings] = Field(default_factory=default_sections)
     feeds: list[FeedSettings] = Field(default_factory=list)
+    wordpress: list[WordPressSettings] = Field(default_factory=list)
+    folders: list[FolderSettings] = Field(default_factory=list)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -194,6 +220,20 @@ class Settings(_Table):
             raise ValueError(
                 f"selection.fallback_section: {fallback!r} is not a configured section (known: {', '.join(slugs)})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_source_names(self) -> Settings:
+        # Articles carry their source's name, so `newsletter sources` counts them by it.
+        seen: dict[str, str] = {}
+        names = [("feeds", [f.name for f in self.feeds]), ("wordpress", [w.name for w in self.wordpress]),
+                 ("folders", [f.name for f in self.folders])]
+        for kind, entries in names:
+            for index, name in enumerate(entries):
+                where = f"{kind}.{index}.name"
+                if name in seen:
+                    raise ValueError(f"{where}: {name!r} is already the name of {seen[name]}; source names must differ")
+                seen[name] = where
         return self
 
     def section_names(self) -> dict[str, str]:
@@ -241,7 +281,7 @@ def _format_error(error: Mapping[str, Any], source: str, env_names: dict[tuple[s
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[tuple[str, ...], str]]:
     """Settings given in the environment, and which variable gave each."""
-    tables = {name for name, field in Settings.model_fields.items() if name not in ("sections", "feeds", "base_dir")}
+    tables = {name for name, field in Settings.model_fields.items() if name not in ("sections", "feeds", "wordpress", "folders", "base_dir")}
     values: dict[str, dict[str, str]] = {}
     names: dict[tuple[str, ...], str] = {}
     for var, value in environ.items():

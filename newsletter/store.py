@@ -103,6 +103,44 @@ def record_fetch(
         conn.execute(insert(feed_state).values(url=url, **values))
 
 
+@dataclass(frozen=True)
+class SourceState:
+    """How the last fetch of one source went, as `record_fetch` remembered it. `cursor` is
+    the stored Last-Modified of a feed, or where the next WordPress ingest starts."""
+
+    key: str
+    last_fetched_at: datetime | None
+    status: str
+    error: str
+    etag: str
+    cursor: str
+
+
+def source_states(conn: Connection, keys: Iterable[str]) -> dict[str, SourceState]:
+    """The remembered state of each of these sources (feed URL, posts endpoint or folder URI)
+    that has been fetched at least once."""
+    wanted = list(keys)
+    rows = conn.execute(select(feed_state).where(feed_state.c.url.in_(wanted))).all() if wanted else []
+    return {
+        row.url: SourceState(row.url, row.last_fetched_at, row.last_status, row.last_error, row.etag, row.last_modified)
+        for row in rows
+    }
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    articles: int
+    newest: datetime | None
+
+
+def article_counts(conn: Connection) -> dict[str, SourceCounts]:
+    """Source name → how many stored articles it gave first, and the newest one's date."""
+    rows = conn.execute(
+        select(articles.c.source, func.count(), func.max(articles.c.published_at)).group_by(articles.c.source)
+    ).all()
+    return {row[0]: SourceCounts(int(row[1]), row[2]) for row in rows}
+
+
 def articles_between(conn: Connection, start: datetime, end: datetime) -> list[Article]:
     """Articles published in [start, end) that no issue has taken yet."""
     taken = select(issue_articles.c.article_id)
