@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -113,8 +114,8 @@ def _feed_table(reports: list[FeedReport]) -> Table:
         notes = [*r.warnings, *r.skipped]
         why = r.error or ("; ".join(notes[:3]) + (" …" if len(notes) > 3 else ""))
         table.add_row(
-            r.name, r.kind, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated),
-            str(len(r.skipped)), why,
+            escape(r.name), r.kind, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated),
+            str(len(r.skipped)), escape(why),
         )
     return table
 
@@ -130,9 +131,10 @@ def _print_notes(reports: list[FeedReport]) -> None:
 
 def _run_ingest(engine: Any, cfg: Settings, quiet: bool) -> list[FeedReport]:
     if not configured_sources(cfg):
+        # No brackets here: the error line is printed with Rich markup, which would eat "[[feeds]]".
         raise ConfigError(
-            "no feeds configured, nor any other source: add a [[feeds]] (name, url), [[wordpress]] (name, url) "
-            "or [[folders]] (name, path) table to the configuration"
+            "no feeds configured, nor any other source: add a feeds (name, url), wordpress (name, url) "
+            "or folders (name, path) array of tables to the configuration (see Sources in the README)"
         )
     with console.status("Reading sources…", spinner="dots") if not quiet else _nullcontext():
         return ingest_sources(engine, cfg, clock=_now)
@@ -151,7 +153,7 @@ class _nullcontext:
 def ingest(as_json: JsonOpt = False) -> None:
     """Read every configured source (feeds, WordPress sites, folders) and store new and changed articles."""
     cfg = settings()
-    engine = issues.open_database(cfg)
+    engine = database(cfg)
     reports = _run_ingest(engine, cfg, as_json)
     if as_json:
         _print_json([r.__dict__ for r in reports])
@@ -167,7 +169,7 @@ def ingest(as_json: JsonOpt = False) -> None:
 def list_sources(as_json: JsonOpt = False) -> None:
     """List the configured sources with their last fetch, its status and their stored articles."""
     cfg = settings()
-    engine = issues.open_database(cfg)
+    engine = database(cfg)
     found = source_statuses(engine, cfg)
     if as_json:
         _print_json([s.__dict__ for s in found])
@@ -179,10 +181,10 @@ def list_sources(as_json: JsonOpt = False) -> None:
     for s in found:
         colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}.get(s.status, "yellow")
         table.add_row(
-            s.name, s.kind, s.location,
+            escape(s.name), s.kind, escape(s.location),
             f"{s.last_fetched_at.astimezone(zone):%Y-%m-%d %H:%M}" if s.last_fetched_at else "",
             f"[{colour}]{s.status}[/{colour}]", f"{s.articles:,}",
-            f"{s.newest.astimezone(zone):%Y-%m-%d %H:%M}" if s.newest else "", s.error,
+            f"{s.newest.astimezone(zone):%Y-%m-%d %H:%M}" if s.newest else "", escape(s.error),
         )
     console.print(table)
 

@@ -11,14 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import jinja2
 from sqlalchemy import Engine
 
 from . import db, store
+from .archive import ArchivePages, save_archived
 from .config import Settings
 from .dispatch import SendOptions, SendProgress, SendReport, send_issue
 from .errors import ConfigError, EmptyIssueError, IssueError
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
-from .render import IssueContent, Renderer
+from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
 from .selection import issue_slug, issue_window, select_articles
 from .transports import Transport
@@ -187,6 +189,8 @@ def send_pending(
         sandbox=sandbox,
         categories=(settings.site.name[:255], issue.slug),
     )
+    # The public web version exists before the first email links to it.
+    archive_issue(engine, settings, issue, now=clock())
     return send_issue(
         engine,
         issue,
@@ -197,3 +201,41 @@ def send_pending(
         clock=clock,
         progress=progress,
     )
+
+
+def page_environment(settings: Settings) -> jinja2.Environment:
+    """Jinja2 for the web pages and feeds: the user's `templates.folder`/web first, then
+    the built-in `templates/web`."""
+    folders = []
+    if settings.templates.folder:
+        folders.append(str(settings.path(settings.templates.folder) / "web"))
+    folders.append(str(builtin_templates() / "web"))
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folders),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "xml")),
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def archive_pages(settings: Settings, *, archive_url: str = "") -> ArchivePages:
+    """The archive's pages and feeds; `archive_url` overrides where feeds say it lives."""
+    return ArchivePages(
+        page_environment(settings),
+        site_name=settings.site.name,
+        base_url=settings.site.base_url,
+        section_names=settings.section_names(),
+        zone=settings.site.zone,
+        archive_url=archive_url,
+    )
+
+
+def archive_issue(engine: Engine, settings: Settings, issue: Issue, *, now: datetime) -> bool:
+    """Store the public web version of an issue (all sections, no personal links), once.
+    Called when its send starts, so that "View in browser" works from the first email."""
+    with engine.connect() as conn:
+        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
+    message = make_renderer(settings).render(_content(issue, blocks), public=True)
+    with engine.begin() as conn:
+        return save_archived(
+            conn, issue_id=issue.id, slug=issue.slug, message=message, sections=tuple(b.slug for b in blocks), now=now
+        )

@@ -51,7 +51,7 @@ def upsert_articles(conn: Connection, items: Iterable[FeedItem], *, source: str,
         row = conn.execute(select(articles).where(articles.c.guid == item.guid)).first()
         if row is None:
             row = conn.execute(select(articles).where(articles.c.url == item.url)).first()
-        values = {
+        values: dict[str, Any] = {
             "title": item.title,
             "author": item.author,
             "categories": "\n".join(item.categories),
@@ -220,7 +220,8 @@ def create_issue(
         for block in blocks
         for position, article in enumerate(block.articles)
     ]
-    conn.execute(insert(issue_articles), rows)
+    if rows:
+        conn.execute(insert(issue_articles), rows)
     issue = find_issue(conn, issue_id)
     assert issue is not None
     return issue

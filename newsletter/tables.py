@@ -119,3 +119,17 @@ deliveries = Table(
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_batch", "batch_id"),
 )
+
+archive = Table(
+    "archive",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("slug", String(50), nullable=False, unique=True),
+    Column("subject", String(300), nullable=False),
+    Column("preheader", String(300), nullable=False),
+    Column("published_at", UTCDateTime(), nullable=False),
+    Column("sections", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_archive_published_at", "published_at"),
+)
