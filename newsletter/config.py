@@ -177,6 +177,57 @@ class SecuritySettings(_Table):
     secret_key: SecretStr | None = Field(None, description="Signs forms and cookies; give it as NEWSLETTER_SECRET_KEY.")
 
 
+class WebSettings(_Table):
+    host: str = Field("127.0.0.1", description="Address `newsletter serve` listens on (--host overrides it).")
+    port: int = Field(8000, ge=1, le=65535, description="Port `newsletter serve` listens on (--port overrides it).")
+    trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="Comma-separated proxy addresses whose X-Forwarded-For is believed for the client's IP; * for any.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Websites (https://www.example.com) whose pages may POST /subscribe from a browser script.",
+    )
+    confirm_days: int = Field(7, ge=1, le=90, description="Days a confirmation link stays valid.")
+    form_minutes: int = Field(120, ge=5, le=1440, description="Minutes a preference or resend form stays valid.")
+    max_body_bytes: int = Field(16_384, ge=1024, le=1_048_576, description="Largest request body accepted, in bytes.")
+    rate_window_seconds: int = Field(3600, ge=1, description="The window the two subscribe limits below count in.")
+    subscribe_per_ip: int = Field(30, ge=1, description="Subscribe requests one IP address may make per window.")
+    subscribe_per_address: int = Field(3, ge=1, description="Confirmation emails one address may be sent per window.")
+    brand_color: str = Field("#0b5394", description="Colour of the header and buttons of the pages, as #rrggbb.")
+    logo_url: str = Field("", description="An https:// URL of a logo shown on the pages; empty for the site name only.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        # The environment gives one string: NEWSLETTER_WEB__CORS_ORIGINS="https://a.com,https://b.com".
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"expected origins such as https://www.example.com (no path), got {origin!r}")
+        return value
+
+    @field_validator("brand_color")
+    @classmethod
+    def _check_colour(cls, value: str) -> str:
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+            raise ValueError(f"expected a colour as #rrggbb, got {value!r}")
+        return value.lower()
+
+    @field_validator("logo_url")
+    @classmethod
+    def _check_logo(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https://[^\s\"'<>]+", value):
+            raise ValueError("expected an https:// URL of an image, or nothing")
+        return value
+
+
 def default_sections() -> list[SectionSettings]:
     """The sections of the trade-news site, in the order they are matched."""
     spec = [
@@ -205,6 +256,7 @@ class Settings(_Table):
     templates: TemplateSettings = Field(default_factory=TemplateSettings)
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (not a setting).")
 
     @model_validator(mode="after")

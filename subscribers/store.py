@@ -38,6 +38,11 @@ def normalize_email(address: str) -> str:
         result = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidEmailError(f"{address!r} is not a valid email address: {exc}") from None
+    # RFC 5321 limits that this version of email-validator does not enforce by itself.
+    if len(result.local_part.encode("utf-8")) > 64:
+        raise InvalidEmailError(f"{address!r} is not a valid email address: the part before the @-sign is too long")
+    if len(result.normalized.encode("utf-8")) > 254:
+        raise InvalidEmailError(f"{address!r} is not a valid email address: it is too long")
     return result.normalized.lower()
 
 

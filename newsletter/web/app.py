@@ -1,0 +1,238 @@
+"""The web app: one factory, one route table, one place that maps errors to pages.
+
+Owns: `create_app`, `ROUTES`, `error_response`. Sits on top: may import anything.
+
+Every page answers with security headers: no framing, no referrer (the personal links
+carry the subscriber's token), no caching, and a content security policy that allows no
+script at all. The access log names the route, never the token in the path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import subscribers as people
+
+from .. import issues
+from ..config import Settings
+from ..errors import ConfigError
+from ..render import builtin_templates
+from ..transports import Transport
+from . import views
+from .errors import LinkNotValidError, RateLimitedError, WebError
+from .forms import CsrfSigner
+from .limits import RateLimiter
+from .mail import ConfirmationMailer
+
+log = logging.getLogger("newsletter.web")
+
+ROUTES = [
+    Route("/healthz", views.health, methods=["GET"]),
+    Route("/subscribe", views.subscribe_form, methods=["GET"]),
+    Route("/subscribe", views.subscribe, methods=["POST"]),
+    Route("/subscribe", views.subscribe_preflight, methods=["OPTIONS"]),
+    Route("/confirm/{token}", views.confirm, methods=["GET"]),
+    Route("/confirm/{token}", views.confirm_resend, methods=["POST"]),
+    Route("/preferences/{token}", views.preferences, methods=["GET"]),
+    Route("/preferences/{token}", views.preferences_post, methods=["POST"]),
+    Route("/unsubscribe/{token}", views.unsubscribe_page, methods=["GET"]),
+    Route("/unsubscribe/{token}", views.unsubscribe_one_click, methods=["POST"]),
+]
+
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; "
+     b"frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+_TOKEN_PATH = re.compile(r"^/(confirm|preferences|unsubscribe)/[^/?]*")
+
+
+def redact(path: str) -> str:
+    """The path with a link token replaced, fit for a log line."""
+    return _TOKEN_PATH.sub(r"/\1/<token>", path)
+
+
+class Guard:
+    """ASGI middleware: security headers on every answer and an access log without tokens."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            log.info(
+                "%s %s %s %.1f ms", scope["method"], redact(scope["path"]), status or 500,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def _brand(colour: str) -> dict[str, str]:
+    """The brand colour and a text colour readable on it (WCAG contrast of 4.5 or more)."""
+
+    def luminance(hex_colour: str) -> float:
+        channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    on_white = (1.05) / (luminance(colour) + 0.05)
+    return {"colour": colour, "text": "#ffffff" if on_white >= 4.5 else "#111111"}
+
+
+def error_response(request: Request, exc: Exception) -> Response:
+    """The one place where an exception becomes an answer: a page for people, JSON for
+    scripts, the status code that says what went wrong, and never a traceback."""
+    status, title, message = 500, "Something went wrong", "Please try again later."
+    headers: dict[str, str] = {}
+    not_found = isinstance(exc, HTTPException) and exc.status_code == 404
+    if isinstance(exc, (LinkNotValidError, people.UnknownSubscriberError)) or (
+        not_found and _TOKEN_PATH.match(request.url.path)
+    ):
+        # Nothing more: the page must not help anyone guess tokens.
+        if wants_json_error(request):
+            return JSONResponse({"error": "This link is not valid."}, status_code=404)
+        return views.web(request).page(request, "invalid.html", {}, status=404)
+    if isinstance(exc, WebError):
+        status, title, message = exc.status, exc.title, exc.message
+        if isinstance(exc, RateLimitedError):
+            headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, people.InvalidEmailError):
+        status, title = 422, "Please check your email address"
+        message = "That does not look like a valid email address. " + _reason(str(exc))
+    elif isinstance(exc, people.InvalidSectionError):
+        status, title, message = 400, "Unknown section", f"{exc}."
+    elif isinstance(exc, people.NotAllowedError):
+        status, title, message = 409, "This cannot be done", str(exc)
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        title = "Page not found" if status == 404 else "This request is not allowed here"
+        message = "There is no page at this address." if status == 404 else "Use the page's own buttons or links."
+        headers.update(exc.headers or {})
+    else:
+        log.error("unexpected error on %s %s", request.method, redact(request.url.path), exc_info=exc)
+    if request.url.path == "/subscribe":
+        headers.update(views.cors_headers(request))
+    if wants_json_error(request):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    context: dict[str, Any] = {"title": title, "message": message}
+    if request.url.path == "/subscribe" and request.method == "POST":
+        values = getattr(request.state, "form_values", {})
+        context |= {"error": message, "values": values, "chosen": set(values.get("sections", [])) or None}
+        context["sections"] = views.web(request).settings.section_names()
+        response = views.web(request).page(request, "subscribe.html", context, status=status)
+    else:
+        response = views.web(request).page(request, "error.html", context, status=status)
+    response.headers.update(headers)
+    return response
+
+
+def wants_json_error(request: Request) -> bool:
+    return views.wants_json(request)
+
+
+def _reason(text: str) -> str:
+    # email-validator's explanation follows "is not a valid email address: ".
+    reason = text.partition("is not a valid email address: ")[2].strip()
+    return reason if len(reason) < 300 else ""
+
+
+def _pages(settings: Settings) -> Jinja2Templates:
+    folders: list[str] = []
+    if settings.templates.folder:
+        folder = settings.path(settings.templates.folder)
+        if not folder.is_dir():
+            raise ConfigError(f"templates.folder: {folder} is not a folder")
+        folders.append(str(folder / "web"))
+    folders.append(str(Path(builtin_templates()) / "web"))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    site = settings.site
+    env.globals |= {
+        "site": {"name": site.name, "base_url": site.base_url},
+        "brand": _brand(settings.web.brand_color),
+        "logo_url": settings.web.logo_url,
+    }
+    return Jinja2Templates(env=env)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    monotonic: Callable[[], float] = time.monotonic,
+    transport: Callable[[], Transport] | None = None,
+) -> Starlette:
+    """The web app for `settings`. `engine` defaults to the configured database (its
+    schema brought up to date); `clock`, `monotonic` (for rate limits) and `transport`
+    (a factory) can be given so tests need no patching.
+
+    Raises `ConfigError` when no secret key is configured: forms cannot be signed without.
+    """
+    secret = settings.security.secret_key
+    if secret is None or len(secret.get_secret_value()) < 16:
+        raise ConfigError(
+            "security.secret_key: the web app needs a secret of at least 16 characters to sign its forms; "
+            "set NEWSLETTER_SECRET_KEY (for example to the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    web = settings.web
+    context = views.WebContext(
+        settings=settings,
+        engine=engine or issues.open_database(settings),
+        clock=clock,
+        pages=_pages(settings),
+        csrf=CsrfSigner(secret.get_secret_value(), max_age=web.form_minutes * 60),
+        ip_limiter=RateLimiter(limit=web.subscribe_per_ip, window=web.rate_window_seconds, clock=monotonic),
+        address_limiter=RateLimiter(limit=web.subscribe_per_address, window=web.rate_window_seconds, clock=monotonic),
+        mailer=ConfirmationMailer(settings, transport=transport),
+    )
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(Guard)],
+        exception_handlers={
+            WebError: error_response,
+            people.SubscriberError: error_response,
+            HTTPException: error_response,
+            Exception: error_response,
+        },
+    )
+    app.state.web = context
+    return app

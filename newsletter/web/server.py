@@ -1,0 +1,30 @@
+"""Running the web app under uvicorn for `newsletter serve`.
+
+Owns: `serve`. Imports `config`, `web.app`.
+
+uvicorn's access log is turned off because it prints whole paths, tokens included; the
+app logs each request itself with the token taken out (`app.Guard`).
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from ..config import Settings
+from .app import create_app
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve until interrupted, on `host`:`port` (default: the `[web]` settings).
+    X-Forwarded-For is believed only from `web.trusted_proxies`."""
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host or settings.web.host,
+        port=port or settings.web.port,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.web.trusted_proxies,
+        server_header=False,
+        log_level="info",
+    )

@@ -1,0 +1,336 @@
+"""The endpoints of the web app: subscribe, confirm, the preference center, unsubscribe.
+
+Owns: one function per route (the route table is in `app.py`) and `WebContext`, what
+every endpoint needs. Imports `config`, `web.forms`, `web.limits`, `web.mail`,
+`web.errors` and what `subscribers` exports.
+
+Endpoints raise errors; `app.py` alone turns them into pages and status codes. Database
+work runs in a thread (SQLAlchemy is synchronous) inside one transaction per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+import subscribers as people
+
+from ..config import Settings
+from .errors import BadRequestError, RateLimitedError
+from .forms import CsrfSigner, FormData, media_type, one, parse_form, parse_json, read_body
+from .limits import RateLimiter
+from .mail import ConfirmationMailer
+
+T = TypeVar("T")
+
+SUBSCRIBED_TEXT = (
+    "Thank you. If this address can receive our newsletter, an email is on its way to it: "
+    "follow the link inside to confirm your subscription."
+)
+DONE_TEXT = {
+    "save": "Your sections are saved.",
+    "pause": "Your subscription is paused. It starts again by itself on the date shown.",
+    "resume": "Your subscription is active again.",
+    "unsubscribe": "You are unsubscribed and will receive no more emails from us.",
+    "resubscribe": "Welcome back: your subscription is active again.",
+}
+ONE_CLICK = ("List-Unsubscribe", "One-Click")
+
+
+@dataclass
+class WebContext:
+    """What the endpoints share: settings, database, clock, pages, signer, limits, mailer."""
+
+    settings: Settings
+    engine: Engine
+    clock: Callable[[], datetime]
+    pages: Jinja2Templates
+    csrf: CsrfSigner
+    ip_limiter: RateLimiter
+    address_limiter: RateLimiter
+    mailer: ConfirmationMailer
+
+    async def transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in a thread, in one transaction."""
+
+        def run() -> T:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        return await run_in_threadpool(run)
+
+    def page(self, request: Request, name: str, context: dict[str, Any], *, status: int = 200) -> Response:
+        return self.pages.TemplateResponse(request, name, context, status_code=status)
+
+    def known_sections(self) -> list[str]:
+        return list(self.settings.section_names())
+
+
+def web(request: Request) -> WebContext:
+    context: WebContext = request.app.state.web
+    return context
+
+
+def origin_of(request: Request, form: str) -> people.Origin:
+    return people.Origin(
+        ip=request.client.host if request.client else "",
+        user_agent=request.headers.get("user-agent", ""),
+        form=form,
+    )
+
+
+def cors_headers(request: Request) -> dict[str, str]:
+    """The CORS headers for a request from a configured origin; none for any other."""
+    origin = request.headers.get("origin", "")
+    if origin and origin in web(request).settings.web.cors_origins:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {}
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return media_type(request) == "application/json" or (
+        accept.startswith("application/json") and "text/html" not in accept
+    )
+
+
+def _limit(limiter: RateLimiter, key: str) -> None:
+    wait = limiter.hit(key)
+    if wait:
+        minutes = max(1, round(wait / 60))
+        raise RateLimitedError(
+            f"Too many requests. Please try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
+            retry_after=wait,
+        )
+
+
+def _address_key(email: str) -> str:
+    # The limiter keeps a hash, so no address sits in memory longer than the request.
+    return hashlib.sha256(email.encode("utf-8")).hexdigest()
+
+
+async def health(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def subscribe_form(request: Request) -> Response:
+    ctx = web(request)
+    return ctx.page(request, "subscribe.html", {"sections": ctx.settings.section_names(), "chosen": None})
+
+
+async def subscribe_preflight(request: Request) -> Response:
+    headers = cors_headers(request)
+    if not headers:
+        return Response(status_code=403)
+    headers |= {
+        "Access-Control-Allow-Methods": "POST",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Max-Age": "600",
+    }
+    return Response(status_code=204, headers=headers)
+
+
+def _subscribe_fields(request: Request, body: bytes) -> tuple[str, str, list[str], bool]:
+    """(email, name, sections, is_bot) from a form or a JSON object."""
+    if media_type(request) == "application/json":
+        data = parse_json(body)
+        email, name, sections = data.get("email", ""), data.get("name", ""), data.get("sections", [])
+        if not isinstance(email, str) or not isinstance(name, str):
+            raise BadRequestError("\"email\" and \"name\" must be strings.")
+        if not isinstance(sections, list) or not all(isinstance(s, str) for s in sections):
+            raise BadRequestError("\"sections\" must be a list of section names such as [\"news\"].")
+        bot = False
+    else:
+        fields = parse_form(request, body)
+        email, name, sections = one(fields, "email", limit=400), one(fields, "name", limit=400), fields.get("sections", [])
+        # A field people never see: only scripts that fill in every box fill it in.
+        bot = bool(one(fields, "website"))
+    if len(email) > 400 or len(name) > 400:
+        raise BadRequestError("The email address or name is too long.")
+    if len(sections) > 50 or any(len(s) > 100 for s in sections):
+        raise BadRequestError("Too many sections, or a section name that is too long.")
+    return email.strip(), name, sections, bot
+
+
+async def subscribe(request: Request) -> Response:
+    ctx = web(request)
+    origin = origin_of(request, "subscribe-form")
+    _limit(ctx.ip_limiter, f"ip:{origin.ip}")
+    body = await read_body(request, limit=ctx.settings.web.max_body_bytes)
+    email, name, sections, bot = _subscribe_fields(request, body)
+    request.state.form_values = {"email": email, "name": name, "sections": sections}
+    if not email:
+        raise people.InvalidEmailError("Please enter your email address.")
+    address = people.normalize_email(email)
+    mails: list[people.ConfirmationMail] = []
+    if not bot:
+        _limit(ctx.address_limiter, _address_key(address))
+        await ctx.transaction(
+            lambda conn: people.request_subscription(
+                conn,
+                email=address,
+                name=name,
+                sections=sections,
+                known_sections=ctx.known_sections(),
+                origin=origin,
+                now=ctx.clock(),
+                send=mails.append,
+            )
+        )
+    # The same answer whatever happened; the email goes out after the answer.
+    task = BackgroundTask(ctx.mailer.send, mails)
+    if wants_json(request):
+        return JSONResponse(
+            {"ok": True, "message": SUBSCRIBED_TEXT}, status_code=202, headers=cors_headers(request), background=task
+        )
+    response = ctx.page(request, "subscribed.html", {"message": SUBSCRIBED_TEXT})
+    response.background = task
+    return response
+
+
+async def confirm(request: Request) -> Response:
+    ctx = web(request)
+    token = request.path_params["token"]
+    max_age = timedelta(days=ctx.settings.web.confirm_days)
+    origin = origin_of(request, "confirm-link")
+
+    def work(conn: Connection) -> tuple[str, people.Subscriber, str]:
+        try:
+            result, subscriber = people.confirm_subscription(
+                conn, token, now=ctx.clock(), max_age=max_age, origin=origin
+            )
+        except people.ConfirmationExpiredError:
+            # Not a failure to report but a state to offer a way out of: a new link.
+            subscriber = people.subscriber_by_token(conn, token)
+            version = people.consent_version(conn, subscriber.id)
+            return "expired", subscriber, ctx.csrf.issue("resend", token, version, now=_ts(ctx))
+        return result.value, subscriber, ""
+
+    outcome, subscriber, csrf = await ctx.transaction(work)
+    if outcome == "expired":
+        return ctx.page(request, "expired.html", {"token": token, "csrf": csrf}, status=410)
+    return ctx.page(request, "confirmed.html", {"already": outcome == "already-confirmed", "token": subscriber.token})
+
+
+async def confirm_resend(request: Request) -> Response:
+    ctx = web(request)
+    token = request.path_params["token"]
+    fields = parse_form(request, await read_body(request, limit=ctx.settings.web.max_body_bytes))
+    mails: list[people.ConfirmationMail] = []
+
+    def work(conn: Connection) -> None:
+        subscriber = people.subscriber_by_token(conn, token)
+        ctx.csrf.verify(one(fields, "csrf"), "resend", token, people.consent_version(conn, subscriber.id), now=_ts(ctx))
+        _limit(ctx.address_limiter, _address_key(subscriber.email))
+        people.resend_confirmation(conn, token, now=ctx.clock(), origin=origin_of(request, "resend"), send=mails.append)
+
+    await ctx.transaction(work)
+    response = ctx.page(request, "subscribed.html", {"message": SUBSCRIBED_TEXT})
+    response.background = BackgroundTask(ctx.mailer.send, mails)
+    return response
+
+
+def _ts(ctx: WebContext) -> int:
+    return int(ctx.clock().timestamp())
+
+
+def _preferences_context(ctx: WebContext, conn: Connection, subscriber: people.Subscriber) -> dict[str, Any]:
+    version = people.consent_version(conn, subscriber.id)
+    paused_until = ""
+    if subscriber.paused_until:
+        local = subscriber.paused_until.astimezone(ctx.settings.site.zone)
+        paused_until = f"{local.day} {local:%B %Y}"
+    return {
+        "subscriber": subscriber,
+        "status": subscriber.status.value,
+        "sections": ctx.settings.section_names(),
+        "chosen": set(subscriber.sections),
+        "paused_until": paused_until,
+        "pause_choices": people.PAUSE_CHOICES,
+        "csrf": ctx.csrf.issue("preferences", subscriber.token, version, now=_ts(ctx)),
+    }
+
+
+async def preferences(request: Request) -> Response:
+    ctx = web(request)
+    token = request.path_params["token"]
+
+    def work(conn: Connection) -> dict[str, Any]:
+        subscriber = people.load_preferences(conn, token, now=ctx.clock())
+        return _preferences_context(ctx, conn, subscriber)
+
+    context = await ctx.transaction(work)
+    context["done"] = DONE_TEXT.get(request.query_params.get("done", ""), "")
+    return ctx.page(request, "preferences.html", context)
+
+
+def _apply(ctx: WebContext, conn: Connection, token: str, fields: FormData, origin: people.Origin) -> str:
+    action = one(fields, "action", limit=20)
+    now = ctx.clock()
+    if action == "save":
+        people.choose_sections(
+            conn, token, fields.get("sections", []), known_sections=ctx.known_sections(), origin=origin, now=now
+        )
+    elif action == "pause":
+        days = one(fields, "pause_days", limit=4)
+        if not days.isdigit():
+            raise BadRequestError("Choose how long to pause for.")
+        people.pause(conn, token, days=int(days), origin=origin, now=now)
+    elif action == "resume":
+        people.resume(conn, token, origin=origin, now=now)
+    elif action == "unsubscribe":
+        people.unsubscribe(conn, token, origin=origin, now=now)
+    elif action == "resubscribe":
+        people.resubscribe(conn, token, origin=origin, now=now)
+    else:
+        raise BadRequestError("Unknown action: use one of the buttons on the page.")
+    return action
+
+
+async def preferences_post(request: Request) -> Response:
+    ctx = web(request)
+    token = request.path_params["token"]
+    fields = parse_form(request, await read_body(request, limit=ctx.settings.web.max_body_bytes))
+    origin = origin_of(request, "preferences")
+
+    def work(conn: Connection) -> str:
+        subscriber = people.load_preferences(conn, token, now=ctx.clock())
+        version = people.consent_version(conn, subscriber.id)
+        ctx.csrf.verify(one(fields, "csrf"), "preferences", token, version, now=_ts(ctx))
+        return _apply(ctx, conn, token, fields, origin)
+
+    action = await ctx.transaction(work)
+    # Post/redirect/get: reloading the page shows it again instead of sending the form twice.
+    return RedirectResponse(f"/preferences/{token}?done={action}", status_code=303)
+
+
+async def unsubscribe_page(request: Request) -> Response:
+    ctx = web(request)
+    token = request.path_params["token"]
+    subscriber = await ctx.transaction(lambda conn: people.subscriber_by_token(conn, token))
+    gone = subscriber.status in (people.Status.UNSUBSCRIBED, people.Status.BOUNCED, people.Status.COMPLAINED)
+    return ctx.page(request, "unsubscribe.html", {"token": token, "done": gone, "just_now": False})
+
+
+async def unsubscribe_one_click(request: Request) -> Response:
+    """RFC 8058: a POST whose body is `List-Unsubscribe=One-Click` unsubscribes at once,
+    without cookie or CSRF token, and answers 200 (no redirect); sending it again is
+    harmless. The page's own button sends the very same body."""
+    ctx = web(request)
+    token = request.path_params["token"]
+    fields = parse_form(request, await read_body(request, limit=ctx.settings.web.max_body_bytes))
+    if fields.get(ONE_CLICK[0]) != [ONE_CLICK[1]]:
+        raise BadRequestError("To unsubscribe, send List-Unsubscribe=One-Click.")
+    origin = origin_of(request, "one-click")
+    await ctx.transaction(lambda conn: people.unsubscribe(conn, token, origin=origin, now=ctx.clock()))
+    return ctx.page(request, "unsubscribe.html", {"token": token, "done": True, "just_now": True})
