@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 import subscribers as people
 
@@ -228,10 +230,11 @@ class _RichProgress:
         self.task: Any = None
 
     def start(self, total_batches: int, total_recipients: int) -> None:
-        self.task = self.progress.add_task("Sending", total=total_recipients or 1)
+        self.task = self.progress.add_task("Sending", total=total_recipients or 1, batches=0, total_batches=total_batches)
 
     def advance(self, batches: int, recipients: int) -> None:
-        self.progress.advance(self.task, recipients)
+        done = self.progress.tasks[self.task].fields["batches"] + batches
+        self.progress.update(self.task, advance=recipients, batches=done)
 
 
 def _send_table(report: SendReport) -> Table:
@@ -246,7 +249,8 @@ def _send_table(report: SendReport) -> Table:
         ("recipients sent", report.recipients_sent),
         ("skipped (unsubscribed or suppressed since planning)", report.recipients_skipped),
         ("no chosen section in this issue", report.unsegmented),
-        ("failed batches", len(report.failed_batches)),
+        ("failed batches (this run)", len(report.failed_batches)),
+        ("failed batches (in the ledger)", report.failed_total),
         ("unknown (in flight when a run stopped)", len(report.unknown_batches)),
         ("recipients per second", f"{rate:,.0f}"),
         ("elapsed", f"{report.elapsed:.2f} s"),
@@ -255,24 +259,82 @@ def _send_table(report: SendReport) -> Table:
     return table
 
 
-def _send(engine: Any, cfg: Settings, ref: str | None, *, quiet: bool, **flags: bool) -> SendReport:
+def _send(engine: Any, cfg: Settings, ref: str | None, *, quiet: bool, flags: issues.SendFlags | None = None) -> SendReport:
     issue = issues.find_issue(engine, ref)
     transport = issues.make_transport(cfg)
+    flags = flags or issues.SendFlags()
+    # SIGTERM stops a send the way Ctrl-C does: nothing more is claimed and the answers
+    # of the batches in flight are recorded before the process exits.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if quiet:
-            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, **flags)
+            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, flags=flags)
         columns = (
             TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("recipients"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("recipients, {task.fields[batches]:,}/{task.fields[total_batches]:,} batches"),
+            _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         )
         with Progress(*columns, console=console, transient=False) as bar:
-            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, progress=_RichProgress(bar), **flags)
+            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, progress=_RichProgress(bar), flags=flags)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         transport.close()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class _RateColumn(TextColumn):
+    """Recipients per second, from Rich's own speed estimate."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "–/s", style="progress.data.speed")
 
 
 def _report_dict(report: SendReport) -> dict[str, Any]:
     return {**report.__dict__, "failed_batches": [{"batch": b, "error": e} for b, e in report.failed_batches]}
+
+
+def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
+    """Print the ledger of an issue; exit 1 when a batch failed or its outcome is unknown."""
+    found = issues.find_issue(engine, ref)
+    status = issues.ledger_status(engine, found)
+    if as_json:
+        _print_json({
+            "issue": found.slug,
+            "issue_status": found.status.value,
+            "counts": status.counts,
+            "batches": [
+                {"id": b.id, "segment": b.segment_id, "status": b.status.value, "recipients": b.recipients,
+                 "attempts": b.attempts, "status_code": b.status_code, "message_id": b.message_id, "error": b.error,
+                 "updated_at": b.updated_at.isoformat()}
+                for b in status.batches
+            ],
+        })
+    else:
+        counts = status.counts
+        table = Table(title=f"Ledger of issue {found.slug} ({found.status.value})")
+        table.add_column("state")
+        table.add_column("batches", justify="right")
+        table.add_column("recipients", justify="right")
+        recipients = {"planned": counts["recipients_planned"], "accepted": counts["recipients_sent"]}
+        for state in ("planned", "in_flight", "accepted", "failed"):
+            table.add_row(state, f"{counts[state]:,}", f"{recipients[state]:,}" if state in recipients else "")
+        table.add_row("skipped recipients", "", f"{counts['recipients_skipped']:,}")
+        console.print(table)
+        zone = cfg.site.zone
+        for b in status.batches:
+            if b.status is BatchStatus.FAILED:
+                console.print(f"batch {b.id} failed ({b.recipients} recipients, {b.attempts} attempts, {b.updated_at.astimezone(zone):%Y-%m-%d %H:%M}): {b.error}", markup=False, highlight=False)
+            elif b.status is BatchStatus.IN_FLIGHT:
+                console.print(f"batch {b.id} in flight since {b.updated_at.astimezone(zone):%Y-%m-%d %H:%M} ({b.recipients} recipients): being sent, or its outcome is unknown", markup=False, highlight=False)
+    if status.counts["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -280,22 +342,42 @@ def _report_dict(report: SendReport) -> dict[str, Any]:
 def send(
     issue: Annotated[str | None, typer.Argument(help="Issue slug (2026-w48) or id; default: the newest not yet sent.")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send failed batches again.")] = False,
-    resend_unknown: Annotated[bool, typer.Option("--resend-unknown", help="Send again batches whose outcome is unknown.")] = False,
+    resend_unknown: Annotated[bool, typer.Option("--resend-unknown", help="Send again batches whose outcome is unknown (in flight when a run stopped).")] = False,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="SendGrid sandbox mode: requests are validated, no email is delivered.")] = False,
+    worker: Annotated[bool, typer.Option("--worker", help="Share this issue's batches with other --worker processes (PostgreSQL only).")] = False,
+    status: Annotated[str | None, typer.Option("--status", metavar="ISSUE", help="Show the send ledger of ISSUE (slug or id) instead of sending.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send an issue to every subscriber who does not have it yet; resumes an interrupted send."""
+    """Send an issue to every subscriber who does not have it yet; resumes an interrupted send.
+
+    Exit status: 0 when every batch of the issue is accepted or still to be sent by another
+    worker, 1 when a batch failed or was left with an unknown outcome, 2 for bad input.
+    """
     cfg = settings()
-    engine = issues.open_database(cfg)
-    report = _send(engine, cfg, issue, quiet=as_json, retry_failed=retry_failed, resend_unknown=resend_unknown)
+    engine = database(cfg)
+    if status is not None:
+        _status(engine, cfg, status, as_json=as_json)
+        return
+    flags = issues.SendFlags(retry_failed=retry_failed, resend_unknown=resend_unknown, sandbox=sandbox, worker=worker)
+    if sandbox and cfg.delivery.transport != "sendgrid":
+        raise ConfigError("--sandbox is SendGrid's sandbox mode; delivery.transport is not \"sendgrid\"")
+    if worker and engine.dialect.name != "postgresql":
+        raise ConfigError("--worker needs PostgreSQL (database.url); on SQLite one `newsletter send` process sends")
+    report = _send(engine, cfg, issue, quiet=as_json, flags=flags)
     if as_json:
         _print_json(_report_dict(report))
     else:
         console.print(_send_table(report))
         for batch_id, error in report.failed_batches:
-            err.print(f"[red]batch {batch_id} failed:[/red] {error}")
+            err.print(f"[red]batch {batch_id} failed:[/red] {error}", highlight=False)
+        if report.failed_total > len(report.failed_batches):
+            err.print(f"[red]{report.failed_total} batches of this issue have failed; --retry-failed sends them again[/red]")
         if report.unknown_batches:
-            err.print(f"[yellow]{len(report.unknown_batches)} batches have an unknown outcome; --resend-unknown sends them again[/yellow]")
-    if report.failed_batches:
+            err.print(
+                f"[yellow]{len(report.unknown_batches)} batches have an unknown outcome (in flight when a run stopped): "
+                f"{', '.join(map(str, report.unknown_batches[:20]))}; --resend-unknown sends them again[/yellow]"
+            )
+    if report.failed_total or report.unknown_batches:
         raise typer.Exit(1)
 
 

@@ -171,6 +171,20 @@ class TemplateSettings(_Table):
 class SendGridSettings(_Table):
     api_host: str = Field("https://api.sendgrid.com", description="API host; EU accounts use https://api.eu.sendgrid.com.")
     api_key: SecretStr | None = Field(None, description="API key; give it as SENDGRID_API_KEY, never in the file.")
+    asm_group_id: int | None = Field(
+        None, ge=1, description="Unsubscribe group (asm.group_id) every email is sent in; empty for none."
+    )
+    timeout: float = Field(30.0, gt=0, le=600, description="Seconds to wait for SendGrid to answer one request.")
+    concurrency: int = Field(
+        4, ge=1, le=32, description="Requests in flight at once from one sending process."
+    )
+
+    @field_validator("api_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+$", value.rstrip("/")):
+            raise ValueError("expected a base URL such as https://api.sendgrid.com (no path)")
+        return value.rstrip("/")
 
 
 class SecuritySettings(_Table):

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -27,11 +29,14 @@ from subscribers import parse_sections_key
 
 from . import ledger, store
 from .errors import TransportAuthError
-from .models import Batch, BatchStatus, Issue, IssueStatus, OutcomeKind, Recipient, RenderedMessage
+from .models import Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
 from .render import TAGS
 from .transports import Transport
 
 log = logging.getLogger(__name__)
+
+#: The longest wait between two tries of a batch, in seconds.
+MAX_WAIT = 60.0
 
 
 class SendProgress(Protocol):
@@ -53,6 +58,12 @@ class SendOptions:
     resend_unknown: bool = False
     sandbox: bool = False
     categories: tuple[str, ...] = ()
+    #: Batches in flight at once from this process.
+    concurrency: int = 1
+    #: Share the issue with other `--worker` processes: leave in-flight batches alone.
+    worker: bool = False
+    #: 429 answers waited out per batch before it counts as failed.
+    max_rate_limit_waits: int = 30
 
 
 @dataclass
@@ -68,6 +79,8 @@ class SendReport:
     recipients_skipped: int = 0
     failed_batches: list[tuple[int, str]] = field(default_factory=list)
     unknown_batches: list[int] = field(default_factory=list)
+    #: Failed batches in the ledger when the run ended (this run's and earlier ones).
+    failed_total: int = 0
     complete: bool = False
     elapsed: float = 0.0
 
@@ -97,6 +110,7 @@ def _plan(
     """Render each new segment once and plan batches for everyone not yet planned."""
     by_raw_key: dict[str, int | None] = {}
     with engine.begin() as conn:
+        ledger.lock_issue(conn, issue.id)
         for raw in ledger.unplanned_section_keys(conn, issue.id):
             chosen = tuple(s for s in parse_sections_key(raw) if s in available)
             if not chosen:
@@ -108,14 +122,11 @@ def _plan(
                 segment = store.save_segment(conn, issue.id, key, render(chosen))
             by_raw_key[raw] = segment.id
             report.segments[key] = segment.message.html_bytes
-
-        def segment_for(raw: str) -> int | None:
-            # A subscriber who joined between the two queries above has a new key; they
-            # wait for the next run rather than holding this transaction for a render.
-            return by_raw_key.get(raw)
-
+        # A subscriber who joined since the query above has a choice `by_raw_key` does
+        # not know; they wait for the next run rather than holding this transaction for
+        # a render.
         counts = ledger.plan_batches(
-            conn, issue.id, segment_for=segment_for, batch_size=options.batch_size, transport=transport, now=now
+            conn, issue.id, segment_for=by_raw_key, batch_size=options.batch_size, transport=transport, now=now
         )
         if issue.status is IssueStatus.DRAFT:
             store.set_issue_status(conn, issue.id, IssueStatus.SENDING)
@@ -126,8 +137,8 @@ def _plan(
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None:
-        return max(0.0, retry_after)
-    return min(60.0, 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        return min(MAX_WAIT, max(0.0, retry_after))
+    return min(MAX_WAIT, 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2)
 
 
 def send_issue(
@@ -139,68 +150,44 @@ def send_issue(
     available_sections: set[str],
     options: SendOptions,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     progress: SendProgress | None = None,
 ) -> SendReport:
     """Plan and send `issue` to every mailable subscriber who does not have it yet.
 
-    Failed batches are recorded, not raised; `TransportAuthError` stops the run at once
-    (the batch it hit goes back to planned, since the provider refused it).
+    Up to `options.concurrency` batches are in flight at once; only this thread touches
+    the database. Failed batches are recorded, not raised. `TransportAuthError` stops the
+    run: nothing more is claimed, the batches it hit go back to planned, the answers of
+    the others are recorded, then it is raised. A `KeyboardInterrupt` (Ctrl-C, or SIGTERM
+    as the CLI maps it) likewise stops claiming and records what is in flight first.
+    `sleep` waits between retries (default: a wait that an interrupt cuts short).
     """
     started = time.perf_counter()
     report = SendReport(issue=issue.slug)
     _plan(engine, issue, render, available_sections, options, transport.name, report, clock())
 
     claimable = [BatchStatus.PLANNED]
+    if options.retry_failed:
+        claimable.append(BatchStatus.FAILED)
     with engine.begin() as conn:
         in_flight = ledger.batches_in(conn, issue.id, BatchStatus.IN_FLIGHT)
-        if transport.idempotent or options.resend_unknown:
+        if options.worker:
+            # Another worker may be sending these right now: they are not ours to judge.
+            pass
+        elif transport.idempotent or options.resend_unknown:
             for batch in in_flight:
                 ledger.release_batch(conn, batch.id, now=clock())
         else:
             report.unknown_batches = [b.id for b in in_flight]
-        if options.retry_failed:
-            claimable.append(BatchStatus.FAILED)
         todo = ledger.batches_in(conn, issue.id, *claimable)
         segments = store.segments_by_id(conn, {b.segment_id for b in todo})
+    if report.unknown_batches:
+        log.warning("issue %s: %d batches in flight when a run stopped; outcome unknown", issue.slug, len(report.unknown_batches))
     if progress:
         progress.start(len(todo), sum(b.recipients for b in todo))
 
-    while True:
-        with engine.begin() as conn:
-            row = ledger.claim_batch(conn, issue.id, tuple(claimable), now=clock())
-            if row is None:
-                break
-            keep, drop = ledger.batch_recipients(conn, row.id)
-            ledger.skip_deliveries(conn, drop)
-            if row.segment_id not in segments:
-                segments.update(store.segments_by_id(conn, [row.segment_id]))
-        report.recipients_skipped += len(drop)
-        batch = Batch(
-            id=row.id,
-            issue_id=issue.id,
-            issue_slug=issue.slug,
-            segment_id=row.segment_id,
-            message=segments[row.segment_id].message,
-            recipients=tuple(
-                Recipient(
-                    subscriber_id=r.subscriber_id,
-                    email=r.email,
-                    substitutions=substitutions_for(r.token, r.name, base_url=options.base_url),
-                    unsubscribe_url=f"{options.base_url}/unsubscribe/{r.token}",
-                    unsubscribe_mailto=f"mailto:{options.unsubscribe_mailto}?subject=unsubscribe-{r.token}",
-                )
-                for r in keep
-            ),
-            sender_name=options.sender_name,
-            sender_address=options.sender_address,
-            reply_to=options.reply_to,
-            categories=options.categories,
-            sandbox=options.sandbox,
-        )
-        _deliver(engine, batch, transport, options, report, clock, sleep)
-        if progress:
-            progress.advance(1, row.recipients)
+    run = _Run(engine, issue, transport, options, report, clock, segments, progress, tuple(claimable), sleep)
+    run.send_all()
 
     with engine.begin() as conn:
         summary = ledger.ledger_summary(conn, issue.id)
@@ -208,45 +195,169 @@ def send_issue(
         if done and summary[BatchStatus.ACCEPTED.value] > 0:
             store.set_issue_status(conn, issue.id, IssueStatus.SENT, now=issue.sent_at or clock())
         report.complete = done
+        report.failed_total = summary[BatchStatus.FAILED.value]
     report.elapsed = time.perf_counter() - started
     return report
 
 
-def _deliver(
-    engine: Engine,
-    batch: Batch,
-    transport: Transport,
-    options: SendOptions,
-    report: SendReport,
-    clock: Callable[[], datetime],
-    sleep: Callable[[float], None],
-) -> None:
-    """Send one claimed batch, retrying what may be retried, and record the outcome."""
-    if not batch.recipients:
-        with engine.begin() as conn:
-            ledger.mark_accepted(conn, batch.id, message_id="", status_code=0, now=clock())
-        return
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            outcome = transport.send(batch)
-        except TransportAuthError:
-            with engine.begin() as conn:
-                ledger.release_batch(conn, batch.id, now=clock())
-            raise
-        if outcome.kind is OutcomeKind.RETRYABLE and attempt < options.max_attempts:
-            delay = _backoff(attempt, outcome.retry_after)
+class _Run:
+    """One run's send loop: claim batches, hand them to a thread pool, record answers."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        issue: Issue,
+        transport: Transport,
+        options: SendOptions,
+        report: SendReport,
+        clock: Callable[[], datetime],
+        segments: dict[int, Segment],
+        progress: SendProgress | None,
+        claimable: tuple[BatchStatus, ...],
+        sleep: Callable[[float], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.issue = issue
+        self.transport = transport
+        self.options = options
+        self.report = report
+        self.clock = clock
+        self.segments = segments
+        self.progress = progress
+        self.claimable = claimable
+        # Set when the run must stop early (an interrupt, or the API key refused); a
+        # retry waiting on it gives up at once and its batch goes back to planned.
+        self.halt = threading.Event()
+        self.sleep = sleep or self._wait
+        self.auth_error: TransportAuthError | None = None
+
+    def send_all(self) -> None:
+        pending: dict[Future[_Attempt], Batch] = {}
+        exhausted = False
+        with ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="send") as pool:
+            try:
+                while True:
+                    while len(pending) < self.options.concurrency and not (exhausted or self.halt.is_set()):
+                        batch = self._claim()
+                        if batch is None:
+                            exhausted = True
+                            break
+                        pending[pool.submit(self._attempt, batch)] = batch
+                    if not pending:
+                        break
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        self._record(pending.pop(future), future)
+            except BaseException:
+                # Interrupted: claim nothing more, and write down every answer still due,
+                # so that only a second interrupt can leave a batch's outcome unknown.
+                self.halt.set()
+                for future in as_completed(list(pending)):
+                    self._record(pending.pop(future), future)
+                raise
+        if self.auth_error is not None:
+            raise self.auth_error
+
+    def _claim(self) -> Batch | None:
+        """The next claimed batch with its recipients; batches left empty by unsubscribes
+        are closed on the way."""
+        options = self.options
+        while True:
+            with self.engine.begin() as conn:
+                row = ledger.claim_batch(conn, self.issue.id, self.claimable, now=self.clock())
+                if row is None:
+                    return None
+                keep, drop = ledger.batch_recipients(conn, row.id)
+                ledger.skip_deliveries(conn, drop)
+                if not keep:
+                    ledger.mark_accepted(conn, row.id, message_id="", status_code=0, now=self.clock())
+                if row.segment_id not in self.segments:
+                    self.segments.update(store.segments_by_id(conn, [row.segment_id]))
+            self.report.recipients_skipped += len(drop)
+            if not keep:
+                self._advance(row.recipients)
+                continue
+            base, mailto = options.base_url, options.unsubscribe_mailto
+            return Batch(
+                id=row.id,
+                issue_id=self.issue.id,
+                issue_slug=self.issue.slug,
+                segment_id=row.segment_id,
+                message=self.segments[row.segment_id].message,
+                recipients=tuple(
+                    Recipient(
+                        subscriber_id=r.subscriber_id,
+                        email=r.email,
+                        substitutions=substitutions_for(r.token, r.name, base_url=base),
+                        unsubscribe_url=f"{base}/unsubscribe/{r.token}",
+                        unsubscribe_mailto=f"mailto:{mailto}?subject=unsubscribe-{r.token}",
+                    )
+                    for r in keep
+                ),
+                sender_name=options.sender_name,
+                sender_address=options.sender_address,
+                reply_to=options.reply_to,
+                categories=options.categories,
+                sandbox=options.sandbox,
+            )
+
+    def _attempt(self, batch: Batch) -> _Attempt:
+        """Send one batch, retrying what may be retried. Runs in a pool thread."""
+        errors = rate_limited = 0
+        while True:
+            outcome = self.transport.send(batch)
+            if outcome.kind is not OutcomeKind.RETRYABLE:
+                return _Attempt(outcome)
+            if outcome.status_code == 429 and rate_limited < self.options.max_rate_limit_waits:
+                rate_limited += 1
+                delay = _backoff(rate_limited, outcome.retry_after)
+            else:
+                errors += 1
+                if errors >= self.options.max_attempts:
+                    return _Attempt(outcome)
+                delay = _backoff(errors, None)
+            if self.halt.is_set():
+                return _Attempt(outcome, released=True)
             log.warning("batch %d: %s; retrying in %.1fs", batch.id, outcome.error or outcome.status_code, delay)
-            sleep(delay)
-            continue
-        break
-    with engine.begin() as conn:
-        if outcome.kind is OutcomeKind.ACCEPTED:
-            ledger.mark_accepted(conn, batch.id, message_id=outcome.message_id, status_code=outcome.status_code, now=clock())
-            report.batches_sent += 1
-            report.recipients_sent += len(batch.recipients)
-        else:
-            ledger.mark_failed(conn, batch.id, status_code=outcome.status_code, error=outcome.error, now=clock())
-            report.failed_batches.append((batch.id, outcome.error or f"status {outcome.status_code}"))
-            log.error("batch %d of issue %s failed: %s", batch.id, batch.issue_slug, outcome.error)
+            self.sleep(delay)
+            if self.halt.is_set():
+                return _Attempt(outcome, released=True)
+
+    def _wait(self, seconds: float) -> None:
+        self.halt.wait(seconds)
+
+    def _record(self, batch: Batch, future: Future[_Attempt]) -> None:
+        report = self.report
+        try:
+            result = future.result()
+        except TransportAuthError as exc:
+            self.auth_error = self.auth_error or exc
+            self.halt.set()
+            result = _Attempt(None, released=True)
+        with self.engine.begin() as conn:
+            outcome = result.outcome
+            if result.released or outcome is None:
+                # Refused or never answered before the run stopped: it may be sent again.
+                ledger.release_batch(conn, batch.id, now=self.clock())
+                return
+            if outcome.kind is OutcomeKind.ACCEPTED:
+                ledger.mark_accepted(conn, batch.id, message_id=outcome.message_id, status_code=outcome.status_code, now=self.clock())
+                report.batches_sent += 1
+                report.recipients_sent += len(batch.recipients)
+            else:
+                ledger.mark_failed(conn, batch.id, status_code=outcome.status_code, error=outcome.error, now=self.clock())
+                report.failed_batches.append((batch.id, outcome.error or f"status {outcome.status_code}"))
+                log.error("batch %d of issue %s failed: %s", batch.id, batch.issue_slug, outcome.error)
+        self._advance(len(batch.recipients))
+
+    def _advance(self, recipients: int) -> None:
+        if self.progress:
+            self.progress.advance(1, recipients)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What sending one batch came to: an outcome, or released back to planned."""
+
+    outcome: Outcome | None
+    released: bool = False

@@ -1,8 +1,8 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
 Owns: `open_database`, `make_renderer`, `make_transport`, `build_issue`, `send_pending`,
-`render_issue`. Imports everything below it (`config`, `db`, `store`, `selection`,
-`render`, `dispatch`, `transports`). The CLI, the scheduler and the web app call these.
+`SendFlags`, `ledger_status`, `render_issue`. Imports everything below it (`config`, `db`,
+`store`, `ledger`, `selection`, `render`, `dispatch`, `transports`). The CLI, the scheduler and the web app call these.
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ from datetime import UTC, datetime
 import jinja2
 from sqlalchemy import Engine
 
-from . import db, store
+from . import db, ledger, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
 from .dispatch import SendOptions, SendProgress, SendReport, send_issue
 from .errors import ConfigError, EmptyIssueError, IssueError
+from .ledger import BatchDetail
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
 from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
 from .selection import issue_slug, issue_window, select_articles
 from .transports import Transport
 from .transports.outbox import OutboxTransport
+from .transports.sendgrid import SendGridTransport
 
 FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -53,9 +55,17 @@ def make_transport(settings: Settings) -> Transport:
     """The transport the configuration names."""
     if settings.delivery.transport == "outbox":
         return OutboxTransport(settings.outbox_dir)
-    raise ConfigError(
-        f"delivery.transport: {settings.delivery.transport!r} is not available in this version; use \"outbox\""
-    )
+    if settings.delivery.transport == "sendgrid":
+        key = settings.sendgrid.api_key.get_secret_value() if settings.sendgrid.api_key else ""
+        if not key.strip():
+            raise ConfigError("delivery.transport is \"sendgrid\" but no API key is set: export SENDGRID_API_KEY")
+        return SendGridTransport(
+            api_key=key.strip(),
+            api_host=settings.sendgrid.api_host,
+            asm_group_id=settings.sendgrid.asm_group_id,
+            timeout=settings.sendgrid.timeout,
+        )
+    raise ConfigError(f"delivery.transport: {settings.delivery.transport!r} is not a transport; use \"outbox\" or \"sendgrid\"")
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,16 @@ def render_issue(
     return make_renderer(settings).render(_content(issue, blocks), sections=sections, public=public)
 
 
+@dataclass(frozen=True)
+class SendFlags:
+    """How `newsletter send` was asked to send: the choices a user makes per run."""
+
+    retry_failed: bool = False
+    resend_unknown: bool = False
+    sandbox: bool = False
+    worker: bool = False
+
+
 def send_pending(
     engine: Engine,
     settings: Settings,
@@ -168,11 +188,11 @@ def send_pending(
     transport: Transport,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: SendProgress | None = None,
-    retry_failed: bool = False,
-    resend_unknown: bool = False,
-    sandbox: bool = False,
+    flags: SendFlags = SendFlags(),
+    sleep: Callable[[float], None] | None = None,
 ) -> SendReport:
-    """Send the issue to every mailable subscriber who does not have it yet."""
+    """Send the issue to every mailable subscriber who does not have it yet (see
+    `dispatch.send_issue`); `sleep` waits between retries."""
     with engine.connect() as conn:
         blocks = store.issue_blocks(conn, issue.id, settings.section_names())
     renderer = make_renderer(settings)
@@ -184,10 +204,12 @@ def send_pending(
         sender_address=settings.sender.address,
         reply_to=settings.sender.reply_to,
         batch_size=settings.delivery.batch_size,
-        retry_failed=retry_failed,
-        resend_unknown=resend_unknown,
-        sandbox=sandbox,
-        categories=(settings.site.name[:255], issue.slug),
+        retry_failed=flags.retry_failed,
+        resend_unknown=flags.resend_unknown,
+        sandbox=flags.sandbox,
+        worker=flags.worker,
+        concurrency=settings.sendgrid.concurrency if transport.name == "sendgrid" else 1,
+        categories=(settings.site.name[:255], f"issue-{issue.slug}"),
     )
     # The public web version exists before the first email links to it.
     archive_issue(engine, settings, issue, now=clock())
@@ -199,8 +221,22 @@ def send_pending(
         available_sections={b.slug for b in blocks},
         options=options,
         clock=clock,
+        sleep=sleep,
         progress=progress,
     )
+
+
+@dataclass(frozen=True)
+class LedgerStatus:
+    """The send ledger of one issue: counts by state and every batch."""
+
+    counts: dict[str, int]
+    batches: list[BatchDetail]
+
+
+def ledger_status(engine: Engine, issue: Issue) -> LedgerStatus:
+    with engine.connect() as conn:
+        return LedgerStatus(ledger.ledger_summary(conn, issue.id), ledger.batch_details(conn, issue.id))
 
 
 def page_environment(settings: Settings) -> jinja2.Environment:

@@ -11,19 +11,32 @@ batch went out).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from subscribers import mailable_clause, subscribers
 
 from .models import BatchStatus
-from .tables import batches, deliveries
-
-PAGE = 10_000
+from .tables import batches, deliveries, issues
 
 
 @dataclass(frozen=True)
@@ -67,75 +80,115 @@ def unplanned_section_keys(conn: Connection, issue_id: int) -> list[str]:
     return list(conn.execute(query).scalars())
 
 
+def lock_issue(conn: Connection, issue_id: int) -> None:
+    """Hold the issue's row until the transaction ends, so that on PostgreSQL two workers
+    starting together plan its batches one after the other, never both at once. SQLite
+    serialises writers by itself."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(issues.c.id).where(issues.c.id == issue_id).with_for_update())
+
+
 def plan_batches(
     conn: Connection,
     issue_id: int,
     *,
-    segment_for: Callable[[str], int | None],
+    segment_for: Mapping[str, int | None],
     batch_size: int,
     transport: str,
     now: datetime,
 ) -> PlanCounts:
     """Put every mailable subscriber not yet planned for the issue into a batch of their
-    segment. `segment_for` maps a subscriber's section choice to a segment id, or None
-    when nothing they chose is in this issue (they get no email this time).
+    segment. `segment_for` maps a subscriber's section choice (the raw key) to a segment
+    id, or None when nothing they chose is in this issue (they get no email this time).
+    Choices it does not know (someone who joined since it was made) wait for a later run.
 
-    Subscribers are read in pages by id, and each segment fills its own batches, so
-    memory holds at most one open batch per segment.
+    The work is done by the database in bulk: one query counts the recipients of each
+    segment, the batches are inserted, and one INSERT … SELECT numbers each segment's
+    subscribers by id and puts every `batch_size` of them in the next batch. Memory does
+    not grow with the list.
     """
-    open_batches: dict[int, list[int]] = {}
-    made_batches = recipients = unsegmented = 0
+    counts: dict[int, int] = {}
+    unsegmented = 0
+    for raw, count in conn.execute(
+        select(subscribers.c.sections, func.count())
+        .where(mailable_clause(), _not_planned(issue_id))
+        .group_by(subscribers.c.sections)
+    ):
+        segment_id = segment_for.get(raw)
+        if segment_id is None:
+            unsegmented += count if raw in segment_for else 0
+            continue
+        counts[segment_id] = counts.get(segment_id, 0) + count
+    if not counts:
+        return PlanCounts(0, 0, unsegmented)
 
-    def flush(segment_id: int) -> None:
-        nonlocal made_batches, recipients
-        members = open_batches.pop(segment_id)
-        batch_id = conn.execute(
-            insert(batches).values(
-                issue_id=issue_id,
-                segment_id=segment_id,
-                status=BatchStatus.PLANNED.value,
-                transport=transport,
-                recipients=len(members),
-                attempts=0,
-                message_id="",
-                status_code=0,
-                error="",
-                updated_at=now,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        conn.execute(
-            insert(deliveries),
-            [
-                {"issue_id": issue_id, "subscriber_id": sid, "segment_id": segment_id, "batch_id": batch_id, "status": "planned"}
-                for sid in members
-            ],
+    keys = _temporary_table("plan_keys", Column("sections", Text, primary_key=True), Column("segment_id", Integer, nullable=False))
+    slots = _temporary_table(
+        "plan_slots",
+        Column("segment_id", Integer, primary_key=True),
+        Column("ordinal", Integer, primary_key=True),
+        Column("batch_id", Integer, nullable=False),
+    )
+    keys.create(conn)
+    slots.create(conn)
+    conn.execute(insert(keys), [{"sections": raw, "segment_id": sid} for raw, sid in segment_for.items() if sid is not None])
+    slot_rows = []
+    for segment_id, count in sorted(counts.items()):
+        for ordinal in range((count + batch_size - 1) // batch_size):
+            batch_id = conn.execute(
+                insert(batches).values(
+                    issue_id=issue_id, segment_id=segment_id, status=BatchStatus.PLANNED.value, transport=transport,
+                    recipients=0, attempts=0, message_id="", status_code=0, error="", updated_at=now,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            slot_rows.append({"segment_id": segment_id, "ordinal": ordinal, "batch_id": batch_id})
+    conn.execute(insert(slots), slot_rows)
+
+    numbered = (
+        select(
+            subscribers.c.id.label("subscriber_id"),
+            keys.c.segment_id,
+            ((func.row_number().over(partition_by=keys.c.segment_id, order_by=subscribers.c.id) - 1) // batch_size).label("ordinal"),
         )
-        made_batches += 1
-        recipients += len(members)
+        .join(keys, keys.c.sections == subscribers.c.sections)
+        .where(mailable_clause(), _not_planned(issue_id))
+        .subquery()
+    )
+    conn.execute(
+        insert(deliveries).from_select(
+            ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
+            select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
+            .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal)),
+        )
+    )
+    # Count what was really planned: the list may have changed between the two queries.
+    new_ids = [row["batch_id"] for row in slot_rows]
+    sizes: dict[int, int] = {
+        batch_id: count
+        for batch_id, count in conn.execute(
+            select(deliveries.c.batch_id, func.count()).where(deliveries.c.batch_id.in_(new_ids)).group_by(deliveries.c.batch_id)
+        )
+    }
+    empty = [b for b in new_ids if not sizes.get(b)]
+    if empty:
+        conn.execute(delete(batches).where(batches.c.id.in_(empty)))
+    for size, ids in _group_by_size(sizes).items():
+        conn.execute(update(batches).where(batches.c.id.in_(ids)).values(recipients=size))
+    slots.drop(conn)
+    keys.drop(conn)
+    return PlanCounts(len(new_ids) - len(empty), sum(sizes.values()), unsegmented)
 
-    last_id = 0
-    while True:
-        page = conn.execute(
-            select(subscribers.c.id, subscribers.c.sections)
-            .where(mailable_clause(), _not_planned(issue_id), subscribers.c.id > last_id)
-            .order_by(subscribers.c.id)
-            .limit(PAGE)
-        ).all()
-        if not page:
-            break
-        last_id = page[-1].id
-        for subscriber_id, key in page:
-            segment_id = segment_for(key)
-            if segment_id is None:
-                unsegmented += 1
-                continue
-            members = open_batches.setdefault(segment_id, [])
-            members.append(subscriber_id)
-            if len(members) >= batch_size:
-                flush(segment_id)
-    for segment_id in list(open_batches):
-        flush(segment_id)
-    return PlanCounts(made_batches, recipients, unsegmented)
+
+def _temporary_table(name: str, *columns: Column[Any]) -> Table:
+    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
+
+
+def _group_by_size(sizes: Mapping[int, int]) -> dict[int, list[int]]:
+    """Batch ids grouped by their recipient count (nearly all batches are full)."""
+    groups: dict[int, list[int]] = {}
+    for batch_id, size in sizes.items():
+        groups.setdefault(size, []).append(batch_id)
+    return groups
 
 
 def _batch(row: Any) -> BatchRow:
@@ -154,25 +207,29 @@ def claim_batch(conn: Connection, issue_id: int, statuses: tuple[BatchStatus, ..
     """Take the next batch in one of `statuses` and mark it in flight.
 
     On PostgreSQL the row is locked with SKIP LOCKED, so several workers never take the
-    same batch; SQLite serialises writers, so one process sends there.
+    same batch. The update also re-checks the state, so a second process on SQLite that
+    read the same row finds it taken and moves on to the next.
     """
-    query = (
-        select(batches)
-        .where(batches.c.issue_id == issue_id, batches.c.status.in_([s.value for s in statuses]))
-        .order_by(batches.c.id)
-        .limit(1)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    row = conn.execute(query).first()
-    if row is None:
-        return None
-    conn.execute(
-        update(batches)
-        .where(batches.c.id == row.id)
-        .values(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1, updated_at=now)
-    )
-    return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus.IN_FLIGHT, row.recipients, row.attempts + 1)
+    wanted = [s.value for s in statuses]
+    while True:
+        query = (
+            select(batches)
+            .where(batches.c.issue_id == issue_id, batches.c.status.in_(wanted))
+            .order_by(batches.c.id)
+            .limit(1)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        taken = conn.execute(
+            update(batches)
+            .where(batches.c.id == row.id, batches.c.status.in_(wanted))
+            .values(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1, updated_at=now)
+        ).rowcount
+        if taken == 1:
+            return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus.IN_FLIGHT, row.recipients, row.attempts + 1)
 
 
 def batch_recipients(conn: Connection, batch_id: int) -> tuple[list[RecipientRow], list[int]]:
@@ -237,8 +294,36 @@ def ledger_summary(conn: Connection, issue_id: int) -> dict[str, int]:
         select(batches.c.status, func.count()).where(batches.c.issue_id == issue_id).group_by(batches.c.status)
     ):
         summary[status] = count
+    for status in ("planned", "sent", "skipped"):
+        summary[f"recipients_{status}"] = 0
     for status, count in conn.execute(
         select(deliveries.c.status, func.count()).where(deliveries.c.issue_id == issue_id).group_by(deliveries.c.status)
     ):
         summary[f"recipients_{status}"] = count
     return summary
+
+
+@dataclass(frozen=True)
+class BatchDetail:
+    """A batch as `newsletter send --status` shows it."""
+
+    id: int
+    segment_id: int
+    status: BatchStatus
+    recipients: int
+    attempts: int
+    status_code: int
+    message_id: str
+    error: str
+    updated_at: datetime
+
+
+def batch_details(conn: Connection, issue_id: int, *statuses: BatchStatus) -> list[BatchDetail]:
+    """The issue's batches in these states, by id, with their last answer."""
+    query = select(batches).where(batches.c.issue_id == issue_id).order_by(batches.c.id)
+    if statuses:
+        query = query.where(batches.c.status.in_([s.value for s in statuses]))
+    return [
+        BatchDetail(r.id, r.segment_id, BatchStatus(r.status), r.recipients, r.attempts, r.status_code, r.message_id, r.error, r.updated_at)
+        for r in conn.execute(query)
+    ]

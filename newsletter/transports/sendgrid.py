@@ -1,0 +1,179 @@
+"""The SendGrid transport: one v3 Mail Send request per batch, with the `sendgrid` package.
+
+Owns: `SendGridTransport`, `mail_body`. Imports `models`, `errors`, `render` (the tag
+names) and the `sendgrid` package; nothing else of ours.
+
+A batch becomes one request: the segment's HTML and text once in `content`, and one
+personalization per recipient carrying their substitution values, their own
+`List-Unsubscribe` headers and their subscriber id in `custom_args` (the issue and batch
+ids are top-level `custom_args`, which SendGrid merges into every personalization, so a
+webhook event names all three).
+
+What each answer means (the ledger in `dispatch` decides what to do with it):
+
+    202                       accepted, with the X-Message-Id header
+    429                       retryable, after X-RateLimit-Reset
+    5xx, timeout, connection  retryable (bounded backoff in `dispatch`)
+    400, 413, other 4xx       permanent, with SendGrid's error messages
+    401, 403                  `TransportAuthError`: nothing more can be sent
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import time
+import urllib.error
+from collections.abc import Callable
+from typing import Any
+
+from python_http_client import exceptions as http_errors
+from sendgrid import SendGridAPIClient
+
+from ..errors import TransportAuthError
+from ..models import Batch, Outcome, OutcomeKind
+
+log = logging.getLogger(__name__)
+
+# The HTTP client under `sendgrid` logs every request body and header at DEBUG level:
+# addresses, unsubscribe tokens and the Authorization header with the API key. Our logs
+# must never hold those, so its logger is kept at WARNING even under `--verbose`.
+logging.getLogger("python_http_client").setLevel(logging.WARNING)
+logging.getLogger("python_http_client.client").setLevel(logging.WARNING)
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
+def _errors_of(body: bytes) -> str:
+    """SendGrid's error messages from a response body, as one line."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+        messages = [
+            f"{e['field']}: {e['message']}" if e.get("field") else str(e.get("message", ""))
+            for e in data.get("errors", [])
+            if isinstance(e, dict)
+        ]
+    except (ValueError, AttributeError, TypeError):
+        messages = []
+    if messages:
+        return "; ".join(messages)[:2000]
+    return body.decode("utf-8", "replace").strip()[:500]
+
+
+def mail_body(batch: Batch, *, asm_group_id: int | None = None) -> dict[str, Any]:
+    """The Mail Send request body for a batch (see `../shared/sendgrid/mail_send.schema.json`).
+
+    An address that appears twice (in any case) is sent once: SendGrid rejects a request
+    that names an address twice.
+    """
+    batch_id = str(batch.id)
+    seen: set[str] = set()
+    personalizations: list[dict[str, Any]] = []
+    for r in batch.recipients:
+        folded = r.email.lower()
+        if folded in seen:
+            log.warning("batch %s: subscriber %d shares an address with another recipient; sent once", batch_id, r.subscriber_id)
+            continue
+        seen.add(folded)
+        personalizations.append(
+            {
+                "to": [{"email": r.email}],
+                "substitutions": r.substitutions,
+                "headers": {
+                    "List-Unsubscribe": f"<{r.unsubscribe_url}>, <{r.unsubscribe_mailto}>",
+                    "List-Unsubscribe-Post": ONE_CLICK,
+                },
+                "custom_args": {"subscriber_id": str(r.subscriber_id)},
+            }
+        )
+    message = batch.message
+    body: dict[str, Any] = {
+        "personalizations": personalizations,
+        "from": {"email": batch.sender_address, "name": batch.sender_name} if batch.sender_name else {"email": batch.sender_address},
+        "subject": message.subject,
+        "content": [{"type": "text/plain", "value": message.text}, {"type": "text/html", "value": message.html}],
+        "custom_args": {"issue_id": str(batch.issue_id), "batch_id": batch_id, "issue": batch.issue_slug},
+    }
+    if batch.reply_to:
+        body["reply_to"] = {"email": batch.reply_to}
+    categories = list(dict.fromkeys(c[:255] for c in batch.categories if c))[:10]
+    if categories:
+        body["categories"] = categories
+    if asm_group_id is not None:
+        body["asm"] = {"group_id": asm_group_id}
+    if batch.sandbox:
+        body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+    return body
+
+
+class SendGridTransport:
+    """Sends each batch as one Mail Send request through `SendGridAPIClient`.
+
+    Thread-safe: each request opens its own connection, so `dispatch` may have several
+    batches in flight at once.
+    """
+
+    name = "sendgrid"
+    # SendGrid has no idempotency key: a batch sent twice is delivered twice.
+    idempotent = False
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_host: str = "https://api.sendgrid.com",
+        asm_group_id: int | None = None,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = SendGridAPIClient(api_key=api_key, host=api_host.rstrip("/"))
+        # The package's own `send` takes no timeout; its HTTP client applies this one to
+        # every request it builds.
+        self._client.client.timeout = timeout
+        self.asm_group_id = asm_group_id
+        self.api_host = api_host
+        self.clock = clock
+
+    def send(self, batch: Batch) -> Outcome:
+        body = mail_body(batch, asm_group_id=self.asm_group_id)
+        try:
+            response = self._client.send(body)
+        except (http_errors.UnauthorizedError, http_errors.ForbiddenError) as exc:
+            raise TransportAuthError(
+                f"SendGrid at {self.api_host} refused the API key ({exc.status_code}: {_errors_of(exc.body)}); "
+                "check SENDGRID_API_KEY and that the key may send mail"
+            ) from None
+        except http_errors.HTTPError as exc:
+            return self._http_error(batch, exc)
+        except (TimeoutError, socket.timeout) as exc:
+            return Outcome(OutcomeKind.RETRYABLE, error=f"no answer from SendGrid in time ({exc})")
+        except urllib.error.URLError as exc:
+            return Outcome(OutcomeKind.RETRYABLE, error=f"cannot reach SendGrid at {self.api_host}: {exc.reason}")
+        except (ConnectionError, http.client.HTTPException, OSError) as exc:
+            return Outcome(OutcomeKind.RETRYABLE, error=f"connection to SendGrid lost: {exc.__class__.__name__} {exc}")
+        status = response.status_code
+        if status == 202 or 200 <= status < 300:
+            return Outcome(OutcomeKind.ACCEPTED, message_id=response.headers.get("X-Message-Id") or "", status_code=status)
+        return Outcome(OutcomeKind.PERMANENT, status_code=status, error=f"unexpected answer {status}")
+
+    def _http_error(self, batch: Batch, exc: http_errors.HTTPError) -> Outcome:
+        status = int(exc.status_code)
+        error = f"{status}: {_errors_of(exc.body)}"
+        if status == 429:
+            return Outcome(OutcomeKind.RETRYABLE, status_code=status, error=error, retry_after=self._reset_in(exc.headers))
+        if status >= 500:
+            return Outcome(OutcomeKind.RETRYABLE, status_code=status, error=error)
+        return Outcome(OutcomeKind.PERMANENT, status_code=status, error=error)
+
+    def _reset_in(self, headers: Any) -> float | None:
+        """Seconds until X-RateLimit-Reset (a Unix time), or None when it is absent."""
+        value = headers.get("X-RateLimit-Reset") if headers is not None else None
+        try:
+            return max(0.0, float(value) - self.clock()) if value else None
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,292 @@
+"""A stand-in for SendGrid's `POST /v3/mail/send`: a real local HTTP server.
+
+It checks the bearer token, validates every body against
+`../shared/sendgrid/mail_send.schema.json` (Draft 2020-12 with a format checker) and the
+limits the schema does not carry (listed in `../shared/sendgrid/README.md`), answers 202
+with an `X-Message-Id`, and records what it accepted. Tests script misbehaviour with
+`answer_next(...)`: a status (429, 500, 400, 401 …), a delay, or a dropped connection.
+
+Run as a program (`python -m tests.sendgrid_standin --key KEY`) it serves in its own
+process and prints its URL; the benchmark uses it that way, so the sender and the stand-in
+do not share one interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from tests.servers import LocalServer
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "sendgrid" / "mail_send.schema.json"
+if not SCHEMA_PATH.exists():
+    SCHEMA_PATH = Path("/work/shared/sendgrid/mail_send.schema.json")
+
+RESERVED_HEADERS = frozenset(
+    h.lower() for h in ("x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type",
+                        "Content-Transfer-Encoding", "To", "From", "Subject", "Reply-To", "CC", "BCC")
+)
+MAX_RECIPIENTS = 1000
+MAX_SUBSTITUTION_BYTES = 10_000
+MAX_SUBSTITUTIONS = 150
+MAX_CUSTOM_ARGS_BYTES = 10_000
+MAX_MESSAGE_BYTES = 30 * 1024 * 1024
+SEND_AT_HORIZON = timedelta(hours=72)
+
+
+@dataclass
+class Answer:
+    """One scripted answer: a status with headers and body, after `delay` seconds, or a
+    connection dropped once the request has been read."""
+
+    status: int = 202
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay: float = 0.0
+    drop: bool = False
+    #: Still validate and record the request as accepted (a 202 whose answer is lost).
+    accept: bool = False
+
+
+@dataclass
+class MailRequest:
+    """A request the stand-in received, with its parsed body and the answer it gave."""
+
+    headers: dict[str, str]
+    body: dict[str, Any]
+    status: int
+    message_id: str = ""
+
+    @property
+    def recipients(self) -> list[str]:
+        return [to["email"] for p in self.body.get("personalizations", []) for to in p.get("to", [])]
+
+
+def sendgrid_errors(*messages: tuple[str | None, str]) -> bytes:
+    """An error body shaped like SendGrid's: {"errors": [{"message", "field", "help"}]}."""
+    return json.dumps({"errors": [{"message": m, "field": f, "help": None} for f, m in messages]}).encode()
+
+
+class LimitChecker:
+    """The checks SendGrid makes that the JSON Schema cannot express."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now
+
+    def problems(self, body: dict[str, Any], size: int) -> list[tuple[str | None, str]]:
+        found: list[tuple[str | None, str]] = []
+        personalizations = body.get("personalizations", [])
+        if not personalizations:
+            found.append(("personalizations", "The personalizations field is required and must have at least one personalization."))
+        addresses = [
+            a["email"].lower()
+            for p in personalizations
+            for kind in ("to", "cc", "bcc")
+            for a in p.get(kind, [])
+        ]
+        if len(addresses) > MAX_RECIPIENTS:
+            found.append(("personalizations", f"The total number of recipients must be no more than {MAX_RECIPIENTS}; got {len(addresses)}."))
+        dupes = [a for a, n in Counter(addresses).items() if n > 1]
+        if dupes:
+            found.append(("personalizations", f"Each email address in the personalization block should be unique; {len(dupes)} repeated."))
+        if "reply_to" in body and "reply_to_list" in body:
+            found.append(("reply_to", "reply_to and reply_to_list cannot be used together."))
+        content = body.get("content")
+        if not content and "template_id" not in body:
+            found.append(("content", "Unless a valid template_id is provided, the content parameter is required."))
+        types = [c.get("type") for c in content or []]
+        if "text/plain" in types and "text/html" in types and types.index("text/plain") > types.index("text/html"):
+            found.append(("content", "If present, text/plain content must be first, followed by text/html."))
+        top_args = body.get("custom_args", {})
+        for n, p in enumerate(personalizations):
+            subs = p.get("substitutions", {})
+            if len(subs) > MAX_SUBSTITUTIONS:
+                found.append((f"personalizations.{n}.substitutions", f"At most {MAX_SUBSTITUTIONS} substitutions."))
+            if sum(len(k.encode()) + len(str(v).encode()) for k, v in subs.items()) > MAX_SUBSTITUTION_BYTES:
+                found.append((f"personalizations.{n}.substitutions", f"Substitutions may not exceed {MAX_SUBSTITUTION_BYTES} bytes."))
+            args = {**top_args, **p.get("custom_args", {})}
+            if any(not isinstance(v, str) for v in args.values()):
+                found.append((f"personalizations.{n}.custom_args", "Custom args values must be strings."))
+            if len(json.dumps(args).encode()) > MAX_CUSTOM_ARGS_BYTES:
+                found.append((f"personalizations.{n}.custom_args", f"Custom args may not exceed {MAX_CUSTOM_ARGS_BYTES} bytes."))
+            for name, value in p.get("headers", {}).items():
+                if name.lower() in RESERVED_HEADERS:
+                    found.append((f"personalizations.{n}.headers", f"The header {name} is reserved."))
+                if not isinstance(value, str):
+                    found.append((f"personalizations.{n}.headers", "Header values must be strings."))
+        for name in body.get("headers", {}):
+            if name.lower() in RESERVED_HEADERS:
+                found.append(("headers", f"The header {name} is reserved."))
+        if size > MAX_MESSAGE_BYTES:
+            found.append((None, "The total message size may not exceed 30MB."))
+        send_at = body.get("send_at")
+        now = self.now or datetime.now(UTC)
+        if isinstance(send_at, int) and datetime.fromtimestamp(send_at, UTC) > now + SEND_AT_HORIZON:
+            found.append(("send_at", "send_at may not be more than 72 hours in the future."))
+        return found
+
+
+class SendGridStandIn(LocalServer):
+    """`POST /v3/mail/send` on 127.0.0.1 with a free port, in a thread (a `LocalServer`
+    whose handler plays SendGrid).
+
+    `keep_bodies=False` records only addresses and counts (for a million recipients);
+    `validate_schema_every` validates one request body in N against the schema (1: all).
+    """
+
+    def __init__(self, api_key: str = "SG.test-key", *, keep_bodies: bool = True, validate_schema_every: int = 1) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.keep_bodies = keep_bodies
+        self.validate_schema_every = validate_schema_every
+        self.validator = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()), format_checker=FormatChecker())
+        self.limits = LimitChecker()
+        self.mail_requests: list[MailRequest] = []
+        self.delivered: Counter[str] = Counter()
+        self.accepted_requests = 0
+        self.rejected = 0
+        self.script: deque[Answer] = deque()
+        self.lock = threading.Lock()
+        self._counter = itertools.count(1)
+        standin = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                standin._handle(self)
+
+            def do_GET(self) -> None:
+                self._reply(404, sendgrid_errors((None, "not found")))
+
+            def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd.RequestHandlerClass = _Handler
+
+    def answer_next(self, *answers: Answer) -> None:
+        """Give these answers to the next requests, in order, then behave normally."""
+        with self.lock:
+            self.script.extend(answers)
+
+    @property
+    def accepted(self) -> list[MailRequest]:
+        return [r for r in self.mail_requests if r.status == 202]
+
+    def _handle(self, handler: Any) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        with self.lock:
+            scripted = self.script.popleft() if self.script else None
+        if handler.path.split("?")[0] != "/v3/mail/send":
+            handler._reply(404, sendgrid_errors((None, f"no route {handler.path}")))
+            return
+        if scripted and scripted.delay:
+            time.sleep(scripted.delay)
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            handler._reply(401, sendgrid_errors((None, "The provided authorization grant is invalid, expired, or revoked")))
+            return
+        if scripted and not scripted.accept:
+            if scripted.drop:
+                self._drop(handler)
+            else:
+                self._record(headers, raw, scripted.status)
+                handler._reply(scripted.status, scripted.body, scripted.headers)
+            return
+        status, reply, message_id = self._check(raw)
+        self._record(headers, raw, status, message_id)
+        if scripted and scripted.drop:
+            self._drop(handler)
+            return
+        handler._reply(status, reply, {"X-Message-Id": message_id} if message_id else {})
+
+    def _drop(self, handler: Any) -> None:
+        handler.close_connection = True
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _check(self, raw: bytes) -> tuple[int, bytes, str]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, sendgrid_errors((None, "Bad Request: the body is not JSON")), ""
+        n = next(self._counter)
+        problems: list[tuple[str | None, str]] = []
+        if isinstance(body, dict) and (n - 1) % self.validate_schema_every == 0:
+            problems += [
+                (".".join(str(p) for p in e.absolute_path) or None, e.message)
+                for e in self.validator.iter_errors(body)
+            ]
+        elif not isinstance(body, dict):
+            problems.append((None, "The body must be a JSON object."))
+        if not problems:
+            problems = self.limits.problems(body, len(raw))
+        if problems:
+            return 400, sendgrid_errors(*problems[:20]), ""
+        return 202, b"", uuid.uuid4().hex[:22]
+
+    def _record(self, headers: dict[str, str], raw: bytes, status: int, message_id: str = "") -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        with self.lock:
+            if status == 202:
+                self.accepted_requests += 1
+                for p in body.get("personalizations", []):
+                    for to in p.get("to", []):
+                        self.delivered[to["email"]] += 1
+            else:
+                self.rejected += 1
+            if self.keep_bodies:
+                self.mail_requests.append(MailRequest(headers, body, status, message_id))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the SendGrid stand-in until stdin closes.")
+    parser.add_argument("--key", default="SG.test-key")
+    parser.add_argument("--validate-every", type=int, default=1, help="Validate one body in N against the schema.")
+    args = parser.parse_args()
+    standin = SendGridStandIn(args.key, keep_bodies=False, validate_schema_every=args.validate_every)
+    standin.start()
+    print(standin.url, flush=True)
+    # The parent asks for the tally by writing a line, and ends the stand-in by closing stdin.
+    for _ in sys.stdin:
+        with standin.lock:
+            tally = {
+                "requests": standin.accepted_requests,
+                "rejected": standin.rejected,
+                "recipients": sum(standin.delivered.values()),
+                "distinct": len(standin.delivered),
+            }
+        print(json.dumps(tally), flush=True)
+    standin.stop()
+
+
+if __name__ == "__main__":
+    main()
