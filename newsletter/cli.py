@@ -551,3 +551,17 @@ def demo(
         console.print(f"Web version: [bold]{web_file}[/bold] (served at {cfg.site.base_url}/archive/{latest.slug} by the web app)")
         console.print(f"Preview a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
     console.print(f"Run it again: nothing is sent twice. Inspect: [bold]newsletter {cfg_arg} issues[/bold]")
+
+
+@app.command()
+@handled
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on [default: web.host].")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port to listen on [default: web.port].")] = None,
+) -> None:
+    """Run the subscriber web app: subscribe, confirm, preferences, one-click unsubscribe."""
+    from .web.server import serve as run_server
+
+    cfg = settings()
+    console.print(f"Serving {cfg.site.name} on http://{host or cfg.web.host}:{port or cfg.web.port} (public URL {cfg.site.base_url})")
+    run_server(cfg, host=host, port=port)

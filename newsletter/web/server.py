@@ -8,6 +8,8 @@ app logs each request itself with the token taken out (`app.Guard`).
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from ..config import Settings
@@ -18,6 +20,10 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     """Serve until interrupted, on `host`:`port` (default: the `[web]` settings).
     X-Forwarded-For is believed only from `web.trusted_proxies`."""
     app = create_app(settings)
+    # The app's own access log (tokens taken out) is shown even without --verbose.
+    access = logging.getLogger("newsletter.web")
+    if access.getEffectiveLevel() > logging.INFO:
+        access.setLevel(logging.INFO)
     uvicorn.run(
         app,
         host=host or settings.web.host,
