@@ -155,8 +155,11 @@ class _nullcontext:
 def ingest(as_json: JsonOpt = False) -> None:
     """Read every configured source (feeds, WordPress sites, folders) and store new and changed articles."""
     cfg = settings()
-    engine = database(cfg)
-    reports = _run_ingest(engine, cfg, as_json)
+    engine = issues.open_database(cfg)
+    try:
+        reports = _run_ingest(engine, cfg, as_json)
+    finally:
+        engine.dispose()
     if as_json:
         _print_json([r.__dict__ for r in reports])
     else:
@@ -171,8 +174,11 @@ def ingest(as_json: JsonOpt = False) -> None:
 def list_sources(as_json: JsonOpt = False) -> None:
     """List the configured sources with their last fetch, its status and their stored articles."""
     cfg = settings()
-    engine = database(cfg)
-    found = source_statuses(engine, cfg)
+    engine = issues.open_database(cfg)
+    try:
+        found = source_statuses(engine, cfg)
+    finally:
+        engine.dispose()
     if as_json:
         _print_json([s.__dict__ for s in found])
         return
