@@ -67,6 +67,8 @@ BAD = {
     "bad-date.md": "---\ntitle: Fine\nurl: https://x.example.com/6\ndate: next tuesday\n---\n",
     "list.md": "- just\n- a list\n",
     "same-url.md": "---\ntitle: Same link as cphi.md\nurl: https://www.cphi.com/europe/\n---\n",
+    # Only plain YAML is read: a Python tag is refused, never run.
+    "tagged.md": "---\ntitle: !!python/object/apply:os.system ['touch pwned']\nurl: https://x.example.com/8\n---\n",
 }
 
 
@@ -147,6 +149,8 @@ def test_bad_files_are_reported_by_name_and_line_and_skipped(
         "same-url.md: left out because cphi.md has the same url",
         "sports.md, line 4: section: 'sports' is not a configured section "
         "(known: drug-development, events, facilities, insights, manufacturing, news, supply-chain): left out",
+        "tagged.md, line 2: front matter is not valid YAML: could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system': left out",
         "typo.md, line 4: unknown key 'tilte' (known: title, url, section, date, image, summary): left out",
         "unclosed.md, line 3: the front matter is not closed by a line '---': left out",
     )

@@ -127,9 +127,16 @@ def three_pages() -> list[list[dict[str, Any]]]:
         ],
         [post(3, "FDA approves oral GLP-1", categories=["FDA Approvals"], image="https://img.example.com/glp1.jpg",
               published=NOW - 2 * DAY)],
-        [post(4, "Events &#8211; CPHI &quot;Milan&quot; highlights", categories=["Events &amp; Conferences"],
-              published=NOW - 3 * DAY, excerpt="<p>Three days <strong>in</strong> Milan.</p>")],
+        [private_image(post(4, "Events &#8211; CPHI &quot;Milan&quot; highlights", categories=["Events &amp; Conferences"],
+                            published=NOW - 3 * DAY, excerpt="<p>Three days <strong>in</strong> Milan.</p>"))],
     ]
+
+
+def private_image(data: dict[str, Any]) -> dict[str, Any]:
+    """A post whose featured image is private: WordPress embeds an error in its place."""
+    data["featured_media"] = 77
+    data["_embedded"]["wp:featuredmedia"] = [{"code": "rest_forbidden", "message": "Sorry, you are not allowed to do that.", "data": {"status": 401}}]
+    return data
 
 
 def test_posts_on_several_pages_become_articles(engine: Engine, site_settings: Settings, server: LocalServer) -> None:
@@ -152,6 +159,7 @@ def test_posts_on_several_pages_become_articles(engine: Engine, site_settings: S
     cphi = found["https://pharma.example.com/4/"]
     assert cphi.title == 'Events – CPHI "Milan" highlights'
     assert cphi.categories == ("Events & Conferences",) and cphi.summary == "Three days in Milan."
+    assert cphi.image_url == ""
 
     asked = site.requests()
     assert [r["page"] for r in asked] == ["1", "2", "3"]
