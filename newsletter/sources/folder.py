@@ -182,10 +182,14 @@ def read_folder(folder: Path, *, sections: SectionCategories, zone: tzinfo, summ
     """
     if not folder.is_dir():
         return FetchResult("failed", error=f"{folder} is not a folder" if folder.exists() else f"folder {folder} does not exist")
+    try:
+        paths = sorted(folder.rglob("*.md"))
+    except OSError as exc:
+        return FetchResult("failed", error=f"folder {folder} cannot be read: {exc.strerror}")
     items: list[FeedItem] = []
     skipped: list[str] = []
     seen: dict[str, str] = {}
-    for path in sorted(folder.rglob("*.md")):
+    for path in paths:
         name = path.relative_to(folder).as_posix()
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
