@@ -26,6 +26,7 @@ from rich.text import Text
 import subscribers as people
 
 from . import db, issues, store
+from .archive import export_archive
 from .config import Settings, load_settings
 from .demo import demo_subscribers, prepare_demo
 from .dispatch import SendReport
@@ -54,13 +55,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 
 class _State:
     config: Path | None = None
+    context: Any = None
 
 
 state = _State()
 
 
+def database(cfg: Settings) -> Any:
+    """The configured database, migrated, and closed when the command ends."""
+    engine = issues.open_database(cfg)
+    if state.context is not None:
+        state.context.call_on_close(engine.dispose)
+    return engine
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", envvar="NEWSLETTER_CONFIG", help="Configuration file [default: ./newsletter.toml]."),
@@ -69,6 +80,7 @@ def main(
 ) -> None:
     """A weekly email digest for news publishers."""
     state.config = config
+    state.context = ctx
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -155,11 +167,8 @@ class _nullcontext:
 def ingest(as_json: JsonOpt = False) -> None:
     """Read every configured source (feeds, WordPress sites, folders) and store new and changed articles."""
     cfg = settings()
-    engine = issues.open_database(cfg)
-    try:
-        reports = _run_ingest(engine, cfg, as_json)
-    finally:
-        engine.dispose()
+    engine = database(cfg)
+    reports = _run_ingest(engine, cfg, as_json)
     if as_json:
         _print_json([r.__dict__ for r in reports])
     else:
@@ -174,11 +183,8 @@ def ingest(as_json: JsonOpt = False) -> None:
 def list_sources(as_json: JsonOpt = False) -> None:
     """List the configured sources with their last fetch, its status and their stored articles."""
     cfg = settings()
-    engine = issues.open_database(cfg)
-    try:
-        found = source_statuses(engine, cfg)
-    finally:
-        engine.dispose()
+    engine = database(cfg)
+    found = source_statuses(engine, cfg)
     if as_json:
         _print_json([s.__dict__ for s in found])
         return
@@ -214,7 +220,7 @@ def build(
 ) -> None:
     """Build the next issue from the articles published since the last one."""
     cfg = settings()
-    engine = issues.open_database(cfg)
+    engine = database(cfg)
     result = issues.build_issue(engine, cfg, now=_now(), force=force)
     if as_json:
         _print_json({
@@ -392,7 +398,7 @@ def send(
 def list_issues(as_json: JsonOpt = False) -> None:
     """List the issues, newest first, with their state and window."""
     cfg = settings()
-    engine = issues.open_database(cfg)
+    engine = database(cfg)
     with engine.connect() as conn:
         found = store.list_issues(conn)
     if as_json:
@@ -419,7 +425,7 @@ def render(
 ) -> None:
     """Render an issue as one segment sees it, to look at it in a browser."""
     cfg = settings()
-    engine = issues.open_database(cfg)
+    engine = database(cfg)
     with engine.connect() as conn:
         found = store.find_issue(conn, issue) if issue else store.latest_issue(conn)
     if found is None:
@@ -461,7 +467,7 @@ def subscribers_add(
     unknown = sorted(set(chosen) - set(known))
     if unknown:
         raise ConfigError(f"--sections: unknown section {unknown[0]!r} (known: {', '.join(known)})")
-    engine = issues.open_database(cfg)
+    engine = database(cfg)
     with engine.begin() as conn:
         created, _ = people.upsert_subscribers(conn, [people.NewSubscriber(email, tuple(chosen), name=name, source="cli")], now=_now())
     console.print("Added." if created else "Updated.")
@@ -471,7 +477,7 @@ def subscribers_add(
 @handled
 def subscribers_count(as_json: JsonOpt = False) -> None:
     """Count subscribers by status."""
-    engine = issues.open_database(settings())
+    engine = database(settings())
     with engine.connect() as conn:
         counts = {k.value: v for k, v in people.count_by_status(conn).items()}
     if as_json:
@@ -498,7 +504,7 @@ def demo(
     config_path = prepare_demo(folder, now=now)
     state.config = config_path
     cfg = settings()
-    engine = issues.open_database(cfg)
+    engine = database(cfg)
     reports = _run_ingest(engine, cfg, as_json)
     with engine.begin() as conn:
         created, _ = people.upsert_subscribers(conn, demo_subscribers(list(cfg.section_names()), subscriber_count), now=now)
@@ -523,7 +529,7 @@ def demo(
         web_file = web_dir / f"{latest.slug}.html"
         web_file.write_text(issues.render_issue(engine, cfg, latest, public=True).html, encoding="utf-8")
     elapsed = time.perf_counter() - started
-    summary = {
+    summary: dict[str, Any] = {
         "folder": str(folder),
         "issue": latest.slug if latest else None,
         "new_issue": built is not None,
@@ -559,6 +565,32 @@ def demo(
     console.print(f"Run it again: nothing is sent twice. Inspect: [bold]newsletter {cfg_arg} issues[/bold]")
 
 
+archive_app = typer.Typer(help="The public archive of sent issues.", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+
+@archive_app.command("export")
+@handled
+def archive_export(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the archive's pages and feeds into.")],
+    archive_url: Annotated[str, typer.Option("--url", help="Where the export will be hosted, for the feeds' links [default: BASE_URL/archive].")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the archive as static files (index pages, one page per issue, Atom feeds);
+    a rerun rewrites only files that changed."""
+    cfg = settings()
+    engine = database(cfg)
+    pages = issues.archive_pages(cfg, archive_url=archive_url.rstrip("/"))
+    with engine.connect() as conn:
+        report = export_archive(conn, pages, folder)
+    if as_json:
+        _print_json({"written": list(report.written), "unchanged": list(report.unchanged)})
+        return
+    console.print(f"Wrote {len(report.written)} files to {folder}; {len(report.unchanged)} unchanged.")
+    for name in report.written:
+        console.print(f"  {name}", highlight=False)
+
+
 @app.command()
 @handled
 def serve(
@@ -571,3 +603,32 @@ def serve(
     cfg = settings()
     console.print(f"Serving {cfg.site.name} on http://{host or cfg.web.host}:{port or cfg.web.port} (public URL {cfg.site.base_url})")
     run_server(cfg, host=host, port=port)
+
+
+@app.command("schedule")
+@handled
+def schedule_service(
+    list_jobs: Annotated[bool, typer.Option("--list", help="Show the jobs and their next fire times, then exit.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the scheduled service: ingest hourly, build and send the weekly digest, retry
+    failed batches. Stops cleanly on SIGTERM or Ctrl-C after the batch in flight."""
+    from . import schedule
+
+    cfg = settings()
+    if list_jobs:
+        zone = cfg.site.zone
+        jobs = schedule.planned_jobs(cfg, now=_now())
+        if as_json:
+            _print_json([{"id": j.id, "description": j.description, "next": [t.isoformat() for t in j.next_times]} for j in jobs])
+            return
+        table = Table(title=f"Scheduled jobs ({cfg.site.timezone})")
+        for column in ("job", "what", "next fire times"):
+            table.add_column(column)
+        for job in jobs:
+            table.add_row(job.id, job.description, "\n".join(f"{t.astimezone(zone):%a %Y-%m-%d %H:%M:%S %Z}" for t in job.next_times))
+        console.print(table)
+        return
+    logging.getLogger("newsletter").setLevel(logging.INFO)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.INFO)
+    schedule.run_service(cfg, str(state.config or ""))

@@ -256,6 +256,50 @@ def default_sections() -> list[SectionSettings]:
     return [SectionSettings(name=n, slug=s, categories=c) for n, s, c in spec]
 
 
+class ScheduleSettings(_Table):
+    digest_day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = Field(
+        "mon", description="Day of the week the digest goes out (in site.timezone)."
+    )
+    digest_time: str = Field("08:00", description="Time of day (HH:MM, 24 h) the digest goes out.")
+    digest_cron: str = Field(
+        "",
+        description="Instead of day and time: a crontab line (minute hour day month weekday, Sunday = 0 or 7; "
+        "a sixth leading field gives seconds).",
+    )
+    grace_hours: float = Field(6.0, ge=0, description="A digest missed while the service was down still runs this long after its slot.")
+    auto_send: bool = Field(True, description="Build and send without an editor; false: send only an approved draft, else remind editors.")
+    editors: list[str] = Field(default_factory=list, description="Addresses that get reminders when a draft awaits approval.")
+    refresh_minutes: float = Field(60.0, gt=0, description="How often the service ingests the sources.")
+    retry_minutes: float = Field(30.0, gt=0, description="How often the service retries failed send batches.")
+
+    @field_validator("digest_time")
+    @classmethod
+    def _check_time(cls, value: str) -> str:
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        if not match:
+            raise ValueError(f"expected a time of day as HH:MM, such as 08:00, got {value!r}")
+        return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+    @field_validator("digest_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        fields = value.split()
+        if value.strip() and len(fields) not in (5, 6):
+            raise ValueError(f"expected 5 crontab fields (or 6 with seconds first), got {len(fields)}")
+        return value.strip()
+
+    @field_validator("editors", mode="before")
+    @classmethod
+    def _check_editors(cls, value: Any) -> Any:
+        # From the environment the list comes as one comma-separated string.
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for address in value if isinstance(value, list) else []:
+            if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", address):
+                raise ValueError(f"expected email addresses, got {address!r}")
+        return value
+
+
 class Settings(_Table):
     site: SiteSettings = Field(default_factory=SiteSettings)
     sender: SenderSettings = Field(default_factory=SenderSettings)
@@ -271,6 +315,7 @@ class Settings(_Table):
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (not a setting).")
 
     @model_validator(mode="after")

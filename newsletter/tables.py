@@ -133,3 +133,15 @@ archive = Table(
     Column("text", Text, nullable=False),
     Index("ix_archive_published_at", "published_at"),
 )
+
+scheduled_runs = Table(
+    "scheduled_runs",
+    metadata,
+    Column("job", String(50), primary_key=True),
+    Column("slot", UTCDateTime(), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("issue_slug", String(50), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+)
