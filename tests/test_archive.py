@@ -143,3 +143,37 @@ def test_nothing_personal_reaches_any_page_feed_or_file(engine: Engine, make_set
         for secret in secrets:
             assert secret not in text
             assert secret.split("@")[0] not in text
+
+
+def test_the_web_app_serves_the_archive_with_caching_headers(engine: Engine, make_settings: Callable[..., Settings]) -> None:
+    from newsletter.web import create_app
+    from tests.test_web import Client
+
+    settings = make_settings(security={"secret_key": "archive-test-secret-0123456789"})
+    send_weeks(engine, settings, 2)
+    client = Client(create_app(settings, engine=engine), base_url="https://news.example.com")
+
+    assert client.get("/archive").headers["location"] == "/archive/"
+    index = client.get("/archive/")
+    assert index.status_code == 200 and "newsletter archive" in index.text
+    assert index.headers["cache-control"] == "public, max-age=300" and index.headers["etag"]
+    assert index.text.index('href="2026-w49"') < index.text.index('href="2026-w48"')
+
+    page = client.get("/archive/2026-w48")
+    assert page.status_code == 200 and "Drug news 0" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert client.get("/archive/2026-w48", headers={"if-none-match": page.headers["etag"]}).status_code == 304
+    assert client.get("/archive/2026-w48", headers={"if-modified-since": page.headers["last-modified"]}).status_code == 304
+    assert client.get("/archive/2026-w48", headers={"if-none-match": '"stale"'}).status_code == 200
+
+    feed = client.get("/archive/feed.xml")
+    assert feed.headers["content-type"].startswith("application/atom+xml")
+    assert [e.link for e in feedparser.parse(feed.content).entries] == [
+        "https://news.example.com/archive/2026-w49", "https://news.example.com/archive/2026-w48",
+    ]
+    section = client.get("/archive/insights/feed.xml")
+    assert feedparser.parse(section.content).feed.title.endswith("Insights")
+
+    for missing in ("/archive/2001-w01", "/archive/sports/feed.xml", "/archive/page/9/"):
+        response = client.get(missing)
+        assert response.status_code == 404 and "Traceback" not in response.text

@@ -35,7 +35,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..render import builtin_templates
 from ..transports import Transport
-from . import views
+from . import archive, views
 from .errors import LinkNotValidError, RateLimitedError, WebError
 from .forms import CsrfSigner
 from .limits import RateLimiter
@@ -54,6 +54,13 @@ ROUTES = [
     Route("/preferences/{token}", views.preferences_post, methods=["POST"]),
     Route("/unsubscribe/{token}", views.unsubscribe_page, methods=["GET"]),
     Route("/unsubscribe/{token}", views.unsubscribe_one_click, methods=["POST"]),
+    Route("/archive", archive.archive_redirect, methods=["GET", "HEAD"]),
+    Route("/archive/", archive.archive_index, methods=["GET", "HEAD"]),
+    Route("/archive/feed.xml", archive.archive_feed, methods=["GET", "HEAD"]),
+    Route("/archive/page/{number:int}/", archive.archive_page, methods=["GET", "HEAD"]),
+    Route("/archive/{section}/feed.xml", archive.archive_feed, methods=["GET", "HEAD"]),
+    Route("/archive/{slug}", archive.archive_issue, methods=["GET", "HEAD"]),
+    Route("/archive/{slug}/", archive.archive_issue, methods=["GET", "HEAD"]),
 ]
 
 SECURITY_HEADERS = [
