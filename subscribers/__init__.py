@@ -5,6 +5,7 @@
 
 from .errors import (
     ConfirmationExpiredError,
+    ImportFileError,
     InvalidEmailError,
     InvalidSectionError,
     NotAllowedError,
@@ -20,6 +21,17 @@ from .models import (
     Subscriber,
     parse_sections_key,
     sections_key,
+)
+from .importer import (
+    ColumnMap,
+    ImportReport,
+    erase,
+    erased_key,
+    export_csv,
+    import_csv,
+    is_erased,
+    list_subscribers,
+    remove,
 )
 from .optin import (
     ConfirmationMail,
@@ -57,11 +69,14 @@ from .tokens import rotate_token
 
 __all__ = [
     "PAUSE_CHOICES",
+    "ColumnMap",
     "ConfirmResult",
     "ConfirmationExpiredError",
     "ConfirmationMail",
     "ConsentAction",
     "ConsentRecord",
+    "ImportFileError",
+    "ImportReport",
     "InvalidEmailError",
     "InvalidSectionError",
     "MailKind",
@@ -80,14 +95,21 @@ __all__ = [
     "consent_version",
     "consents",
     "count_by_status",
+    "erase",
+    "erased_key",
+    "export_csv",
     "get_subscriber",
+    "import_csv",
+    "is_erased",
     "is_suppressed",
+    "list_subscribers",
     "load_preferences",
     "mailable_clause",
     "metadata",
     "normalize_email",
     "parse_sections_key",
     "pause",
+    "remove",
     "request_subscription",
     "resend_confirmation",
     "resubscribe",

@@ -5,6 +5,7 @@
      ├── InvalidSectionError    a section slug the site does not have
      ├── UnknownSubscriberError no subscriber with that address or token
      ├── ConfirmationExpiredError  a confirmation link older than its time limit
+     ├── ImportFileError        a CSV file that cannot be imported at all
      └── NotAllowedError        the action does not apply to the subscriber's status
 
 Imports nothing of ours.
@@ -34,3 +35,8 @@ class ConfirmationExpiredError(SubscriberError):
 class NotAllowedError(SubscriberError):
     """The action does not apply to this subscriber now (for example, resubscribing an
     address that bounced); the message says why in words fit for the subscriber."""
+
+
+class ImportFileError(SubscriberError):
+    """A CSV file that cannot be imported as a whole (a mapped column is missing); the
+    message names the column and lists the file's columns."""

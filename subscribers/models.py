@@ -71,6 +71,7 @@ class ConsentAction(StrEnum):
     RESUMED = "resumed"  # ended a pause early
     UNSUBSCRIBED = "unsubscribed"  # withdrew consent to every mail
     RESUBSCRIBED = "resubscribed"  # gave consent again from their preference center
+    IMPORTED = "imported"  # added by an import; consent was obtained elsewhere
 
 
 @dataclass(frozen=True)
