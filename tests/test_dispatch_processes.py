@@ -1,0 +1,197 @@
+"""`newsletter send` as real processes against the SendGrid stand-in: killed with SIGKILL
+at random points and resumed, and three `--worker` processes sharing one issue on
+PostgreSQL. What counts is what the stand-in accepted, per address and per batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+from sqlalchemy import Engine, select
+
+import subscribers as people
+from newsletter import issues
+from newsletter.cli import app
+from newsletter.config import Settings, load_settings
+from newsletter.ingest import ingest_feeds
+from newsletter.tables import batches, deliveries
+from newsletter.tables import issues as issue_table
+from tests.conftest import NOW, POSTGRES_URL, write_config
+from tests.helpers import Item, rss
+from tests.sendgrid_standin import Answer, SendGridStandIn
+from tests.servers import LocalServer, Route
+from tests.test_sendgrid import API_KEY, standin  # noqa: F401  (the stand-in fixture)
+
+CHOICES = [("drug-development",), ("manufacturing", "events"), ("drug-development", "manufacturing", "events", "news")]
+SEND = [sys.executable, "-c", "from newsletter.cli import app; app()", "send", "--json"]
+
+
+
+
+def prepare(folder: Path, database_url: str, feed_url: str, standin: SendGridStandIn, *, readers: int, batch_size: int,
+            concurrency: int) -> tuple[Path, Engine, Settings]:
+    """A config sending through the stand-in, and the readers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = write_config(folder / "newsletter.toml", {
+        "site": {"name": "Pharma Weekly", "base_url": "https://news.example.com"},
+        "sender": {"name": "Pharma Weekly", "address": "news@example.com"},
+        "database": {"url": database_url},
+        "delivery": {"transport": "sendgrid", "batch_size": batch_size},
+        "sendgrid": {"api_host": standin.url, "concurrency": concurrency},
+        "feeds": [{"name": "Pharma", "url": feed_url}],
+    })
+    settings = load_settings(config, environ={})
+    engine = issues.open_database(settings)
+    with engine.begin() as conn:
+        people.upsert_subscribers(
+            conn,
+            [people.NewSubscriber(f"reader{n}@example.com", CHOICES[n % len(CHOICES)], name=f"Reader{n}") for n in range(readers)],
+            now=NOW,
+        )
+    return config, engine, settings
+
+
+def next_issue(engine: Engine, settings: Settings, server: LocalServer, week: int) -> str:
+    """This week's articles on the feed, ingested and built into an issue; its slug."""
+    now = NOW + timedelta(weeks=week)
+    items = [
+        Item(f"{title} (week {week})", f"https://pharma.example.com/w{week}/{n}", now - timedelta(days=n + 1), [category], guid=f"w{week}-{n}")
+        for n, (title, category) in enumerate([("FDA approves", "FDA Approvals"), ("CDMO grows", "Manufacturing"), ("CPHI", "Events")])
+    ]
+    server.routes["/feed.xml"] = Route(body=rss(items), headers={"content-type": "application/rss+xml"})
+    ingest_feeds(engine, settings, clock=lambda: now)
+    return issues.build_issue(engine, settings, now=now).issue.slug
+
+
+def env_for(config: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
+    return {**env, "NEWSLETTER_CONFIG": str(config), "SENDGRID_API_KEY": API_KEY}
+
+
+def accepted_batches(standin: SendGridStandIn) -> Counter[int]:
+    """How many times the stand-in accepted each batch (by the batch id in custom_args)."""
+    return Counter(int(r.body["custom_args"]["batch_id"]) for r in standin.accepted)
+
+
+def ledger_states(engine: Engine, slug: str) -> dict[int, str]:
+    with engine.connect() as conn:
+        issue_id = conn.execute(select(issue_table.c.id).where(issue_table.c.slug == slug)).scalar_one()
+        return {row.id: row.status for row in conn.execute(select(batches.c.id, batches.c.status).where(batches.c.issue_id == issue_id))}
+
+
+def batch_members(engine: Engine, batch_ids: set[int]) -> dict[int, set[str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.batch_id, people.subscribers.c.email)
+            .join(people.subscribers, people.subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.batch_id.in_(batch_ids))
+        )
+        members: dict[int, set[str]] = {}
+        for batch_id, email in rows:
+            members.setdefault(batch_id, set()).add(email)
+        return members
+
+
+def test_kill_minus_9_at_random_points_then_resume_delivers_each_reader_once(
+    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
+) -> None:
+    """Ten issues, each sent by a process killed at a random point, then resumed."""
+    rng = random.Random(20261124)
+    readers = 900
+    everyone = {f"reader{n}@example.com" for n in range(readers)}
+    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
+                                       batch_size=30, concurrency=2)
+    env = env_for(config)
+    runner = CliRunner()
+    killed_while_running = unknown_seen = 0
+    for run in range(10):
+        standin.mail_requests.clear()
+        standin.delivered.clear()
+        slug = next_issue(engine, settings, server, run)
+        # Slow answers widen the window between a request and its ledger commit.
+        standin.answer_next(*[Answer(202, delay=0.03, accept=True)] * 100)
+        process = subprocess.Popen([*SEND, slug], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if run % 5 == 0:
+            # While the process starts and plans.
+            time.sleep(rng.uniform(1.0, 3.0))
+        else:
+            # While it sends: from its first request on.
+            deadline = time.monotonic() + 30
+            while not standin.mail_requests and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.6))
+        killed_while_running += process.poll() is None
+        process.kill()
+        process.communicate()
+        standin.script.clear()
+
+        # Resume, as a user would: `newsletter send` again.
+        resumed = runner.invoke(app, [*SEND[3:], slug], env=env)
+        assert resumed.exit_code in (0, 1), resumed.output
+        report: dict[str, Any] = json.loads(resumed.stdout)
+        unknown = set(report["unknown_batches"])
+        assert resumed.exit_code == (1 if unknown else 0)
+        assert report["failed_total"] == 0 and not report["failed_batches"]
+
+        states = ledger_states(engine, slug)
+        members = batch_members(engine, set(states))
+        sent_twice = [b for b, n in accepted_batches(standin).items() if n > 1]
+        assert sent_twice == [], f"run {run}: batches sent twice"
+        assert set(standin.delivered.values()) <= {1}, f"run {run}: an address got the issue twice"
+        # Every batch is accepted, except those left in flight by the kill: unknown.
+        assert {b for b, s in states.items() if s != "accepted"} == unknown
+        assert {b for b, s in states.items() if s == "in_flight"} == unknown
+        # A batch SendGrid took whose ledger commit the kill prevented is among the unknown.
+        assert {b for b in accepted_batches(standin) if states[b] != "accepted"} <= unknown
+        # Everyone outside the unknown batches has the issue exactly once.
+        in_unknown = set().union(*(members[b] for b in unknown)) if unknown else set()
+        assert everyone - in_unknown == set(standin.delivered) - in_unknown
+        assert set().union(*members.values()) == everyone
+        unknown_seen += bool(unknown)
+
+        # --resend-unknown then closes the issue.
+        again = runner.invoke(app, [*SEND[3:], slug, "--resend-unknown"], env=env)
+        assert again.exit_code == 0, again.output
+        assert set(standin.delivered) == everyone
+        assert set(ledger_states(engine, slug).values()) == {"accepted"}
+    engine.dispose()
+    assert killed_while_running >= 8, "the kills should land while the send runs"
+    print(f"{killed_while_running} of 10 kills mid-run, {unknown_seen} left batches unknown")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="NEWSLETTER_TEST_POSTGRES_URL not set")
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # --worker is for PostgreSQL only
+def test_three_workers_share_one_issue_and_send_no_batch_twice(
+    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
+) -> None:
+    readers = 3000
+    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
+                                       batch_size=100, concurrency=1)
+    slug = next_issue(engine, settings, server, 0)
+    standin.answer_next(*[Answer(202, delay=0.05, accept=True)] * 1000)
+    workers = [
+        subprocess.Popen([*SEND, slug, "--worker"], env=env_for(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [w.communicate(timeout=120) for w in workers]
+
+    assert [w.returncode for w in workers] == [0, 0, 0], [err for _, err in outputs]
+    reports = [json.loads(out) for out, _ in outputs]
+    per_worker = [r["batches_sent"] for r in reports]
+    assert sum(per_worker) == 30 and all(n > 0 for n in per_worker), per_worker
+    assert sorted(accepted_batches(standin).values()) == [1] * 30
+    assert len(standin.delivered) == readers and set(standin.delivered.values()) == {1}
+    assert set(ledger_states(engine, slug).values()) == {"accepted"}
+    # One worker planned; the others found everyone planned.
+    assert sorted(r["planned_recipients"] for r in reports) == [0, 0, readers]
+    engine.dispose()
