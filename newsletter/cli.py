@@ -601,8 +601,7 @@ def serve(
     from .web.server import serve as run_server
 
     cfg = settings()
-    console.print(f"Serving {cfg.site.name} on http://{host or cfg.web.host}:{port or cfg.web.port} (public URL {cfg.site.base_url})")
-    run_server(cfg, host=host, port=port)
+    run_server(cfg, host=host, port=port, announce=lambda url: console.print(f"Serving {cfg.site.name} on {url} (public URL {cfg.site.base_url})"))
 
 
 @app.command("schedule")

@@ -527,3 +527,17 @@ def test_the_app_refuses_to_start_without_a_secret_key(make_settings: Callable[.
 
     with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
         create_app(make_settings(), engine=engine)
+
+
+def test_serve_without_a_secret_key_says_so_in_one_line(make_settings: Callable[..., Settings], tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    make_settings()
+    result = CliRunner().invoke(
+        app, ["--config", str(tmp_path / "newsletter.toml"), "serve", "--port", "8999"], env={"NEWSLETTER_SECRET_KEY": ""}
+    )
+    assert result.exit_code == 2
+    assert "security.secret_key" in result.output and "NEWSLETTER_SECRET_KEY" in result.output
+    assert "Traceback" not in result.output
