@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy import Engine, select
 
-from newsletter import store
+from newsletter import issues, store
 from newsletter.config import Settings
 from newsletter.ingest import SourceReport, ingest_sources
 from newsletter.models import Article
@@ -329,3 +329,20 @@ def test_posts_without_a_link_or_title_are_left_out_with_a_reason(
         "post 1 ('Repeated'): left out because it repeats an earlier post's guid or link",
         "a post that is not a JSON object: left out",
     )
+
+
+def test_posts_reach_their_sections_and_the_email(engine: Engine, site_settings: Settings, server: LocalServer) -> None:
+    WordPressSite(server, three_pages())
+    run(engine, site_settings)
+    built = issues.build_issue(engine, site_settings, now=NOW)
+    # The post in Supply Chain, Manufacturing and Insights lands in the first section, in
+    # configured order, that lists one of them.
+    assert [(b.slug, [a.title for a in b.articles]) for b in built.blocks] == [
+        ("drug-development", ["FDA approves oral GLP-1"]),
+        # Both published at the same time: the later stored comes first.
+        ("manufacturing", ["Red Sea delays API shipments", "Pfizer’s & BioNTech’s new plant"]),
+        ("events", ['Events – CPHI "Milan" highlights']),
+    ]
+    message = issues.render_issue(engine, site_settings, built.issue, public=True)
+    assert "https://img.example.com/glp1.jpg" in message.html
+    assert "Pfizer’s &amp; BioNTech’s new plant" in message.html and "&amp;#8217;" not in message.html
