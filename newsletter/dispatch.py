@@ -88,13 +88,19 @@ class SendReport:
 def substitutions_for(token: str, name: str, *, base_url: str) -> dict[str, str]:
     """The values of a recipient's substitution tags. Names lose `%` so that no value
     can itself look like a tag."""
-    first = name.replace("%", "").split()[0] if name.strip() else ""
+    words = name.replace("%", "").split(maxsplit=1)
+    first = words[0] if words else ""
     return {
-        TAGS["greeting"]: f"Hello {first}," if first else "Hello,",
-        TAGS["first_name"]: first,
-        TAGS["preferences_url"]: f"{base_url}/preferences/{token}",
-        TAGS["unsubscribe_url"]: f"{base_url}/unsubscribe/{token}",
+        _GREETING: f"Hello {first}," if first else "Hello,",
+        _FIRST_NAME: first,
+        _PREFERENCES_URL: f"{base_url}/preferences/{token}",
+        _UNSUBSCRIBE_URL: f"{base_url}/unsubscribe/{token}",
     }
+
+
+_GREETING, _FIRST_NAME, _PREFERENCES_URL, _UNSUBSCRIBE_URL = (
+    TAGS["greeting"], TAGS["first_name"], TAGS["preferences_url"], TAGS["unsubscribe_url"]
+)
 
 
 def _plan(
@@ -111,7 +117,8 @@ def _plan(
     by_raw_key: dict[str, int | None] = {}
     with conn.begin():
         ledger.lock_issue(conn, issue.id)
-        for raw in ledger.unplanned_section_keys(conn, issue.id):
+        choices = ledger.unplanned_choices(conn, issue.id)
+        for raw in choices:
             chosen = tuple(s for s in parse_sections_key(raw) if s in available)
             if not chosen:
                 by_raw_key[raw] = None
@@ -126,7 +133,8 @@ def _plan(
         # not know; they wait for the next run rather than holding this transaction for
         # a render.
         counts = ledger.plan_batches(
-            conn, issue.id, segment_for=by_raw_key, batch_size=options.batch_size, transport=transport, now=now
+            conn, issue.id, segment_for=by_raw_key, batch_size=options.batch_size, transport=transport, now=now,
+            choices=choices,
         )
         if issue.status is IssueStatus.DRAFT:
             store.set_issue_status(conn, issue.id, IssueStatus.SENDING)
@@ -296,7 +304,7 @@ class _Run:
             if not keep:
                 self._advance(row.recipients)
                 continue
-            base, mailto = options.base_url, options.unsubscribe_mailto
+            unsubscribe, mailto = f"{options.base_url}/unsubscribe/", f"mailto:{options.unsubscribe_mailto}?subject=unsubscribe-"
             return Batch(
                 id=row.id,
                 issue_id=self.issue.id,
@@ -305,11 +313,11 @@ class _Run:
                 message=self.segments[row.segment_id].message,
                 recipients=tuple(
                     Recipient(
-                        subscriber_id=r.subscriber_id,
-                        email=r.email,
-                        substitutions=substitutions_for(r.token, r.name, base_url=base),
-                        unsubscribe_url=f"{base}/unsubscribe/{r.token}",
-                        unsubscribe_mailto=f"mailto:{mailto}?subject=unsubscribe-{r.token}",
+                        r.subscriber_id,
+                        r.email,
+                        substitutions_for(r.token, r.name, base_url=options.base_url),
+                        unsubscribe + r.token,
+                        mailto + r.token,
                     )
                     for r in keep
                 ),

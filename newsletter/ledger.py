@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Column,
@@ -56,8 +56,9 @@ class BatchRow:
     attempts: int
 
 
-@dataclass(frozen=True)
-class RecipientRow:
+class RecipientRow(NamedTuple):
+    """A recipient of a claimed batch (a tuple: a batch makes a thousand of them)."""
+
     delivery_id: int
     subscriber_id: int
     email: str
@@ -88,6 +89,16 @@ def lock_issue(conn: Connection, issue_id: int) -> None:
         conn.execute(select(issues.c.id).where(issues.c.id == issue_id).with_for_update())
 
 
+def unplanned_choices(conn: Connection, issue_id: int) -> dict[str, int]:
+    """How many mailable subscribers not yet planned for the issue made each section choice."""
+    query = (
+        select(subscribers.c.sections, func.count())
+        .where(mailable_clause(), _not_planned(issue_id))
+        .group_by(subscribers.c.sections)
+    )
+    return {raw: count for raw, count in conn.execute(query)}
+
+
 def plan_batches(
     conn: Connection,
     issue_id: int,
@@ -96,11 +107,13 @@ def plan_batches(
     batch_size: int,
     transport: str,
     now: datetime,
+    choices: Mapping[str, int] | None = None,
 ) -> PlanCounts:
     """Put every mailable subscriber not yet planned for the issue into a batch of their
     segment. `segment_for` maps a subscriber's section choice (the raw key) to a segment
     id, or None when nothing they chose is in this issue (they get no email this time).
     Choices it does not know (someone who joined since it was made) wait for a later run.
+    `choices` is what `unplanned_choices` just said, when the caller has it already.
 
     The work is done by the database in bulk: one query counts the recipients of each
     segment, the batches are inserted, and one INSERT … SELECT numbers each segment's
@@ -109,11 +122,7 @@ def plan_batches(
     """
     counts: dict[int, int] = {}
     unsegmented = 0
-    for raw, count in conn.execute(
-        select(subscribers.c.sections, func.count())
-        .where(mailable_clause(), _not_planned(issue_id))
-        .group_by(subscribers.c.sections)
-    ):
+    for raw, count in (unplanned_choices(conn, issue_id) if choices is None else choices).items():
         segment_id = segment_for.get(raw)
         if segment_id is None:
             unsegmented += count if raw in segment_for else 0
@@ -248,8 +257,13 @@ def batch_recipients(conn: Connection, batch_id: int) -> tuple[list[RecipientRow
         .where(deliveries.c.batch_id == batch_id, deliveries.c.status == "planned")
         .order_by(deliveries.c.id)
     ).all()
-    keep = [RecipientRow(r.id, r.subscriber_id, r.email, r.name, r.token) for r in rows if r.mailable]
-    drop = [r.id for r in rows if not r.mailable]
+    keep: list[RecipientRow] = []
+    drop: list[int] = []
+    for delivery_id, subscriber_id, email, name, token, mailable in rows:
+        if mailable:
+            keep.append(RecipientRow(delivery_id, subscriber_id, email, name, token))
+        else:
+            drop.append(delivery_id)
     return keep, drop
 
 

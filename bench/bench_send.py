@@ -1,0 +1,253 @@
+"""Sending benchmark: one issue to N subscribers (default 100,000) in 64 segments, through
+the SendGrid transport and the real `sendgrid` client, to the stand-in from the tests.
+
+Run from the repository root: `python bench/bench_send.py --subscribers 1000000`
+(add `--json` for JSON, `--postgres URL` to use PostgreSQL instead of the embedded SQLite).
+
+Setup, not measured: the 20-article issue of `bench_render.py` plus one "Company News"
+article (so all seven sections have articles) through the real pipeline (feed file →
+`ingest_feeds` → `build_issue`), and N subscribers inserted in bulk, spread evenly over 64
+section choices (the 63 non-empty sets of the six content sections, and "news" alone): 64
+segments. The stand-in (`tests/sendgrid_standin.py`) runs in its own process, checks the
+bearer token and every request against the limits of `../shared/sendgrid/README.md`, and
+validates one body in `--validate-every` (default 1: all) against the JSON Schema.
+
+Measured: one call of `issues.send_pending` with the configured SendGrid transport, as
+`newsletter send` makes it: render each segment once, plan every batch, then claim,
+send (several requests in flight) and record each batch. Peak RSS is the sender's own
+(the kernel's high-water mark is reset after setup, and a thread samples it every 10 ms).
+Afterwards the stand-in's tally must show every subscriber exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine, insert, text
+
+import subscribers as people
+from bench_outbox import MIB, Phases, RssSampler, peak_rss_bytes, reset_peak_rss, rss_bytes
+from bench_render import CONFIG, SITE, write_feed
+from newsletter import db, issues
+from newsletter.config import Settings, load_settings
+from newsletter.ingest import ingest_feeds
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "SG.bench-" + secrets.token_hex(8)
+CONTENT_SECTIONS = ("drug-development", "manufacturing", "supply-chain", "facilities", "insights", "events")
+NEWS_ITEM = """<item><title>Mid-size generics maker appoints a new chief executive from a rival</title>
+<link>{site}/news/2026/11/generics-maker-appoints-ceo/</link><guid isPermaLink="false">{site}/?p=49999</guid>
+<pubDate>{date}</pubDate><category><![CDATA[Company News]]></category>
+<description><![CDATA[<p>The board named the former head of European operations of a competitor.</p>]]></description></item>
+</channel>"""
+
+
+def section_choices() -> list[tuple[str, ...]]:
+    """64 choices, each its own segment: every non-empty set of the six content sections,
+    and news alone."""
+    sets = [c for size in range(1, 7) for c in itertools.combinations(CONTENT_SECTIONS, size)]
+    return [*sets, ("news",)]
+
+
+def prepare_issue(folder: Path, database_url: str, api_host: str, *, now: datetime) -> tuple[Settings, Engine, issues.BuildResult]:
+    feed = folder / "feed.xml"
+    write_feed(feed, now=now)
+    news = NEWS_ITEM.format(site=SITE, date=format_datetime(now - timedelta(hours=1)))
+    feed.write_text(feed.read_text(encoding="utf-8").replace("</channel>", news), encoding="utf-8")
+    config = folder / "newsletter.toml"
+    config.write_text(
+        CONFIG.format(site=SITE, feed=feed.resolve().as_uri()).replace('transport = "outbox"', 'transport = "sendgrid"')
+        + f'\n[sendgrid]\napi_host = "{api_host}"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config, environ={"SENDGRID_API_KEY": API_KEY, "NEWSLETTER_DATABASE__URL": database_url})
+    engine = issues.open_database(settings)
+    ingest_feeds(engine, settings, clock=lambda: now)
+    built = issues.build_issue(engine, settings, now=now)
+    if len(built.blocks) != 7:
+        raise SystemExit(f"the issue should have seven sections, it has {[b.slug for b in built.blocks]}")
+    return settings, engine, built
+
+
+def add_subscribers(engine: Engine, count: int, *, now: datetime, chunk: int = 50_000) -> None:
+    """`count` active subscribers spread evenly over the 64 choices, inserted in bulk."""
+    keys = [people.sections_key(c) for c in section_choices()]
+    table = people.subscribers
+    with engine.begin() as conn:
+        for start in range(0, count, chunk):
+            conn.execute(
+                insert(table),
+                [
+                    {"email": f"reader{n:07d}@example.com", "name": f"Reader{n} Example", "status": "active",
+                     "sections": keys[n % len(keys)], "token": secrets.token_urlsafe(24), "created_at": now,
+                     "confirmed_at": now, "source": "bench"}
+                    for n in range(start, min(count, start + chunk))
+                ],
+            )
+
+
+class StandIn:
+    """The SendGrid stand-in in a process of its own."""
+
+    def __init__(self, validate_every: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.sendgrid_standin", "--key", API_KEY, "--validate-every", str(validate_every)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+
+    def tally(self) -> dict[str, int]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("tally\n")
+        self.process.stdin.flush()
+        result: dict[str, int] = json.loads(self.process.stdout.readline())
+        return result
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def postgres_schema(url: str) -> tuple[str, str]:
+    """A new schema on the PostgreSQL server; (URL that uses it, schema name)."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = db.open_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}", schema
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--subscribers", type=int, default=100_000, help="How many subscribers (default 100,000).")
+    parser.add_argument("--postgres", metavar="URL", help="Use this PostgreSQL server (a new schema) instead of SQLite.")
+    parser.add_argument("--validate-every", type=int, default=1, help="The stand-in validates one body in N against the schema.")
+    parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+    args = parser.parse_args(argv)
+    console = Console(stderr=args.json)
+    folder = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    standin = StandIn(args.validate_every)
+    schema = ""
+    try:
+        if args.postgres:
+            database_url, schema = postgres_schema(args.postgres)
+        else:
+            database_url = f"sqlite:///{folder / 'newsletter.db'}"
+        return run(args, folder, database_url, standin, console)
+    finally:
+        standin.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        if schema:
+            admin = db.open_engine(args.postgres)
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+
+
+def run(args: argparse.Namespace, folder: Path, database_url: str, standin: StandIn, console: Console) -> int:
+    now = datetime.now(UTC)
+    setup_started = time.perf_counter()
+    settings, engine, built = prepare_issue(folder, database_url, standin.url, now=now)
+    add_subscribers(engine, args.subscribers, now=now)
+    setup_s = time.perf_counter() - setup_started
+    console.print(f"Setup: issue {built.issue.slug} and {args.subscribers:,} subscribers in {setup_s:.1f} s. Sending…")
+
+    rss_before = rss_bytes()
+    setup_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    exact_peak = reset_peak_rss()
+    phases = Phases()
+    transport = issues.make_transport(settings)
+    with RssSampler() as sampler:
+        cpu_before = os.times()
+        started = time.perf_counter()
+        report = issues.send_pending(engine, settings, built.issue, transport=transport, progress=phases)
+        wall_s = time.perf_counter() - started
+        cpu_after = os.times()
+    transport.close()
+    peak = peak_rss_bytes() if exact_peak else sampler.peak
+    engine.dispose()
+    tally = standin.tally()
+
+    plan_s = phases.planned_at - phases.started
+    send_s = wall_s - plan_s
+    exactly_once = tally["recipients"] == tally["distinct"] == report.recipients_sent == args.subscribers
+    summary: dict[str, Any] = {
+        "subscribers": args.subscribers,
+        "database": "postgresql" if args.postgres else "sqlite",
+        "concurrency": settings.sendgrid.concurrency,
+        "schema_validated_every": args.validate_every,
+        "setup_seconds": round(setup_s, 2),
+        "wall_seconds": round(wall_s, 2),
+        "plan_seconds": round(plan_s, 2),
+        "send_seconds": round(send_s, 2),
+        "cpu_user_seconds": round(cpu_after.user - cpu_before.user, 2),
+        "cpu_system_seconds": round(cpu_after.system - cpu_before.system, 2),
+        "recipients_sent": report.recipients_sent,
+        "recipients_per_second": round(report.recipients_sent / wall_s),
+        "recipients_per_second_sending": round(report.recipients_sent / send_s) if send_s > 0 else 0,
+        "segments": len(report.segments),
+        "requests": tally["requests"],
+        "rejected_requests": tally["rejected"],
+        "failed_batches": len(report.failed_batches),
+        "each_recipient_once": exactly_once,
+        "complete": report.complete,
+        "rss_before_send_mib": round(rss_before / MIB, 1),
+        "peak_rss_send_mib": round(peak / MIB, 1),
+        "peak_rss_sampled_mib": round(sampler.peak / MIB, 1),
+        "peak_rss_setup_mib": round(setup_peak_mib, 1),
+        "peak_rss_method": "VmHWM reset after setup" if exact_peak else "sampled every 10 ms",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    ok = report.complete and exactly_once and not tally["rejected"]
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0 if ok else 1
+    table = Table(title=f"SendGrid delivery: one issue to {args.subscribers:,} subscribers ({summary['database']}, stand-in)")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for label, value in [
+        ("setup (issue + subscribers), not measured", f"{setup_s:.1f} s"),
+        ("wall time of send_pending", f"{wall_s:.1f} s"),
+        ("  planning (render 64 segments, plan batches)", f"{plan_s:.1f} s"),
+        ("  sending (claim, request, record)", f"{send_s:.1f} s"),
+        ("CPU of the sender: user / system", f"{summary['cpu_user_seconds']} s / {summary['cpu_system_seconds']} s"),
+        ("recipients sent", f"{report.recipients_sent:,}"),
+        ("recipients per second (whole run)", f"{summary['recipients_per_second']:,}"),
+        ("recipients per second (sending part)", f"{summary['recipients_per_second_sending']:,}"),
+        ("segments / requests / rejected", f"{len(report.segments)} / {tally['requests']:,} / {tally['rejected']}"),
+        ("every subscriber exactly once (stand-in tally)", str(exactly_once)),
+        ("RSS before send", f"{summary['rss_before_send_mib']} MiB"),
+        (f"peak RSS during send ({summary['peak_rss_method']})", f"{summary['peak_rss_send_mib']} MiB"),
+        ("peak RSS sampled every 10 ms", f"{summary['peak_rss_sampled_mib']} MiB"),
+        ("load average (1 min) at the end", f"{summary['load_average_1min']} on {os.cpu_count()} CPUs"),
+    ]:
+        table.add_row(label, value)
+    console.print(table)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
