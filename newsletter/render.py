@@ -73,9 +73,13 @@ def check_mjml(source: str) -> tuple[int, str] | None:
     order, and what is wrong there; None when none is found. MRML itself neither
     validates nor says where a parse error is."""
     stack: list[tuple[str, int]] = []
+    line = 1
+    position = 0
     for match in _MJ_TAG.finditer(source):
         closing, name, selfclosing = match.groups()
-        line = source.count("\n", 0, match.start()) + 1
+        # Count newlines incrementally: once through the text, not once per tag.
+        line += source.count("\n", position, match.start())
+        position = match.start()
         if name not in MJML_TAGS:
             return line, f"unknown MJML tag <{name}>"
         if selfclosing:
@@ -111,7 +115,9 @@ class Renderer:
         self.zone = zone
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(folders),
-            autoescape=jinja2.select_autoescape(enabled_extensions=("j2", "html"), disabled_extensions=("txt.j2",)),
+            # MJML and HTML templates are escaped; the plain-text part must not be
+            # ("R&D" stays "R&D"). select_autoescape would match "digest.txt.j2" as ".j2".
+            autoescape=lambda name: bool(name) and not str(name).endswith(".txt.j2"),
             undefined=jinja2.StrictUndefined,
             trim_blocks=False,
             keep_trailing_newline=True,

@@ -100,6 +100,13 @@ def test_mistakes_get_one_clear_line(tmp_path: Path, config: str, args: list[str
     assert expected in output and "Traceback" not in output
 
 
+def test_bracketed_text_in_an_error_is_printed_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "newsletter.toml"
+    path.write_text('delivery = "outbox"\n')
+    code, output = invoke("--config", str(path), "build", env={"NEWSLETTER_DELIVERY__TRANSPORT": "outbox"})
+    assert code == 2 and "delivery: expected a table [delivery]" in output
+
+
 def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[site]\ntimezone = 'Nowhere/Land'\n")

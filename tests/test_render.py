@@ -144,3 +144,12 @@ def test_dates_are_shown_in_the_configured_zone() -> None:
     seoul = Renderer(site_name="S", base_url="https://n.example.com", postal_address="a", zone=ZoneInfo("Asia/Seoul"))
     assert "23 Nov 2026" in seoul.render(content).html
     assert "22 Nov 2026" in make_renderer().render(content).html
+
+
+def test_the_text_part_is_not_html_escaped() -> None:
+    content = issue_content(per_section=1, sections=1)
+    art = content.blocks[0].articles[0].__class__(**{**content.blocks[0].articles[0].__dict__, "title": 'R&D <update> "quoted" O\'Brien'})
+    content = IssueContent(content.slug, content.date, (SectionBlock("drug-development", "Drug Development", (art,)),))
+    message = make_renderer().render(content)
+    assert '* R&D <update> "quoted" O\'Brien' in message.text
+    assert "R&amp;D &lt;update&gt;" in message.html

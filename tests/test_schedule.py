@@ -157,32 +157,42 @@ def test_the_real_service_sends_once_and_stops_cleanly(
     config = str(settings.base_dir / "newsletter.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
 
-    def start() -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "newsletter", "--config", config, "schedule"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+
+    def start(log: Path) -> subprocess.Popen[str]:
+        # The child keeps its own copy of the file; ours is closed at once.
+        with log.open("w") as handle:
+            return subprocess.Popen([sys.executable, "-m", "newsletter", "--config", config, "schedule"],
+                                    stdout=handle, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def started(log: Path) -> bool:
+        return "event=started" in log.read_text()
 
     def sent_issues() -> int:
         with engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(issues).where(issues.c.status == "sent")).scalar_one())
 
-    service = start()
+    service = start(logs[0])
     try:
         assert _wait(lambda: sent_issues() == 1, 60), "no issue was sent"
+        assert _wait(lambda: started(logs[0]), 30)
         time.sleep(2.5)  # a few more one-second slots: empty weeks, nothing more sent
     finally:
         service.send_signal(signal.SIGTERM)
-        output, _ = service.communicate(timeout=60)
+        service.wait(timeout=60)
+    output = logs[0].read_text()
     assert service.returncode == 0, output
     assert "event=digest " in output and "status=sent" in output and "event=stopping signal=SIGTERM" in output
     assert "Traceback" not in output
 
-    restarted = start()
+    restarted = start(logs[1])
     try:
-        time.sleep(4)
+        assert _wait(lambda: started(logs[1]), 60), logs[1].read_text()
+        time.sleep(2.5)
     finally:
         restarted.send_signal(signal.SIGTERM)
-        output, _ = restarted.communicate(timeout=60)
-    assert restarted.returncode == 0, output
+        restarted.wait(timeout=60)
+    assert restarted.returncode == 0, logs[1].read_text()
     assert sent_issues() == 1
     counts = Counter(m["To"] for m in outbox_messages(settings.outbox_dir))
     assert len(counts) == 4 and set(counts.values()) == {1}
