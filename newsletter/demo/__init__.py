@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+import secrets
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
@@ -47,6 +48,11 @@ unsubscribe_mailto = "unsubscribe@pharma-news.example.com"
 per_section_limit = 5
 fallback_section = "news"
 
+[security]
+# A random key made for this demo only, so `newsletter serve` can sign its forms. In
+# production give it as NEWSLETTER_SECRET_KEY instead of writing it here.
+secret_key = "{secret_key}"
+
 [[feeds]]
 name = "Pharma Industry News (sample)"
 url = "{feed_url}"
@@ -81,7 +87,8 @@ def prepare_demo(folder: Path, *, now: datetime) -> Path:
     feed.write_text(shifted_feed(now), encoding="utf-8")
     config = folder / "newsletter.toml"
     if not config.exists():
-        config.write_text(CONFIG_TEMPLATE.format(feed_url=feed.resolve().as_uri()), encoding="utf-8")
+        text = CONFIG_TEMPLATE.format(feed_url=feed.resolve().as_uri(), secret_key=secrets.token_urlsafe(32))
+        config.write_text(text, encoding="utf-8")
     return config
 
 
