@@ -300,6 +300,24 @@ class ScheduleSettings(_Table):
         return value
 
 
+class PreviewSettings(_Table):
+    host: str = Field("127.0.0.1", description="Address `newsletter preview` listens on; another than localhost needs a password.")
+    port: int = Field(8100, ge=1, le=65535, description="Port `newsletter preview` listens on (--port overrides it).")
+    password: SecretStr | None = Field(
+        None, description="Password of the preview page (user: editor); give it as NEWSLETTER_PREVIEW__PASSWORD."
+    )
+    test_recipients: list[str] = Field(
+        default_factory=list, description="Editors' addresses that \"Send a test\" and `draft test` send to."
+    )
+    link_timeout: float = Field(5.0, gt=0, le=60, description="Seconds the preflight waits for each article link.")
+    chromium: str = Field("/usr/bin/chromium", description="The Chromium that `newsletter draft screenshot` drives.")
+
+    @field_validator("test_recipients", mode="before")
+    @classmethod
+    def _check_recipients(cls, value: Any) -> Any:
+        return ScheduleSettings._check_editors(value)
+
+
 class Settings(_Table):
     site: SiteSettings = Field(default_factory=SiteSettings)
     sender: SenderSettings = Field(default_factory=SenderSettings)
@@ -316,6 +334,7 @@ class Settings(_Table):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     web: WebSettings = Field(default_factory=WebSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    preview: PreviewSettings = Field(default_factory=PreviewSettings)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (not a setting).")
 
     @model_validator(mode="after")

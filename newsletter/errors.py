@@ -7,6 +7,7 @@
      ├── RenderError          a template failed (names the template and line)
      ├── EmptyIssueError      no articles in the window: no issue is built
      ├── IssueError           no such issue, or not in a state for that action
+     │    └── EditError        an editor's change names an unknown article or section, or a bad value
      └── DeliveryError        a transport cannot deliver at all
           └── TransportAuthError   the provider refused our credentials
 
@@ -41,6 +42,10 @@ class EmptyIssueError(NewsletterError):
 
 class IssueError(NewsletterError):
     """The issue does not exist, or is not in a state that allows the action."""
+
+
+class EditError(IssueError):
+    """An editor's change of a draft cannot be made as given; the message names the value."""
 
 
 class DeliveryError(NewsletterError):

@@ -2,7 +2,8 @@
 
 Owns: `open_database`, `make_renderer`, `make_transport`, `build_issue`, `send_pending`,
 `SendFlags`, `ledger_status`, `render_issue`. Imports everything below it (`config`, `db`,
-`store`, `ledger`, `selection`, `render`, `dispatch`, `transports`). The CLI, the scheduler and the web app call these.
+`store`, `ledger`, `preflight`, `selection`, `render`, `dispatch`, `transports`). The CLI, the
+scheduler and the web app call these.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 import jinja2
 from sqlalchemy import Engine
 
-from . import db, ledger, store
+from . import db, ledger, preflight, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
 from .dispatch import SendOptions, SendProgress, SendReport, send_issue
@@ -79,7 +80,8 @@ class BuildResult:
 
 def _content(issue: Issue, blocks: tuple[SectionBlock, ...]) -> IssueContent:
     return IssueContent(
-        slug=issue.slug, date=issue.window_end, blocks=blocks, subject=issue.subject, preheader=issue.preheader
+        slug=issue.slug, date=issue.window_end, blocks=blocks, subject=issue.subject, preheader=issue.preheader,
+        intro=issue.intro,
     )
 
 
@@ -197,6 +199,10 @@ def send_pending(
         blocks = store.issue_blocks(conn, issue.id, settings.section_names())
     renderer = make_renderer(settings)
     content = _content(issue, blocks)
+    if issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED):
+        # The preflight runs before a send starts (not on a resumed one); links are not
+        # asked here, as an unreachable link is only a warning.
+        preflight.require_passing(preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer), issue.slug)
     options = SendOptions(
         base_url=settings.site.base_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,

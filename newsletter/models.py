@@ -43,6 +43,8 @@ class FeedItem:
 
 class IssueStatus(StrEnum):
     DRAFT = "draft"
+    #: An editor approved the draft after its preflight passed; it is frozen until reopened.
+    APPROVED = "approved"
     SENDING = "sending"
     SENT = "sent"
 
@@ -58,6 +60,8 @@ class Issue:
     created_at: datetime
     status: IssueStatus
     sent_at: datetime | None
+    #: The editors' introduction, in Markdown (rendered and sanitized by `render`).
+    intro: str = ""
 
 
 @dataclass(frozen=True)

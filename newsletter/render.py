@@ -1,6 +1,7 @@
 """Jinja2 → MJML → HTML, and the plain-text part; once per segment.
 
-Owns: `Renderer`, `IssueContent`, `TAGS`, `builtin_templates`. Imports `models`, `errors`.
+Owns: `Renderer`, `IssueContent`, `TAGS`, `builtin_templates`, `intro_html`. Imports
+`models`, `errors`.
 
 Per-recipient values never enter a render: the templates write substitution tags such as
 `%%unsubscribe_url%%` (see `TAGS`), which the transport fills for each recipient. That is
@@ -19,6 +20,9 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 import mjml
+import nh3
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from .errors import RenderError
 from .models import RenderedMessage, SectionBlock
@@ -35,6 +39,24 @@ MJML_TAGS = frozenset(
     "mj-accordion mj-accordion-element mj-accordion-title mj-accordion-text".split()
 )
 _MJ_TAG = re.compile(r"<(/?)(mj(?:ml|-[a-z-]+))\b[^>]*?(/?)>")
+
+
+# What an editor's Markdown intro may become: text formatting and links, nothing that runs,
+# loads or restyles (no raw HTML, no images, no style attributes).
+INTRO_TAGS = {"p", "br", "strong", "em", "a", "ul", "ol", "li", "blockquote", "code", "h3", "h4"}
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("image")
+
+
+def intro_html(markdown: str) -> Markup:
+    """An editor's Markdown as sanitized HTML: raw HTML in it is shown as text, and only
+    `INTRO_TAGS` with http(s) and mailto links survive."""
+    if not markdown.strip():
+        return Markup("")
+    html = _MARKDOWN.render(markdown)
+    clean = nh3.clean(
+        html, tags=INTRO_TAGS, attributes={"a": {"href"}}, url_schemes={"http", "https", "mailto"}, link_rel="noopener"
+    )
+    return Markup(clean.strip())
 
 
 def builtin_templates() -> Path:
@@ -165,6 +187,7 @@ class Renderer:
             "subject": subject,
             "preheader": preheader,
             "intro": content.intro,
+            "intro_html": intro_html(content.intro),
             "date": self._localdate(content.date),
             "blocks": blocks,
             "section_names": [b.name for b in blocks],

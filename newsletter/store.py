@@ -167,6 +167,7 @@ def _issue(row: Any) -> Issue:
         created_at=row.created_at,
         status=IssueStatus(row.status),
         sent_at=row.sent_at,
+        intro=row.intro,
     )
 
 
@@ -279,3 +280,10 @@ def get_segment(conn: Connection, issue_id: int, key: str) -> Segment | None:
 def segments_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Segment]:
     rows = conn.execute(select(segments).where(segments.c.id.in_(list(ids)))).all()
     return {row.id: _segment(row) for row in rows}
+
+
+def articles_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Article]:
+    """The stored articles with these ids."""
+    wanted = list(ids)
+    rows = conn.execute(select(articles).where(articles.c.id.in_(wanted))).all() if wanted else []
+    return {row.id: _article(row) for row in rows}

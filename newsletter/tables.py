@@ -1,7 +1,8 @@
 """SQLAlchemy Core tables of articles, issues and the send ledger, on the shared `MetaData`.
 
 Owns: `articles`, `feed_state`, `issues`, `issue_articles`, `segments`, `batches`,
-`deliveries`. Imports `subscribers` (for the shared metadata and the subscribers table).
+`deliveries`, `archive`, `scheduled_runs`, `draft_choices`. Imports `subscribers` (for the
+shared metadata and the subscribers table).
 
 The ledger's guarantees live in constraints: an article is in at most one issue
 (`issue_articles.article_id` is unique) and a subscriber gets an issue at most once
@@ -11,6 +12,7 @@ The ledger's guarantees live in constraints: an article is in at most one issue
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -64,6 +66,7 @@ issues = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("status", String(20), nullable=False),
     Column("sent_at", UTCDateTime()),
+    Column("intro", Text, nullable=False, default=""),
 )
 
 issue_articles = Table(
@@ -144,4 +147,20 @@ scheduled_runs = Table(
     Column("finished_at", UTCDateTime()),
     Column("issue_slug", String(50), nullable=False, default=""),
     Column("detail", Text, nullable=False, default=""),
+)
+
+# The editors' choices about the articles of a draft, kept when the draft is rebuilt:
+# `excluded` keeps an article out; any other row keeps it in, in `section` (empty: the one
+# its categories give) at `position` (1-based rank; none: after the ranked ones), pinned
+# articles before the rest. Owned by `drafts.py`.
+draft_choices = Table(
+    "draft_choices",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("article_id", Integer, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True),
+    Column("pinned", Boolean, nullable=False, default=False),
+    Column("excluded", Boolean, nullable=False, default=False),
+    Column("section", String(100), nullable=False, default=""),
+    Column("position", Integer),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -1,0 +1,335 @@
+"""The checks an issue must pass before an editor approves it and before every send.
+
+Owns: `Finding`, `Preflight`, `SegmentSize`, `LinkChecker`, `run_preflight`,
+`require_passing` and one `check_*` function per check. Imports `config`, `errors`,
+`models`, `render`, `ledger` (the distinct section choices of the subscribers),
+`transports.outbox` (to see the headers a message is written with) and what `subscribers`
+exports.
+
+An error blocks approval and sending; a warning is shown to the editor and nothing more.
+
+    check                     error                                  warning
+    segment HTML size         over `delivery.warn_bytes` (90 KB)     -
+    images                    an <img> without alt text              -
+    article links             -                                      not answering 2xx/3xx
+    sections                  nothing to render                      a chosen section is empty
+    subject, preheader        subject empty or over 150 characters   subject over 70, preheader
+                                                                     empty or over 140
+    unsubscribe               no unsubscribe link in a part          -
+    headers                   no List-Unsubscribe(-Post) header      its URL is not https (RFC 8058)
+    unresolved                {{ }}, {% %} or an unknown %%tag%%     -
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
+from typing import Literal
+
+import httpx
+from sqlalchemy import Engine
+
+import subscribers as people
+
+from . import ledger
+from .config import Settings
+from .errors import IssueError, RenderError
+from .models import Article, Batch, Recipient, RenderedMessage
+from .render import TAG_PATTERN, TAGS, IssueContent, Renderer
+from .transports.outbox import MessageTemplate
+
+SUBJECT_MAX = 150
+SUBJECT_SHOWN = 70
+PREHEADER_SHOWN = 140
+Level = Literal["error", "warning"]
+
+_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ALT = re.compile(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_SRC = re.compile(r"""\bsrc\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+_TEMPLATE_LEFTOVER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the preflight found: `check` names it, `message` says what and where."""
+
+    level: Level
+    check: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SegmentSize:
+    """The HTML size of one segment: the subscribers who chose `sections`."""
+
+    key: str
+    label: str
+    html_bytes: int
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks found, and every segment's size against `limit`."""
+
+    findings: tuple[Finding, ...]
+    sizes: tuple[SegmentSize, ...] = ()
+    limit: int = 90_000
+    links_checked: bool = False
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.level == "error")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.level == "warning")
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors
+
+
+def _error(check: str, message: str) -> Finding:
+    return Finding("error", check, message)
+
+
+def _warning(check: str, message: str) -> Finding:
+    return Finding("warning", check, message)
+
+
+def check_size(message: RenderedMessage, *, limit: int) -> list[Finding]:
+    if message.html_bytes <= limit:
+        return []
+    return [_error("size", f"the HTML is {message.html_bytes:,} bytes, over {limit:,}; Gmail clips messages "
+                           "at about 102 KB (exclude articles or shorten the intro)")]
+
+
+def check_images(message: RenderedMessage) -> list[Finding]:
+    found = []
+    for tag in _IMG.findall(message.html):
+        alt = _ALT.search(tag)
+        if alt is None or not "".join(g or "" for g in alt.groups()).strip():
+            src = _SRC.search(tag)
+            where = next((g for g in src.groups() if g), "") if src else ""
+            found.append(_error("images", f"the image {where or tag[:80]} has no alt text"))
+    return found
+
+
+def check_unsubscribe(message: RenderedMessage) -> list[Finding]:
+    tag = TAGS["unsubscribe_url"]
+    return [
+        _error("unsubscribe", f"the {part} part has no unsubscribe link ({tag} in the template)")
+        for part, body in (("HTML", message.html), ("text", message.text))
+        if tag not in body
+    ]
+
+
+def check_unresolved(message: RenderedMessage) -> list[Finding]:
+    found = []
+    known = set(TAGS.values())
+    for part, body in (("subject", message.subject), ("preheader", message.preheader),
+                       ("HTML", message.html), ("text", message.text)):
+        leftover = _TEMPLATE_LEFTOVER.search(body)
+        if leftover:
+            found.append(_error("unresolved", f"the {part} holds an unresolved template variable "
+                                              f"{leftover.group(0)[:60]!r}"))
+        for tag in sorted(set(TAG_PATTERN.findall(body)) - known):
+            found.append(_error("unresolved", f"the {part} holds the substitution tag {tag}, which "
+                                              f"nothing fills (known: {', '.join(sorted(known))})"))
+    return found
+
+
+def check_subject(message: RenderedMessage) -> list[Finding]:
+    found = []
+    subject, preheader = message.subject.strip(), message.preheader.strip()
+    if not subject:
+        found.append(_error("subject", "the subject is empty"))
+    elif len(subject) > SUBJECT_MAX:
+        found.append(_error("subject", f"the subject has {len(subject)} characters, over {SUBJECT_MAX}; "
+                                       f"inboxes show about {SUBJECT_SHOWN}"))
+    elif len(subject) > SUBJECT_SHOWN:
+        found.append(_warning("subject", f"the subject has {len(subject)} characters; inboxes show about "
+                                         f"{SUBJECT_SHOWN}, the rest is cut"))
+    if not preheader:
+        found.append(_warning("preheader", "the preheader is empty: inboxes show the email's first words instead"))
+    elif len(preheader) > PREHEADER_SHOWN:
+        found.append(_warning("preheader", f"the preheader has {len(preheader)} characters; inboxes show about "
+                                           f"{PREHEADER_SHOWN}"))
+    return found
+
+
+def check_headers(settings: Settings, message: RenderedMessage) -> list[Finding]:
+    """The List-Unsubscribe headers as the outbox writes them for a sample recipient, and
+    whether the one-click URL can work (RFC 8058 asks for https)."""
+    base, mailto = settings.site.base_url, settings.unsubscribe_mailto
+    recipient = Recipient(0, "preflight@example.com", {}, f"{base}/unsubscribe/TOKEN", f"mailto:{mailto}?subject=unsubscribe")
+    batch = Batch(0, 0, "preflight", 0, message, (recipient,), settings.sender.name, settings.sender.address, "")
+    template = MessageTemplate(message, sender=settings.sender.address, reply_to="", domain="example.com")
+    headers = BytesParser(policy=policy.default).parsebytes(template.build(recipient, batch=batch, now=_epoch()))
+    found = []
+    if not headers["List-Unsubscribe"] or "mailto:" not in str(headers["List-Unsubscribe"]):
+        found.append(_error("headers", "messages would go out without a List-Unsubscribe header"))
+    if headers["List-Unsubscribe-Post"] != "List-Unsubscribe=One-Click":
+        found.append(_error("headers", "messages would go out without List-Unsubscribe-Post (one-click)"))
+    if not base.startswith("https://"):
+        found.append(_warning("headers", f"site.base_url {base} is not https://: mailbox providers ignore a "
+                                             "one-click unsubscribe URL that is not https (RFC 8058)"))
+    return found
+
+
+def _epoch() -> datetime:
+    return datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def check_sections(settings: Settings, available: Sequence[str], choices: Iterable[str]) -> list[Finding]:
+    """Warnings for configured sections without an article that subscribers chose, and for
+    subscribers none of whose sections has an article (they get no email)."""
+    names = settings.section_names()
+    chosen: dict[str, int] = {}
+    nothing = 0
+    for key in choices:
+        sections = people.parse_sections_key(key)
+        for slug in sections:
+            chosen[slug] = chosen.get(slug, 0) + 1
+        if not set(sections) & set(available):
+            nothing += 1
+    found = [
+        _warning("sections", f"the section {names[slug]} has no article this time, and subscribers chose it")
+        for slug in names if slug not in available and chosen.get(slug)
+    ]
+    if nothing:
+        found.append(_warning("sections", "subscribers who chose only sections without an article get no email "
+                                          f"this time ({nothing} distinct choices)"))
+    return found
+
+
+class LinkChecker:
+    """Asks each article link whether it answers: HEAD, then GET when HEAD fails. Results
+    are remembered for `ttl` seconds, so a page reloaded while editing does not ask again."""
+
+    def __init__(self, *, timeout: float, user_agent: str, ttl: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self.user_agent = user_agent
+        self.ttl = ttl
+        self.clock = clock
+        self._seen: dict[str, tuple[float, str]] = {}
+
+    def _probe(self, client: httpx.Client, url: str) -> str:
+        """"" when the link answers, else what went wrong."""
+        problem = ""
+        for method in ("HEAD", "GET"):
+            try:
+                with client.stream(method, url) as response:
+                    if response.status_code < 400:
+                        return ""
+                    problem = f"answered {response.status_code} {response.reason_phrase}".strip()
+            except httpx.TimeoutException:
+                problem = f"did not answer within {self.timeout:g} s"
+            except httpx.HTTPError as exc:
+                problem = f"cannot be reached ({type(exc).__name__})"
+        return problem
+
+    def check(self, articles: Sequence[Article]) -> list[Finding]:
+        now = self.clock()
+        urls = sorted({a.url for a in articles})
+        todo = [u for u in urls if u not in self._seen or now - self._seen[u][0] > self.ttl]
+        if todo:
+            headers = {"user-agent": self.user_agent}
+            with httpx.Client(timeout=self.timeout, follow_redirects=True, headers=headers) as client, \
+                    ThreadPoolExecutor(max_workers=8) as pool:
+                for url, problem in zip(todo, pool.map(lambda u: self._probe(client, u), todo), strict=True):
+                    self._seen[url] = (now, problem)
+        titles = {a.url: a.title for a in articles}
+        return [
+            _warning("links", f"{titles[url]!r}: {url} {self._seen[url][1]}")
+            for url in urls if self._seen[url][1]
+        ]
+
+
+@dataclass
+class _Segments:
+    keys: list[tuple[str, ...]] = field(default_factory=list)
+    choices: list[str] = field(default_factory=list)
+
+
+def _segments(engine: Engine, issue_id: int, available: Sequence[str]) -> _Segments:
+    """Every section set a subscriber chose, cut to the sections the issue has; the full
+    issue first (the web version, and what the preview shows by default)."""
+    with engine.connect() as conn:
+        raw = ledger.unplanned_section_keys(conn, issue_id)
+    found = _Segments(keys=[tuple(available)], choices=raw)
+    for key in raw:
+        picked = set(people.parse_sections_key(key))
+        chosen = tuple(s for s in available if s in picked)
+        if chosen and chosen not in found.keys:
+            found.keys.append(chosen)
+    return found
+
+
+def _where(finding: Finding, labels: list[str], *, every: bool) -> Finding:
+    if finding.check in ("subject", "preheader", "headers"):
+        return finding
+    more = f" (and {len(labels) - 1} more segments)" if len(labels) > 1 else ""
+    return Finding(finding.level, finding.check, f"{labels[0]}{more}: {finding.message}")
+
+
+def segment_label(sections: Sequence[str], settings: Settings, *, every: Sequence[str] = ()) -> str:
+    names = settings.section_names()
+    if every and list(sections) == list(every):
+        return "all sections"
+    return "segment " + ", ".join(names.get(s, s) for s in sections)
+
+
+def run_preflight(
+    engine: Engine,
+    settings: Settings,
+    issue_id: int,
+    content: IssueContent,
+    *,
+    renderer: Renderer,
+    links: LinkChecker | None = None,
+) -> Preflight:
+    """Every check on the issue `content` as each segment of today's subscribers would get
+    it. Article links are asked only when `links` is given."""
+    limit = settings.delivery.warn_bytes
+    available = [b.slug for b in content.blocks if b.articles]
+    if not available:
+        return Preflight((_error("sections", f"issue {content.slug} has no article left: nothing to send"),), limit=limit)
+    segments = _segments(engine, issue_id, available)
+    # A problem found in several segments is listed once, naming where it was seen first.
+    seen: dict[Finding, list[str]] = {}
+    sizes: list[SegmentSize] = []
+    for index, sections in enumerate(segments.keys):
+        label = segment_label(sections, settings, every=available)
+        try:
+            message = renderer.render(content, sections=sections)
+        except RenderError as exc:
+            return Preflight((_error("template", str(exc)),), tuple(sizes), limit)
+        sizes.append(SegmentSize(",".join(sections), label, message.html_bytes))
+        found = [*check_size(message, limit=limit), *check_images(message), *check_unsubscribe(message),
+                 *check_unresolved(message)]
+        if index == 0:
+            found += [*check_subject(message), *check_headers(settings, message)]
+        for finding in found:
+            seen.setdefault(finding, []).append(label)
+    findings = [_where(finding, labels, every=len(sizes) > 1) for finding, labels in seen.items()]
+    findings += check_sections(settings, available, segments.choices)
+    if links is not None:
+        findings += links.check([a for b in content.blocks for a in b.articles])
+    order = {"error": 0, "warning": 1}
+    findings.sort(key=lambda f: order[f.level])
+    return Preflight(tuple(findings), tuple(sizes), limit, links_checked=links is not None)
+
+
+def require_passing(report: Preflight, slug: str) -> None:
+    """Raise `IssueError` listing every error of the preflight, if it found any."""
+    if report.errors:
+        listed = "; ".join(f.message for f in report.errors)
+        raise IssueError(f"issue {slug} fails its preflight ({len(report.errors)} errors): {listed}")
