@@ -136,7 +136,7 @@ def _plan(
             conn, issue.id, segment_for=by_raw_key, batch_size=options.batch_size, transport=transport, now=now,
             choices=choices,
         )
-        if issue.status is IssueStatus.DRAFT:
+        if issue.status not in (IssueStatus.SENDING, IssueStatus.SENT):
             store.set_issue_status(conn, issue.id, IssueStatus.SENDING)
     report.planned_recipients = counts.recipients
     report.unsegmented = counts.unsegmented
