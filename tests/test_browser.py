@@ -93,6 +93,16 @@ def mail_to(folder: Path, address: str, *, subject: str = "") -> list[EmailMessa
     return [m for m in outbox_messages(folder) if m["To"] == address and subject in str(m["Subject"])]
 
 
+def wait_for_mail(folder: Path, address: str, *, subject: str) -> EmailMessage:
+    """The one email to `address`: the app sends it just after its answer (a background
+    task), so it may land a moment after the page shows."""
+    deadline = time.monotonic() + 15
+    while not (found := mail_to(folder, address, subject=subject)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (message,) = found
+    return message
+
+
 def link(message: EmailMessage, kind: str) -> str:
     text, _ = parts(message)
     found = re.search(rf"http://127\.0\.0\.1:\d+/{kind}/[A-Za-z0-9_-]+", text)
@@ -128,7 +138,7 @@ def test_subscribe_confirm_choose_sections_and_unsubscribe_in_a_browser(
             page.get_by_role("button", name="Subscribe").click()
             expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
 
-            (confirmation,) = mail_to(settings.outbox_dir, "reader@example.com", subject="Please confirm")
+            confirmation = wait_for_mail(settings.outbox_dir, "reader@example.com", subject="Please confirm")
             page.goto(link(confirmation, "confirm"))
             expect(page.get_by_role("heading", name="You are subscribed")).to_be_visible()
 
