@@ -541,3 +541,23 @@ def test_serve_without_a_secret_key_says_so_in_one_line(make_settings: Callable[
     assert result.exit_code == 2
     assert "security.secret_key" in result.output and "NEWSLETTER_SECRET_KEY" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_templates_folder_restyles_the_pages_and_the_confirmation_email(
+    make_site: Callable[..., Site], tmp_path: Any
+) -> None:
+    folder = tmp_path / "mine"
+    (folder / "web").mkdir(parents=True)
+    (folder / "email").mkdir()
+    (folder / "web" / "subscribed.html").write_text(
+        '{% extends "base.html" %}{% block title %}Thanks{% endblock %}{% block content %}<h1>Thanks, {{ site.name }}!</h1>{% endblock %}'
+    )
+    (folder / "email" / "confirm.txt.j2").write_text("Confirm here: {{ confirm_url }}\n")
+    site = make_site()
+    settings = site.settings.model_copy(update={"templates": site.settings.templates.model_copy(update={"folder": str(folder)})})
+    site.client = Client(create_app(settings, engine=site.engine), base_url=BASE)
+    answer = site.subscribe("ann@example.com")
+    assert "<h1>Thanks, Pharma Weekly!</h1>" in answer.text
+    text, html = parts(site.mails()[-1])
+    assert text.startswith("Confirm here: https://news.example.com/confirm/")
+    assert "Confirm my subscription" in html  # the built-in MJML part is still used
