@@ -121,6 +121,9 @@ def _build_page(ctx: PreviewContext, request: Request, *, problem: str = "") -> 
     return {
         "draft": draft, "report": report, "message": message, "available": available, "chosen": chosen,
         "names": ctx.settings.section_names(), "query": query, "version": version,
+        # Forms carry the segment back only when one was picked, so that an article
+        # brought back into a section the segment lacked shows again.
+        "picked": "" if list(chosen) == available else ",".join(chosen),
         "csrf": ctx.csrf.issue("preview", "editor", 0, now=now), "problem": problem,
         "notice": DONE.get(request.query_params.get("done", ""), ""),
         "sender": ctx.settings.sender.name, "limit": report.limit,
