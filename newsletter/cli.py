@@ -335,10 +335,14 @@ def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
         table.add_column("state")
         table.add_column("batches", justify="right")
         table.add_column("recipients", justify="right")
-        recipients = {"planned": counts["recipients_planned"], "accepted": counts["recipients_sent"]}
-        for state in ("planned", "in_flight", "accepted", "failed"):
-            table.add_row(state, f"{counts[state]:,}", f"{recipients[state]:,}" if state in recipients else "")
-        table.add_row("skipped recipients", "", f"{counts['recipients_skipped']:,}")
+        # Recipients by the state of their batch (those skipped at send time apart).
+        recipients = {state.value: 0 for state in BatchStatus}
+        for b in status.batches:
+            recipients[b.status.value] += b.recipients
+        recipients[BatchStatus.ACCEPTED.value] = counts["recipients_sent"]
+        for state in BatchStatus:
+            table.add_row(state.value, f"{counts[state.value]:,}", f"{recipients[state.value]:,}")
+        table.add_row("skipped (left the list after planning)", "", f"{counts['recipients_skipped']:,}")
         console.print(table)
         zone = cfg.site.zone
         for b in status.batches:
