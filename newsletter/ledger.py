@@ -167,7 +167,9 @@ def plan_batches(
         insert(deliveries).from_select(
             ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
             select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
-            .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal)),
+            .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
+            # In batch order, so that a batch's rows lie together when it is read back.
+            .order_by(slots.c.batch_id, numbered.c.subscriber_id),
         )
     )
     # Count what was really planned: the list may have changed between the two queries.
@@ -341,3 +343,27 @@ def batch_details(conn: Connection, issue_id: int, *statuses: BatchStatus) -> li
         BatchDetail(r.id, r.segment_id, BatchStatus(r.status), r.recipients, r.attempts, r.status_code, r.message_id, r.error, r.updated_at)
         for r in conn.execute(query)
     ]
+
+
+def confirm_processed(conn: Connection, issue_id: int, *, now: datetime) -> list[int]:
+    """Mark accepted the issue's in-flight batches for which the provider has reported a
+    `processed` event (stored by `events.py`, matched by the batch id the message
+    carried): the provider took them, so they are never unknown and never sent again.
+    Returns their ids."""
+    # Imported here: `delivery_events` is the webhook's table, read only by this query.
+    from .tables import delivery_events
+
+    confirmed = list(
+        conn.execute(
+            select(batches.c.id)
+            .where(
+                batches.c.issue_id == issue_id,
+                batches.c.status == BatchStatus.IN_FLIGHT.value,
+                exists().where(delivery_events.c.batch_id == batches.c.id, delivery_events.c.kind == "processed"),
+            )
+            .order_by(batches.c.id)
+        ).scalars()
+    )
+    for batch_id in confirmed:
+        mark_accepted(conn, batch_id, message_id="", status_code=202, now=now)
+    return confirmed
