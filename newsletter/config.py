@@ -178,6 +178,24 @@ class SendGridSettings(_Table):
     concurrency: int = Field(
         4, ge=1, le=32, description="Requests in flight at once from one sending process."
     )
+    webhook_public_key: str = Field(
+        "",
+        description="Verification key of the Signed Event Webhook (base64 DER, as SendGrid shows it); "
+        "give it as NEWSLETTER_SENDGRID__WEBHOOK_PUBLIC_KEY.",
+    )
+    verify: bool = Field(
+        True,
+        description="Check the signature of every Event Webhook request; false accepts unsigned events (testing only, logged).",
+    )
+    webhook_max_age_seconds: int = Field(
+        600, ge=10, le=86_400, description="Replay window: signed event requests older than this many seconds are refused."
+    )
+    webhook_max_bytes: int = Field(
+        20_000_000, ge=1024, le=200_000_000, description="Largest Event Webhook request body accepted, in bytes."
+    )
+    event_retention_days: int = Field(
+        90, ge=1, le=3650, description="Days raw webhook events are kept; statistics are kept in aggregates and outlive them."
+    )
 
     @field_validator("api_host")
     @classmethod
@@ -185,6 +203,16 @@ class SendGridSettings(_Table):
         if not re.match(r"^https?://[^/\s]+$", value.rstrip("/")):
             raise ValueError("expected a base URL such as https://api.sendgrid.com (no path)")
         return value.rstrip("/")
+
+    @field_validator("webhook_public_key")
+    @classmethod
+    def _check_public_key(cls, value: str) -> str:
+        # SendGrid shows the key as one base64 line; a pasted PEM block is accepted too.
+        lines = [line.strip() for line in value.strip().splitlines() if line.strip() and not line.startswith("-----")]
+        key = "".join(lines)
+        if key and not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", key):
+            raise ValueError("expected the verification key as SendGrid shows it: one line of base64 (MFkwEwYHKoZIzj0CAQYI...)")
+        return key
 
 
 class SecuritySettings(_Table):
@@ -271,6 +299,9 @@ class ScheduleSettings(_Table):
     editors: list[str] = Field(default_factory=list, description="Addresses that get reminders when a draft awaits approval.")
     refresh_minutes: float = Field(60.0, gt=0, description="How often the service ingests the sources.")
     retry_minutes: float = Field(30.0, gt=0, description="How often the service retries failed send batches.")
+    prune_hours: float = Field(
+        24.0, gt=0, description="How often the service deletes raw webhook events older than sendgrid.event_retention_days."
+    )
 
     @field_validator("digest_time")
     @classmethod

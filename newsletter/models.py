@@ -1,7 +1,8 @@
 """Value types passed between the layers of `newsletter`.
 
 Owns: `Article`, `FeedItem`, `IssueStatus`, `Issue`, `Segment`, `RenderedMessage`,
-`Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`. Imports nothing of ours.
+`Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`, `EventKind`, `DeliveryEvent`.
+Imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -148,3 +149,37 @@ class Outcome:
     status_code: int = 0
     error: str = ""
     retry_after: float | None = None
+
+
+class EventKind(StrEnum):
+    """What the email provider reports about a message after it left, in our words."""
+
+    PROCESSED = "processed"  # the provider took the message (confirms a batch)
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"  # temporarily refused; the provider retries
+    BOUNCED = "bounced"  # a hard bounce, or a drop because the address bounced or is invalid
+    SOFT_BOUNCE = "soft_bounce"  # blocked or dropped for a reason that may pass
+    COMPLAINED = "complained"  # marked as spam
+    UNSUBSCRIBED = "unsubscribed"  # through the provider's own unsubscribe link or group
+    RESUBSCRIBED = "resubscribed"  # back into the unsubscribe group
+    OPENED = "opened"
+    CLICKED = "clicked"
+    OTHER = "other"  # an event we do not act on; stored and counted
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """One provider event, translated from the provider's JSON. `key` is the provider's
+    unique event id; the ids come from the message's custom arguments (None when absent
+    or not numbers); `email` is used only to check that the subscriber id fits."""
+
+    key: str
+    kind: EventKind
+    provider_event: str
+    occurred_at: datetime
+    issue_id: int | None
+    batch_id: int | None
+    subscriber_id: int | None
+    email: str = ""
+    url: str = ""
+    reason: str = ""

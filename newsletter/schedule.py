@@ -2,8 +2,9 @@
 
 Owns: the triggers (`digest_trigger`, `crontab_trigger`), slot arithmetic (`last_slot`,
 `next_fire_times`), the missed-run policy (`missed_run`), the slot guard
-(`claim_slot`), the jobs (`run_digest`, `run_refresh`, `run_retry`) and `run_service`.
-Imports `config`, `issues`, `ingest`, `store`, `tables`, `errors`, `models`, `transports`.
+(`claim_slot`), the jobs (`run_digest`, `run_refresh`, `run_retry`, `run_prune`) and
+`run_service`. Imports `config`, `issues`, `ingest`, `events`, `store`, `tables`, `errors`,
+`models`, `transports`.
 
 Never twice: every digest run first inserts (job, slot) into `scheduled_runs` in its own
 transaction; the primary key lets exactly one process win, however many schedulers run by
@@ -34,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from . import issues, store
 from .config import Settings, load_settings
 from .errors import ConfigError, EmptyIssueError, NewsletterError
+from .events import prune_events
 from .ingest import ingest_sources
 from .models import Batch, IssueStatus, Recipient, RenderedMessage
 from .tables import scheduled_runs
@@ -43,6 +45,7 @@ log = logging.getLogger("newsletter.schedule")
 DIGEST_JOB = "weekly-digest"
 REFRESH_JOB = "refresh-sources"
 RETRY_JOB = "retry-failed"
+PRUNE_JOB = "prune-events"
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 #: Set by SIGTERM or Ctrl-C: a send in progress stops after the batch in flight.
@@ -327,6 +330,26 @@ def retry_job(config_path: str) -> None:
         engine.dispose()
 
 
+def run_prune(engine: Engine, settings: Settings, *, now: datetime) -> int:
+    """Delete raw webhook events older than `sendgrid.event_retention_days`; the
+    statistics keep their aggregates. Returns how many were deleted."""
+    before = now - timedelta(days=settings.sendgrid.event_retention_days)
+    with engine.begin() as conn:
+        deleted = prune_events(conn, before=before)
+    log.info("%s", _logfmt(event="prune", deleted=deleted, before=before))
+    return deleted
+
+
+def prune_job(config_path: str) -> None:
+    """Prune old raw events, as APScheduler calls it."""
+    settings = load_settings(config_path or None)
+    engine = issues.open_database(settings)
+    try:
+        run_prune(engine, settings, now=datetime.now(UTC))
+    finally:
+        engine.dispose()
+
+
 @dataclass(frozen=True)
 class JobInfo:
     id: str
@@ -340,12 +363,15 @@ def planned_jobs(settings: Settings, *, now: datetime, count: int = 3) -> list[J
     digest = digest_trigger(settings)
     refresh = IntervalTrigger(minutes=s.refresh_minutes, start_date=now, timezone=settings.site.zone)
     retry = IntervalTrigger(minutes=s.retry_minutes, start_date=now, timezone=settings.site.zone)
+    prune = IntervalTrigger(hours=s.prune_hours, start_date=now, timezone=settings.site.zone)
     when = s.digest_cron or f"{s.digest_day} {s.digest_time}"
     return [
         JobInfo(DIGEST_JOB, f"build and send the digest ({when}, {settings.site.timezone}; "
                             f"{'auto-send' if s.auto_send else 'approved drafts only'})", tuple(next_fire_times(digest, now, count))),
         JobInfo(REFRESH_JOB, f"ingest the sources every {s.refresh_minutes:g} min", tuple(next_fire_times(refresh, now, count))),
         JobInfo(RETRY_JOB, f"retry failed batches every {s.retry_minutes:g} min", tuple(next_fire_times(retry, now, count))),
+        JobInfo(PRUNE_JOB, f"delete webhook events older than {settings.sendgrid.event_retention_days} days "
+                           f"every {s.prune_hours:g} h", tuple(next_fire_times(prune, now, count))),
     ]
 
 
@@ -396,6 +422,8 @@ def run_service(settings: Settings, config_path: str, *, now: datetime | None = 
                       id=REFRESH_JOB, replace_existing=True, kwargs=kwargs)
     scheduler.add_job(retry_job, IntervalTrigger(minutes=settings.schedule.retry_minutes, timezone=zone),
                       id=RETRY_JOB, replace_existing=True, kwargs=kwargs)
-    log.info("%s", _logfmt(event="started", jobs=3, next_digest=next_fire_times(digest, datetime.now(UTC), 1)[0]))
+    scheduler.add_job(prune_job, IntervalTrigger(hours=settings.schedule.prune_hours, timezone=zone),
+                      id=PRUNE_JOB, replace_existing=True, kwargs=kwargs)
+    log.info("%s", _logfmt(event="started", jobs=4, next_digest=next_fire_times(digest, datetime.now(UTC), 1)[0]))
     scheduler.start()
     log.info("%s", _logfmt(event="stopped"))

@@ -1,7 +1,8 @@
 """SQLAlchemy Core tables of articles, issues and the send ledger, on the shared `MetaData`.
 
 Owns: `articles`, `feed_state`, `issues`, `issue_articles`, `segments`, `batches`,
-`deliveries`, `archive`, `scheduled_runs`, `draft_choices`. Imports `subscribers` (for the
+`deliveries`, `archive`, `scheduled_runs`, `draft_choices`, `delivery_events`,
+`recipient_activity`, `link_clicks`. Imports `subscribers` (for the
 shared metadata and the subscribers table).
 
 The ledger's guarantees live in constraints: an article is in at most one issue
@@ -163,4 +164,59 @@ draft_choices = Table(
     Column("section", String(100), nullable=False, default=""),
     Column("position", Integer),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# What the email provider reported after sending (owned by `events.py`). `delivery_events`
+# keeps each raw event for `sendgrid.event_retention_days`, unique on the provider's event
+# id so a redelivered batch is stored once. Ids of issues, batches and subscribers are
+# copied from the event as given, without foreign keys: an event for a message we do not
+# know is stored and counted too. The statistics read the two aggregates below, which
+# outlive the raw events and stay one row per recipient (or per link clicked) however
+# many events arrive.
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_key", String(100), nullable=False, unique=True),
+    Column("kind", String(30), nullable=False),
+    Column("provider_event", String(50), nullable=False),
+    Column("issue_id", Integer),
+    Column("batch_id", Integer),
+    Column("subscriber_id", Integer),
+    Column("known", Boolean, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("url", Text, nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Index("ix_delivery_events_received_at", "received_at"),
+    Index("ix_delivery_events_batch_kind", "batch_id", "kind"),
+    Index("ix_delivery_events_issue_known", "issue_id", "known"),
+)
+
+# One row per recipient of an issue who has any event: when each thing first happened
+# and how often they opened and clicked.
+recipient_activity = Table(
+    "recipient_activity",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("subscriber_id", Integer, primary_key=True),
+    Column("delivered_at", UTCDateTime()),
+    Column("bounced_at", UTCDateTime()),
+    Column("complained_at", UTCDateTime()),
+    Column("unsubscribed_at", UTCDateTime()),
+    Column("opened_at", UTCDateTime()),
+    Column("opens", Integer, nullable=False, default=0),
+    Column("clicked_at", UTCDateTime()),
+    Column("clicks", Integer, nullable=False, default=0),
+)
+
+# One row per recipient and link clicked in an issue: clicks per article, unique clicks.
+link_clicks = Table(
+    "link_clicks",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", String(2000), primary_key=True),
+    Column("subscriber_id", Integer, primary_key=True),
+    Column("clicks", Integer, nullable=False, default=0),
+    Column("first_at", UTCDateTime(), nullable=False),
 )

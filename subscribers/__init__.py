@@ -22,6 +22,7 @@ from .models import (
     parse_sections_key,
     sections_key,
 )
+from .events import EventResult, PersonEvent, apply_person_event
 from .importer import (
     ColumnMap,
     ImportReport,
@@ -75,6 +76,7 @@ __all__ = [
     "ConfirmationMail",
     "ConsentAction",
     "ConsentRecord",
+    "EventResult",
     "ImportFileError",
     "ImportReport",
     "InvalidEmailError",
@@ -83,12 +85,14 @@ __all__ = [
     "NewSubscriber",
     "NotAllowedError",
     "Origin",
+    "PersonEvent",
     "SendMail",
     "Status",
     "Subscriber",
     "SubscriberError",
     "UTCDateTime",
     "UnknownSubscriberError",
+    "apply_person_event",
     "choose_sections",
     "confirm_subscription",
     "consent_history",

@@ -6,6 +6,7 @@ the ledger."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -416,3 +417,43 @@ def test_the_demo_delivers_through_the_configured_api_host(
     assert not list((tmp_path / "sendgrid-demo").glob("outbox/*/*"))
     requests: list[MailRequest] = standin.accepted
     assert {len(r.body["content"]) for r in requests} == {2}
+
+
+def test_logs_name_ids_never_addresses_tokens_or_the_key(
+    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, issue = two_segments(engine, make_settings, standin, feed_server, concurrency=1)
+    standin.answer_next(
+        Answer(500, body=sendgrid_errors((None, "internal error"))),
+        Answer(400, body=sendgrid_errors(("personalizations.0.to.0.email", "Does not contain a valid address."))),
+    )
+    caplog.set_level(logging.DEBUG)
+
+    report = send(engine, settings, issue)
+
+    assert report.failed_total == 1 and report.recipients_sent == 2
+    with engine.connect() as conn:
+        tokens = [people.get_subscriber(conn, f"reader{n}@example.com").token for n in range(4)]
+    logged = caplog.text
+    assert "batch 1: 500: internal error; retrying" in logged and "batch 1 of issue 2026-w48 failed" in logged
+    assert "@example.com" not in logged and API_KEY not in logged
+    assert not any(token in logged for token in tokens)
+
+
+def test_the_quick_check_of_the_stand_in_counts_and_refuses_repeats() -> None:
+    """What the benchmark relies on when it validates only one body in N in full."""
+    quick = SendGridStandIn(API_KEY, keep_bodies=False, validate_schema_every=1000)
+    message = RenderedMessage(subject="Weekly", preheader="", html="<p>%%greeting%%</p>", text="%%greeting%%")
+    recipients = tuple(
+        Recipient(n, f"r{n}@example.com", {"%%greeting%%": "Hello,"}, f"https://x.example/u/{n}", "mailto:u@x.example")
+        for n in range(3)
+    )
+    body = mail_body(Batch(1, 1, "2026-w48", 1, message, recipients, "Weekly", "news@example.com", ""))
+    raw = json.dumps(body).encode()
+    assert quick._check(raw)[0] == 202  # the first body is checked in full
+    status, _, _, _, addresses = quick._check(raw)
+    assert status == 202 and addresses == ["r0@example.com", "r1@example.com", "r2@example.com"]
+    body["personalizations"].append({"to": [{"email": "R1@example.com"}]})
+    assert quick._check(json.dumps(body).encode())[0] == 400
+    quick.httpd.server_close()

@@ -35,7 +35,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..render import builtin_templates
 from ..transports import Transport
-from . import archive, views
+from . import archive, views, webhooks
 from .errors import LinkNotValidError, RateLimitedError, WebError
 from .forms import CsrfSigner
 from .limits import RateLimiter
@@ -61,6 +61,7 @@ ROUTES = [
     Route("/archive/{section}/feed.xml", archive.archive_feed, methods=["GET", "HEAD"]),
     Route("/archive/{slug}", archive.archive_issue, methods=["GET", "HEAD"]),
     Route("/archive/{slug}/", archive.archive_issue, methods=["GET", "HEAD"]),
+    Route("/webhooks/sendgrid", webhooks.sendgrid_events, methods=["POST"]),
 ]
 
 SECURITY_HEADERS = [
@@ -220,6 +221,7 @@ def create_app(
             "security.secret_key: the web app needs a secret of at least 16 characters to sign its forms; "
             "set NEWSLETTER_SECRET_KEY (for example to the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
+    verifier = webhooks.event_verifier(settings)
     web = settings.web
     context = views.WebContext(
         settings=settings,
@@ -242,4 +244,5 @@ def create_app(
         },
     )
     app.state.web = context
+    app.state.event_verifier = verifier
     return app

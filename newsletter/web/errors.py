@@ -2,7 +2,9 @@
 
     WebError                 (status code, message shown to the visitor)
      ├── BadRequestError        400: a form or JSON body that is not what the page sends
+     ├── UnauthorizedError      401: a webhook request without its signature
      ├── FormExpiredError       403: a missing, wrong, expired or replayed CSRF token
+     ├── SignatureError         403: a webhook request whose signature is wrong or too old
      ├── LinkNotValidError      404: an unknown or tampered token
      ├── PayloadTooLargeError   413: a body over `web.max_body_bytes`
      ├── UnsupportedMediaError  415: a body in a content type the endpoint does not take
@@ -29,6 +31,16 @@ class WebError(Exception):
 class BadRequestError(WebError):
     status = 400
     title = "Something is wrong with this request"
+
+
+class UnauthorizedError(WebError):
+    status = 401
+    title = "Not signed"
+
+
+class SignatureError(WebError):
+    status = 403
+    title = "Signature not valid"
 
 
 class FormExpiredError(WebError):
