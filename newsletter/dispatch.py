@@ -64,6 +64,9 @@ class SendOptions:
     worker: bool = False
     #: 429 answers waited out per batch before it counts as failed.
     max_rate_limit_waits: int = 30
+    #: Set by the scheduled service on SIGTERM: claim nothing more, finish and record the
+    #: batches in flight, and leave the rest planned for the next run.
+    stop: threading.Event | None = None
 
 
 @dataclass
@@ -263,7 +266,7 @@ class _Run:
         with ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="send") as pool:
             try:
                 while True:
-                    while len(pending) < self.options.concurrency and not (exhausted or self.halt.is_set()):
+                    while len(pending) < self.options.concurrency and not (exhausted or self.halt.is_set() or self._stopping()):
                         batch = self._claim()
                         if batch is None:
                             exhausted = True
@@ -349,6 +352,10 @@ class _Run:
             self.sleep(delay)
             if self.halt.is_set():
                 return _Attempt(outcome, released=True)
+
+    def _stopping(self) -> bool:
+        stop = self.options.stop
+        return stop is not None and stop.is_set()
 
     def _wait(self, seconds: float) -> None:
         self.halt.wait(seconds)

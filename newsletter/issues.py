@@ -8,6 +8,7 @@ scheduler and the web app call these.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -192,6 +193,7 @@ def send_pending(
     progress: SendProgress | None = None,
     flags: SendFlags = SendFlags(),
     sleep: Callable[[float], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> SendReport:
     """Send the issue to every mailable subscriber who does not have it yet (see
     `dispatch.send_issue`); `sleep` waits between retries."""
@@ -216,6 +218,7 @@ def send_pending(
         worker=flags.worker,
         concurrency=settings.sendgrid.concurrency if transport.name == "sendgrid" else 1,
         categories=(settings.site.name[:255], f"issue-{issue.slug}"),
+        stop=stop,
     )
     # The public web version exists before the first email links to it.
     archive_issue(engine, settings, issue, now=clock())

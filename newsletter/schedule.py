@@ -277,7 +277,7 @@ def _digest(engine: Engine, settings: Settings, slot: datetime, clock: Callable[
         return DigestResult("awaiting_approval", issue=issue.slug, articles_new=new, detail="draft not approved; editors reminded")
     transport = issues.make_transport(settings)
     try:
-        report = issues.send_pending(engine, settings, issue, transport=transport, clock=clock)
+        report = issues.send_pending(engine, settings, issue, transport=transport, clock=clock, stop=STOP)
     finally:
         transport.close()
     status = "sent" if report.complete else "incomplete"
@@ -322,7 +322,9 @@ def retry_job(config_path: str) -> None:
             return
         transport = issues.make_transport(settings)
         try:
-            report = issues.send_pending(engine, settings, latest, transport=transport, flags=issues.SendFlags(retry_failed=True))
+            report = issues.send_pending(
+                engine, settings, latest, transport=transport, flags=issues.SendFlags(retry_failed=True), stop=STOP
+            )
         finally:
             transport.close()
         log.info("%s", _logfmt(event="retry", issue=latest.slug, recipients=report.recipients_sent, failed_batches=len(report.failed_batches)))

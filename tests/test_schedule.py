@@ -196,3 +196,29 @@ def test_the_real_service_sends_once_and_stops_cleanly(
     assert sent_issues() == 1
     counts = Counter(m["To"] for m in outbox_messages(settings.outbox_dir))
     assert len(counts) == 4 and set(counts.values()) == {1}
+
+
+def test_a_stop_request_ends_the_send_after_the_batch_in_flight(engine: Engine, make_settings: Callable[..., Settings]) -> None:
+    import threading
+
+    from newsletter import issues as use_cases
+
+    settings = make_settings(delivery={"batch_size": 2})
+    slot = utc(2026, 11, 23, 8)
+    _seed(engine, slot)  # three readers: two batches
+    built = use_cases.build_issue(engine, settings, now=slot)
+    stop = threading.Event()
+
+    class StopAfterFirst:
+        def start(self, total_batches: int, total_recipients: int) -> None:
+            assert total_batches == 2
+
+        def advance(self, batches: int, recipients: int) -> None:
+            stop.set()  # as SIGTERM does in the service, while the first batch is recorded
+
+    first = use_cases.send_pending(engine, settings, built.issue, transport=use_cases.make_transport(settings),
+                                   clock=lambda: slot, progress=StopAfterFirst(), stop=stop)
+    assert (first.batches_sent, first.complete) == (1, False)
+    rest = use_cases.send_pending(engine, settings, built.issue, transport=use_cases.make_transport(settings), clock=lambda: slot)
+    assert (rest.batches_sent, rest.complete) == (1, True)
+    assert len(outbox_messages(settings.outbox_dir)) == 3
