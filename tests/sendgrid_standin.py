@@ -54,7 +54,8 @@ TO_ADDRESS = re.compile(rb'"to":\s*\[\s*\{\s*"email":\s*"([^"]+)"')
 @dataclass
 class Answer:
     """One scripted answer: a status with headers and body, after `delay` seconds, or a
-    connection dropped once the request has been read."""
+    connection dropped once the request has been read. With `accept` the request is
+    checked and recorded as SendGrid would take it, before the delay and whatever answer."""
 
     status: int = 202
     headers: dict[str, str] = field(default_factory=dict)
@@ -211,7 +212,7 @@ class SendGridStandIn(LocalServer):
         if handler.path.split("?")[0] != "/v3/mail/send":
             handler._reply(404, sendgrid_errors((None, f"no route {handler.path}")))
             return
-        if scripted and scripted.delay:
+        if scripted and scripted.delay and not scripted.accept:
             time.sleep(scripted.delay)
         if headers.get("authorization") != f"Bearer {self.api_key}":
             handler._reply(401, sendgrid_errors((None, "The provided authorization grant is invalid, expired, or revoked")))
@@ -225,6 +226,9 @@ class SendGridStandIn(LocalServer):
             return
         status, reply, message_id, body, addresses = self._check(raw)
         self._record(headers, raw, status, message_id, body, addresses)
+        if scripted and scripted.delay:
+            # Taken at once, answered late: as SendGrid does when it is slow to reply.
+            time.sleep(scripted.delay)
         if scripted and scripted.drop:
             self._drop(handler)
             return

@@ -247,7 +247,7 @@ def test_server_errors_timeouts_and_dropped_connections_are_retried(
     issue = build(engine, settings)
     standin.answer_next(
         Answer(500, body=sendgrid_errors((None, "internal error"))),
-        Answer(202, delay=1.5),  # answered after our timeout: no answer for us
+        Answer(503, delay=1.5),  # answered after our timeout: no answer for us
         Answer(drop=True),
         Answer(503),
     )
@@ -259,6 +259,22 @@ def test_server_errors_timeouts_and_dropped_connections_are_retried(
     assert len(sleeps.waits) == 4
     assert [round(w) <= 8 for w in sleeps.waits] == [True] * 4
     assert standin.delivered == Counter({f"reader{n}@example.com": 1 for n in range(3)})
+
+
+def test_a_timeout_after_sendgrid_took_the_request_mails_that_batch_twice(
+    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
+) -> None:
+    """The known cost of retrying timeouts (see the README's Sending section): SendGrid has
+    no idempotency key, so a request it took but answered too late is sent again."""
+    settings = sendgrid_settings(make_settings, standin, feed_server, sendgrid={"timeout": 0.5})
+    add_readers(engine, 2)
+    issue = build(engine, settings)
+    standin.answer_next(Answer(202, delay=1.5, accept=True))
+
+    report = send(engine, settings, issue)
+
+    assert report.recipients_sent == 2 and report.complete
+    assert standin.delivered == Counter({"reader0@example.com": 2, "reader1@example.com": 2})
 
 
 def test_a_batch_that_keeps_failing_is_failed_and_the_run_goes_on(
