@@ -201,6 +201,8 @@ def _send_on(
     if options.retry_failed:
         claimable.append(BatchStatus.FAILED)
     with conn.begin():
+        # SendGrid's `processed` events (webhook) settle in-flight batches it took.
+        ledger.confirm_processed(conn, issue.id, now=clock())
         in_flight = ledger.batches_in(conn, issue.id, BatchStatus.IN_FLIGHT)
         if options.worker:
             # Another worker may be sending these right now: they are not ours to judge.
