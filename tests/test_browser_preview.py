@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import Engine
 
 from newsletter import drafts, store
@@ -108,14 +110,39 @@ def draft_settings(make_settings: Callable[..., Settings], engine: Engine, tmp_p
     return settings, templates
 
 
-@pytest.fixture
-def preview(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Path, server: LocalServer) -> Iterator[Preview]:
-    """`newsletter preview` on a free port, on a draft of three articles."""
+def preview_settings(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Path,
+                     server: LocalServer) -> tuple[Settings, Path, int]:
     port = free_port()
     settings, templates = draft_settings(
         make_settings, engine, tmp_path, server,
         preview={"port": port, "test_recipients": ["editor@example.com"], "link_timeout": 2},
     )
+    return settings, templates, port
+
+
+@pytest.fixture
+def preview(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Path, server: LocalServer) -> Iterator[Preview]:
+    """The preview app under uvicorn in a thread of this process, on a free port."""
+    settings, templates, port = preview_settings(make_settings, engine, tmp_path, server)
+    config = uvicorn.Config(create_preview_app(settings, engine=engine), host="127.0.0.1", port=port,
+                            log_level="warning", timeout_graceful_shutdown=1)
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uvicorn_server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the preview app did not start"
+        time.sleep(0.02)
+    yield Preview(settings, f"http://127.0.0.1:{port}", templates)
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def preview_process(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Path,
+                    server: LocalServer) -> Iterator[Preview]:
+    """`newsletter preview --port N` as a real process."""
+    settings, templates, port = preview_settings(make_settings, engine, tmp_path, server)
     log = (tmp_path / "preview.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "newsletter.toml"), "preview", "--port", str(port)],
@@ -138,7 +165,8 @@ def preview(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Pa
         process.terminate()
         process.wait(timeout=10)
         log.close()
-    assert "Traceback" not in (tmp_path / "preview.log").read_text()
+    output = (tmp_path / "preview.log").read_text()
+    assert f"Preview of the draft on {url}/" in output and "Traceback" not in output
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +186,30 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
+def open_page(page: Any, url: str) -> None:
+    """Open the preview and wait until its live reload is connected."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.get_by_text("live reload: on")).to_be_visible()
+
+
+def press(page: Any, name: str) -> None:
+    """Press a button from the keyboard: focus it, then Enter."""
+    page.get_by_role("button", name=name).focus()
+    page.keyboard.press("Enter")
+
+
 def frame_text(page: Any, title: str) -> Any:
     return page.frame_locator(f'iframe[title="{title}"]').locator("body")
 
 
 @browser_only
-def test_segments_and_the_mobile_frame(preview: Preview, page: Any) -> None:
+def test_segments_and_the_mobile_frame(preview_process: Preview, page: Any) -> None:
     from playwright.sync_api import expect
 
-    page.goto(preview.url)
+    preview = preview_process
+    open_page(page, preview.url)
     expect(page.get_by_role("heading", name="Issue 2026-w48: draft")).to_be_visible()
     inbox = page.get_by_label("Inbox")
     expect(inbox).to_contain_text("Pharma Weekly: Trial meets its endpoint")
@@ -199,18 +242,18 @@ def test_segments_and_the_mobile_frame(preview: Preview, page: Any) -> None:
 def test_pin_exclude_and_include_again(preview: Preview, page: Any, engine: Engine) -> None:
     from playwright.sync_api import expect
 
-    page.goto(preview.url)
-    page.get_by_role("button", name="Pin Congress preview").click()
+    open_page(page, preview.url)
+    press(page, "Pin Congress preview")
     expect(page.get_by_role("status")).to_have_text("The article is pinned.")
     expect(page.get_by_role("button", name="Unpin Congress preview")).to_be_visible()
 
-    page.get_by_role("button", name="Exclude Congress preview").click()
+    press(page, "Exclude Congress preview")
     expect(page.get_by_role("status")).to_have_text("The article is excluded.")
     expect(frame_text(page, "Desktop (600 px)")).not_to_contain_text("Congress preview")
     draft = drafts.current_draft(engine, preview.settings)
     assert [a.title for a in draft.excluded] == ["Congress preview"]
 
-    page.get_by_role("button", name="Include Congress preview").click()
+    press(page, "Include Congress preview")
     expect(page.get_by_role("status")).to_have_text("The article is back in the draft.")
     expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Congress preview")
     draft = drafts.current_draft(engine, preview.settings)
@@ -221,10 +264,9 @@ def test_pin_exclude_and_include_again(preview: Preview, page: Any, engine: Engi
 def test_the_page_reloads_itself_when_a_template_or_the_draft_changes(preview: Preview, page: Any, engine: Engine) -> None:
     from playwright.sync_api import expect
 
-    page.goto(preview.url)
+    open_page(page, preview.url)
     desktop = frame_text(page, "Desktop (600 px)")
     expect(desktop).to_contain_text("View in browser")
-    time.sleep(0.3)  # The page's event stream is open.
     template = preview.templates / "email" / "digest.mjml.j2"
     template.write_text(template.read_text().replace(">View in browser<", ">Read it on the web<"))
     expect(desktop).to_contain_text("Read it on the web", timeout=10_000)
@@ -238,7 +280,7 @@ def test_approval_is_refused_while_the_preflight_finds_an_error(preview: Preview
     from playwright.sync_api import expect
 
     drafts.set_subject(engine, "S" * 151)
-    page.goto(preview.url)
+    open_page(page, preview.url)
     preflight = page.get_by_label("Preflight")
     expect(preflight).to_contain_text("Preflight: 1 errors")
     expect(preflight).to_contain_text("error [subject]: the subject has 151 characters, over 150")
@@ -247,7 +289,7 @@ def test_approval_is_refused_while_the_preflight_finds_an_error(preview: Preview
     assert drafts.current_draft(engine, preview.settings).issue.status is IssueStatus.DRAFT
 
     drafts.set_subject(engine, "GLP-1 and a new plant")
-    page.goto(preview.url)
+    open_page(page, preview.url)
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("status")).to_have_text("The issue is approved and frozen for sending.")
     expect(page.get_by_role("heading", name="Issue 2026-w48: approved")).to_be_visible()
@@ -260,7 +302,7 @@ def test_approval_is_refused_while_the_preflight_finds_an_error(preview: Preview
 def test_send_a_test_from_the_page(preview: Preview, page: Any) -> None:
     from playwright.sync_api import expect
 
-    page.goto(preview.url)
+    open_page(page, preview.url)
     page.get_by_role("button", name="Send a test").click()
     expect(page.get_by_role("status")).to_have_text("The test is sent to the editors.")
     (message,) = outbox_messages(preview.settings.outbox_dir)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 import subscribers as people
-from newsletter import drafts, issues, store
+from newsletter import drafts, issues, schedule, store
 from newsletter.config import Settings
 from newsletter.errors import IssueError
 from newsletter.models import FeedItem, IssueStatus
@@ -20,6 +20,7 @@ from newsletter.preflight import Preflight
 from newsletter.render import builtin_templates
 from newsletter.tables import deliveries
 from tests.conftest import NOW
+from tests.helpers import outbox_messages
 from tests.servers import LocalServer, Request, Route
 
 DAY = timedelta(days=1)
@@ -209,3 +210,22 @@ def test_an_approved_draft_is_sent_by_the_send_path(engine: Engine, settings: Se
     with engine.connect() as conn:
         sent = store.find_issue(conn, issue.id)
     assert sent is not None and sent.status is IssueStatus.SENT
+
+
+def test_without_auto_send_the_schedule_sends_the_draft_once_it_is_approved(
+    engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    add_articles(engine)
+    settings = make_settings(schedule={"auto_send": False, "editors": ["editor@example.com"]})
+    with engine.begin() as conn:
+        people.upsert_subscribers(conn, [people.NewSubscriber("reader@example.com", ("events",))], now=NOW)
+    drafts.build_draft(engine, settings, now=NOW)
+    drafts.set_subject(engine, "The editors' subject")
+    assert schedule.run_digest(engine, settings, NOW, clock=lambda: NOW).status == "awaiting_approval"
+    issue, _ = drafts.approve(engine, settings)
+    result = schedule.run_digest(engine, settings, NOW + timedelta(hours=1), clock=lambda: NOW)
+    assert (result.status, result.issue, result.recipients) == ("sent", issue.slug, 1)
+    sent = [m for m in outbox_messages(settings.outbox_dir) if m["To"] == "reader@example.com"]
+    assert [str(m["Subject"]) for m in sent] == ["The editors' subject"]
+    with pytest.raises(IssueError, match="there is no draft"):
+        drafts.reopen(engine)
