@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -1055,3 +1056,9 @@ def issue_statistics(
             console.print(f"{found.unknown_events:,} stored events for this issue name no recipient of it.", highlight=False)
     if chart:
         (err if as_json else console).print(f"Wrote {chart}", highlight=False)
+
+
+# The subscriber management commands live in their own module to keep this one short.
+from . import cli_subscribers  # noqa: E402
+
+cli_subscribers.register(subscribers_app, cli=sys.modules[__name__])

@@ -1,0 +1,189 @@
+"""`newsletter subscribers …`: import, export, list, show, remove and erase people.
+
+Owns: those commands (registered on the `subscribers` group of `cli.py`). Sits on top
+with `cli.py`: may import anything. The work is done by `subscribers.importer` and
+`subscribers.store`; this module reads arguments and prints tables.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+import subscribers as people
+
+from .errors import ConfigError
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
+
+
+def register(group: typer.Typer, *, cli: Any) -> None:
+    """Add the commands to `group`; `cli` is the `newsletter.cli` module (for its helpers)."""
+    handled, settings, database, now, console, print_json = (
+        cli.handled, cli.settings, cli.database, cli._now, cli.console, cli._print_json,
+    )
+
+    @group.command("import")
+    @handled
+    def import_(
+        file: Annotated[Path, typer.Argument(help="CSV file with a header row; - reads standard input.")],
+        email_column: Annotated[str, typer.Option("--email-column", help="Column with the address.")] = "email",
+        name_column: Annotated[str, typer.Option("--name-column", help="Column with the name; empty for none.")] = "",
+        sections_column: Annotated[str, typer.Option("--sections-column", help="Column with section slugs or names (separated by , ; or |); empty: --sections for everyone.")] = "",
+        sections: Annotated[str, typer.Option("--sections", help="Comma-separated slugs for rows without a sections column [default: all].")] = "",
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row and report; import nothing.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Import subscribers whose consent you hold, as active. Every row is checked first;
+        rejected rows are listed with their line and why. Suppressed, erased and unsubscribed
+        addresses are never brought back. All or nothing: one transaction."""
+        cfg = settings()
+        known = cfg.section_names()
+        chosen = [s.strip() for s in sections.split(",") if s.strip()] or list(known)
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            raise ConfigError(f"--sections: unknown section {unknown[0]!r} (known: {', '.join(known)})")
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot be read as UTF-8 text: {exc}") from None
+        engine = database(cfg)
+        with engine.begin() as conn:
+            report = people.import_csv(
+                conn, io.StringIO(text), columns=people.ColumnMap(email_column, name_column, sections_column),
+                known_sections=known, default_sections=chosen, now=now(), source=f"import:{file.name}", dry_run=dry_run,
+            )
+        if as_json:
+            print_json({
+                "created": report.created, "updated": report.updated, "dry_run": report.dry_run,
+                "skipped": [{"line": n, "why": w} for n, w in report.skipped],
+                "rejected": [{"line": n, "why": w} for n, w in report.rejected],
+            })
+            return
+        verb = "Would import" if dry_run else "Imported"
+        console.print(f"{verb}: {report.created} new, {report.updated} updated; "
+                      f"{len(report.skipped)} left out, {len(report.rejected)} rejected.")
+        if report.skipped or report.rejected:
+            table = Table(title="Rows not imported")
+            table.add_column("line", justify="right")
+            table.add_column("kind")
+            table.add_column("why")
+            for line, why in report.rejected:
+                table.add_row(str(line), "[red]rejected[/red]", escape(why))
+            for line, why in report.skipped:
+                table.add_row(str(line), "left out", escape(why))
+            console.print(table)
+
+    @group.command("export")
+    @handled
+    def export(
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of standard output.")] = None,
+        status: Annotated[str, typer.Option("--status", help="Only this status (active, pending, paused, unsubscribed, bounced, complained).")] = "",
+    ) -> None:
+        """Export subscribers as CSV (cells that look like formulas are defused)."""
+        cfg = settings()
+        statuses = [_status(status)] if status else None
+        engine = database(cfg)
+        buffer = io.StringIO()
+        with engine.connect() as conn:
+            count = people.export_csv(conn, buffer, statuses=statuses)
+        if out:
+            out.write_text(buffer.getvalue(), encoding="utf-8")
+            console.print(f"Wrote {count:,} subscribers to {out}")
+        else:
+            sys.stdout.write(buffer.getvalue())
+
+    @group.command("list")
+    @handled
+    def list_(
+        status: Annotated[str, typer.Option("--status", help="Only this status.")] = "",
+        limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="At most this many.")] = 50,
+        offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many first.")] = 0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """List subscribers in the order they joined."""
+        cfg = settings()
+        engine = database(cfg)
+        with engine.connect() as conn:
+            found = people.list_subscribers(conn, status=_status(status) if status else None, limit=limit, offset=offset)
+        if as_json:
+            print_json([{"email": s.email, "name": s.name, "status": s.status.value, "sections": list(s.sections),
+                         "created_at": s.created_at} for s in found])
+            return
+        table = Table(title="Subscribers")
+        for column in ("email", "name", "status", "sections", "joined"):
+            table.add_column(column)
+        for s in found:
+            table.add_row(escape(s.email), escape(s.name), s.status.value, ", ".join(s.sections), f"{s.created_at:%Y-%m-%d}")
+        console.print(table)
+
+    @group.command("show")
+    @handled
+    def show(
+        email: Annotated[str, typer.Argument(help="Email address.")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Show one subscriber and their consent history."""
+        cfg = settings()
+        engine = database(cfg)
+        with engine.connect() as conn:
+            subscriber = people.get_subscriber(conn, email)
+            history = people.consent_history(conn, subscriber.id)
+        if as_json:
+            print_json({
+                "email": subscriber.email, "name": subscriber.name, "status": subscriber.status.value,
+                "sections": list(subscriber.sections), "created_at": subscriber.created_at,
+                "confirmed_at": subscriber.confirmed_at, "unsubscribed_at": subscriber.unsubscribed_at,
+                "source": subscriber.source,
+                "consents": [{"action": c.action.value, "sections": list(c.sections), "at": c.at, "ip": c.ip,
+                              "user_agent": c.user_agent, "form": c.form} for c in history],
+            })
+            return
+        console.print(f"[bold]{escape(subscriber.email)}[/bold] {escape(subscriber.name)} — {subscriber.status.value}; "
+                      f"sections: {', '.join(subscriber.sections) or 'none'}; source: {escape(subscriber.source) or '-'}")
+        table = Table(title="Consent history")
+        for column in ("when", "action", "sections", "form", "IP", "user agent"):
+            table.add_column(column)
+        for c in history:
+            table.add_row(f"{c.at:%Y-%m-%d %H:%M}", c.action.value, ", ".join(c.sections), escape(c.form), c.ip, escape(c.user_agent[:40]))
+        console.print(table)
+
+    @group.command("remove")
+    @handled
+    def remove(email: Annotated[str, typer.Argument(help="Email address.")]) -> None:
+        """Unsubscribe someone who asked by other means (recorded in their consent log)."""
+        cfg = settings()
+        engine = database(cfg)
+        with engine.begin() as conn:
+            people.remove(conn, email, now=now())
+        console.print("Unsubscribed.")
+
+    @group.command("erase")
+    @handled
+    def erase(
+        email: Annotated[str, typer.Argument(help="Email address.")],
+        yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    ) -> None:
+        """Erase a person's data (GDPR). Only a hash of the address stays, on the
+        suppression list, so that no later import brings them back."""
+        if not yes and not typer.confirm(f"Erase everything about {email}? This cannot be undone"):
+            raise typer.Exit(1)
+        cfg = settings()
+        engine = database(cfg)
+        with engine.begin() as conn:
+            people.erase(conn, email, now=now())
+        console.print("Erased.")
+
+
+def _status(value: str) -> people.Status:
+    try:
+        return people.Status(value.strip().lower())
+    except ValueError:
+        raise ConfigError(f"--status: expected one of {', '.join(s.value for s in people.Status)}, got {value!r}") from None
+
