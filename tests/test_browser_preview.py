@@ -279,8 +279,12 @@ def test_the_page_reloads_itself_when_a_template_or_the_draft_changes(preview: P
 def test_approval_is_refused_while_the_preflight_finds_an_error(preview: Preview, page: Any, engine: Engine) -> None:
     from playwright.sync_api import expect
 
-    drafts.set_subject(engine, "S" * 151)
     open_page(page, preview.url)
+    page.get_by_label("Subject").fill("S" * 151)
+    page.get_by_label("Intro, in Markdown").fill("Hello **editors**")
+    press(page, "Save texts")
+    expect(page.get_by_role("status")).to_have_text("The subject, preheader and intro are saved.")
+    expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Hello editors")
     preflight = page.get_by_label("Preflight")
     expect(preflight).to_contain_text("Preflight: 1 errors")
     expect(preflight).to_contain_text("error [subject]: the subject has 151 characters, over 150")

@@ -53,6 +53,7 @@ DONE = {
     "pin": "The article is pinned.", "unpin": "The article is unpinned.", "exclude": "The article is excluded.",
     "include": "The article is back in the draft.", "approve": "The issue is approved and frozen for sending.",
     "reopen": "The issue is a draft again.", "test": "The test is sent to the editors.",
+    "texts": "The subject, preheader and intro are saved.",
 }
 PAGE_CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src http: https: data:; "
             "frame-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -175,9 +176,14 @@ async def events(request: Request) -> Response:
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
 
-def _act(ctx: PreviewContext, action: str, article: str, sections: tuple[str, ...] | None) -> None:
+def _act(ctx: PreviewContext, action: str, article: str, sections: tuple[str, ...] | None,
+         fields: dict[str, list[str]]) -> None:
     settings, engine, now = ctx.settings, ctx.engine, ctx.clock()
-    if action in ("pin", "unpin", "exclude", "include"):
+    if action == "texts":
+        drafts.set_subject(engine, one(fields, "subject", limit=1000))
+        drafts.set_preheader(engine, one(fields, "preheader", limit=1000))
+        drafts.set_intro(engine, one(fields, "intro", limit=20_000))
+    elif action in ("pin", "unpin", "exclude", "include"):
         if not article.isdigit():
             raise BadRequestError("Choose an article.")
         change = drafts.pin if action in ("pin", "unpin") else drafts.exclude
@@ -197,14 +203,15 @@ def _act(ctx: PreviewContext, action: str, article: str, sections: tuple[str, ..
 
 
 async def act(request: Request) -> Response:
-    """Pin, unpin, exclude, include, approve, reopen or send a test; then back to the page."""
+    """Save the texts, pin, unpin, exclude, include, approve, reopen or send a test; then
+    back to the page."""
     ctx = _context(request)
-    fields = parse_form(request, await read_body(request, limit=16_384))
+    fields = parse_form(request, await read_body(request, limit=65_536))
     ctx.csrf.verify(one(fields, "csrf"), "preview", "editor", 0, now=int(ctx.clock().timestamp()))
     action, sections = one(fields, "action", limit=20), one(fields, "sections", limit=2000)
     chosen = tuple(s for s in sections.split(",") if s) or None
     try:
-        await run_in_threadpool(_act, ctx, action, one(fields, "article", limit=20), chosen)
+        await run_in_threadpool(_act, ctx, action, one(fields, "article", limit=20), chosen, fields)
     except NewsletterError as exc:
         context = await run_in_threadpool(_build_page, ctx, request, problem=str(exc))
         return _page(ctx, context, status=409)
