@@ -113,40 +113,40 @@ def _new_events(conn: Connection, events: Sequence[DeliveryEvent]) -> list[Deliv
 
 
 def _aggregate(conn: Connection, events: Sequence[DeliveryEvent]) -> None:
-    """Fold known events into `recipient_activity` and `link_clicks`."""
-    activity: dict[tuple[int, int], dict[str, Any]] = {}
+    """Fold known events into `recipient_activity` and `link_clicks`: one UPDATE per kind
+    of event present, each with only the recipients that had it (few bound values)."""
+    firsts: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
     clicks: dict[tuple[int, str, int], dict[str, Any]] = {}
     for e in events:
         assert e.issue_id is not None and e.subscriber_id is not None
-        key = (e.issue_id, e.subscriber_id)
-        row = activity.setdefault(key, {"i": e.issue_id, "s": e.subscriber_id, "n_opens": 0, "n_clicks": 0,
-                                         **{f"t_{c}": None for c in _FIRST.values()}})
         column = _FIRST.get(e.kind)
-        if column is not None and (row[f"t_{column}"] is None or e.occurred_at < row[f"t_{column}"]):
-            row[f"t_{column}"] = e.occurred_at
-        if e.kind is EventKind.OPENED:
-            row["n_opens"] += 1
-        elif e.kind is EventKind.CLICKED:
-            row["n_clicks"] += 1
-            if e.url:
-                link = clicks.setdefault((e.issue_id, e.url, e.subscriber_id),
-                                         {"i": e.issue_id, "u": e.url, "s": e.subscriber_id, "n": 0, "t": e.occurred_at})
-                link["n"] += 1
-                link["t"] = min(link["t"], e.occurred_at)
-    if activity:
+        if column is None:
+            continue
+        row = firsts.setdefault(column, {}).setdefault(
+            (e.issue_id, e.subscriber_id), {"i": e.issue_id, "s": e.subscriber_id, "t": e.occurred_at, "n": 0}
+        )
+        row["t"] = min(row["t"], e.occurred_at)
+        row["n"] += 1
+        if e.kind is EventKind.CLICKED and e.url:
+            link = clicks.setdefault((e.issue_id, e.url, e.subscriber_id),
+                                     {"i": e.issue_id, "u": e.url, "s": e.subscriber_id, "n": 0, "t": e.occurred_at})
+            link["n"] += 1
+            link["t"] = min(link["t"], e.occurred_at)
+    keys = {key for rows in firsts.values() for key in rows}
+    if keys:
         _insert_ignore(conn, recipient_activity, [
-            {"issue_id": i, "subscriber_id": s, "opens": 0, "clicks": 0} for i, s in activity
+            {"issue_id": i, "subscriber_id": s, "opens": 0, "clicks": 0} for i, s in sorted(keys)
         ])
-        t = recipient_activity.c
+    t = recipient_activity.c
+    for column, rows in firsts.items():
+        values: dict[str, Any] = {column: _earliest(t[column], "t")}
+        if column == "opened_at":
+            values["opens"] = t.opens + bindparam("n")
+        elif column == "clicked_at":
+            values["clicks"] = t.clicks + bindparam("n")
         conn.execute(
-            update(recipient_activity)
-            .where(t.issue_id == bindparam("i"), t.subscriber_id == bindparam("s"))
-            .values(
-                opens=t.opens + bindparam("n_opens"),
-                clicks=t.clicks + bindparam("n_clicks"),
-                **{c: _earliest(t[c], f"t_{c}") for c in _FIRST.values()},
-            ),
-            list(activity.values()),
+            update(recipient_activity).where(t.issue_id == bindparam("i"), t.subscriber_id == bindparam("s")).values(**values),
+            list(rows.values()),
         )
     if clicks:
         _insert_ignore(conn, link_clicks, [

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, false, func, select
 
 from .models import Issue
 from .tables import articles, deliveries, delivery_events, issue_articles, link_clicks, recipient_activity, segments
@@ -176,7 +176,7 @@ def issue_stats(conn: Connection, issue: Issue, *, section_names: dict[str, str]
         sections.append(SectionFigures(slug, section_names.get(slug, slug), replace(f, unique_clicks=unique, clicks=count)))
     unknown = conn.execute(
         select(func.count()).select_from(delivery_events)
-        .where(delivery_events.c.issue_id == issue.id, delivery_events.c.known.is_(False))
+        .where(delivery_events.c.issue_id == issue.id, delivery_events.c.known == false())
     ).scalar_one()
     return IssueStats(issue.slug, issue.subject, issue.sent_at, total, sections, _links(conn, issue.id), int(unknown))
 

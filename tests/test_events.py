@@ -251,6 +251,10 @@ def test_events_for_unknown_messages_and_subscribers_are_stored_and_counted(hook
     assert shown.exit_code == 0
     assert "1 stored events for this issue name no recipient of it." in shown.stdout
     assert json.loads(hook.stats("--json").stdout)["unknown_events"] == 1
+    # Without an sg_event_id an event is known by its content, so its redelivery is too.
+    anonymous = [{"event": "open", "email": "reader0@example.com", "timestamp": int(NOW.timestamp())}]
+    assert hook.post(anonymous).json()["stored"] == 1
+    assert hook.post(anonymous).json()["duplicates"] == 1
 
 
 def test_thousands_of_events_in_one_request(hook: Hook) -> None:
