@@ -18,6 +18,7 @@ import json
 import logging
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +33,11 @@ from .forms import media_type, read_body
 from .views import web
 
 log = logging.getLogger("newsletter.web.webhooks")
+
+
+class RetryLaterError(WebError):
+    status = 503
+    title = "Try again later"
 
 
 class WebhookOffError(WebError):
@@ -99,7 +105,14 @@ async def sendgrid_events(request: Request) -> Response:
     if media_type(request) != "application/json":
         raise UnsupportedMediaError("Send the events as application/json.")
     events = await run_in_threadpool(_events, body, now)
-    report: IngestReport = await ctx.transaction(lambda conn: ingest_events(conn, events, source="sendgrid", now=now))
+    try:
+        report: IngestReport = await ctx.transaction(lambda conn: ingest_events(conn, events, source="sendgrid", now=now))
+    except IntegrityError:
+        # Another delivery of the same events won the race (PostgreSQL): nothing of this
+        # one was kept, and SendGrid sends it again after a 5xx. The error's text would
+        # carry event details, so it is not logged.
+        log.warning("event webhook: %d events arrived twice at once; refused for a retry", len(events))
+        raise RetryLaterError("The same events are being taken in right now; send them again later.") from None
     log.info(
         "event webhook: %d events, %d new, %d already seen, %d unknown, %d people changed, %d batches confirmed",
         report.received, report.stored, report.duplicates, report.unknown, report.people_changed,
