@@ -20,7 +20,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -99,11 +98,11 @@ def handled(func: F) -> F:
             return func(*args, **kwargs)
         except (ConfigError, people.SubscriberError) as exc:
             log.debug("configuration or input error", exc_info=True)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except NewsletterError as exc:
             log.debug("command failed", exc_info=True)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -564,7 +563,11 @@ def demo(
     table.add_row("elapsed", f"{elapsed:.2f} s")
     console.print(table)
     cfg_arg = f"--config {config_path}"
-    console.print(f"Outbox (one .eml per recipient): [bold]{cfg.outbox_dir}[/bold]")
+    if cfg.delivery.transport == "outbox":
+        console.print(f"Outbox (one .eml per recipient): [bold]{cfg.outbox_dir}[/bold]")
+    else:
+        ledger = f"newsletter {cfg_arg} send --status {latest.slug}" if latest else f"newsletter {cfg_arg} issues"
+        console.print(f"Delivered through SendGrid at {cfg.sendgrid.api_host}; the ledger: [bold]{ledger}[/bold]")
     if latest:
         console.print(f"Web version: [bold]{web_file}[/bold] (served at {cfg.site.base_url}/archive/{latest.slug} by the web app)")
         console.print(f"Preview a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
@@ -658,7 +661,7 @@ def edited(func: F) -> F:
             return func(*args, **kwargs)
         except EditError as exc:
             log.debug("bad input", exc_info=True)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return handled(wrapper)  # type: ignore[return-value]

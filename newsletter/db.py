@@ -17,7 +17,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from . import tables as _tables  # noqa: F401  (registers the tables on the shared metadata)
 from .errors import StorageError
@@ -45,7 +44,10 @@ def open_engine(url: str) -> Engine:
             path = url.removeprefix("sqlite:///")
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, poolclass=NullPool)
+            # Pooled connections: opening one costs more than a short transaction (the
+            # PRAGMAs run once per connection, and closing the last connection
+            # checkpoints the WAL), which the web app pays on every request otherwise.
+            engine = create_engine(url, pool_size=5, max_overflow=10)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         if url.startswith("postgresql://"):

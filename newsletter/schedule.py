@@ -411,7 +411,9 @@ def run_service(settings: Settings, config_path: str, *, now: datetime | None = 
         log.warning("%s", _logfmt(event="stopping", signal=signal.Signals(signum).name))
         STOP.set()
         if scheduler.running:
-            scheduler.shutdown(wait=False)
+            # Wait for the jobs running now (a send stops after its batches in flight), so
+            # the executor is closed before the interpreter exits.
+            scheduler.shutdown(wait=True)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
