@@ -165,6 +165,19 @@ def fill_events(engine: Engine, issue: Issue, total: int, *, now: datetime) -> f
     return time.perf_counter() - began
 
 
+def time_stats(engine: Engine, issue: Issue, settings: Settings, repeat: int) -> tuple[list[float], stats.IssueStats]:
+    """`stats.issue_stats` run `repeat` times on fresh connections; the seconds of each."""
+    times: list[float] = []
+    result = None
+    for _ in range(repeat):
+        began = time.perf_counter()
+        with engine.connect() as conn:
+            result = stats.issue_stats(conn, issue, section_names=settings.section_names())
+        times.append(time.perf_counter() - began)
+    assert result is not None
+    return times, result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--subscribers", type=int, default=100_000, help="Recipients of the issue (default 100,000).")
@@ -219,18 +232,12 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
     ingest_s = time.perf_counter() - started
     cpu_after = os.times()
 
+    before_fill = time_stats(engine, issue, settings, args.repeat)
     console.print(f"Ingested in {ingest_s:.1f} s. Filling the raw events up to {args.stored:,}…")
     fill_s = fill_events(engine, issue, args.stored, now=now)
     with engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(delivery_events)).scalar_one()
-    query_times: list[float] = []
-    result = None
-    for _ in range(args.repeat):
-        began = time.perf_counter()
-        with engine.connect() as conn:
-            result = stats.issue_stats(conn, issue, section_names=settings.section_names())
-        query_times.append(time.perf_counter() - began)
-    assert result is not None
+    query_times, result = time_stats(engine, issue, settings, args.repeat)
     began = time.perf_counter()
     with engine.begin() as conn:
         pruned = prune_events(conn, before=datetime.now(UTC).replace(year=now.year + 1))
@@ -249,6 +256,8 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         "cpu_user_system_seconds": [round(cpu_after.user - cpu_before.user, 1), round(cpu_after.system - cpu_before.system, 1)],
         "raw_events_stored": stored,
         "fill_seconds": round(fill_s, 1),
+        "stats_ms_median_before_fill": round(statistics.median(before_fill[0]) * 1000, 1),
+        "raw_events_before_fill": len(events),
         "stats_ms_median": round(statistics.median(query_times) * 1000, 1),
         "stats_ms_max": round(max(query_times) * 1000, 1),
         "stats_total": result.total.__dict__,

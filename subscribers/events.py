@@ -20,7 +20,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 

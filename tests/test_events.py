@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
+import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +26,7 @@ from sqlalchemy import Engine, func, select, update
 from typer.testing import CliRunner
 
 import subscribers as people
-from newsletter import issues, schedule
+from newsletter import schedule
 from newsletter.cli import app as cli
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
@@ -434,3 +436,10 @@ def test_stats_says_what_is_wrong_in_one_line(hook: Hook) -> None:
     missing = hook.stats("1999-w01")
     assert missing.exit_code == 1 and missing.stderr.startswith("error: no issue '1999-w01'")
     assert "Traceback" not in missing.output
+    # Without matplotlib (an optional extra) --chart says how to install it.
+    script = "import sys; sys.modules['matplotlib'] = None; from newsletter.cli import app; app()"
+    chart = hook.settings.base_dir / "chart.png"
+    run = subprocess.run([sys.executable, "-c", script, "--config", str(hook.config), "stats", "--chart", str(chart)],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "SENDGRID_API_KEY": API_KEY})
+    assert run.returncode == 2 and not chart.exists()
+    assert run.stderr.strip() == "error: --chart needs matplotlib, an optional extra: pip install 'newsletter[charts]'"
