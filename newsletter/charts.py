@@ -39,7 +39,9 @@ def draw_activity(path: Path, hours: list[Hour], *, title: str) -> None:
         axes.set_ylabel("recipients")
         axes.set_title(title)
         axes.grid(axis="y", alpha=0.3, zorder=0)
-        axes.legend(loc="upper right")
+        # Clicks lead: their entry comes first in the legend too.
+        handles, labels = axes.get_legend_handles_labels()
+        axes.legend(handles[::-1], labels[::-1], loc="upper right")
         figure.tight_layout()
         figure.savefig(path, format="png")
     finally:
