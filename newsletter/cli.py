@@ -994,7 +994,7 @@ def _stats_dict(found: Any) -> dict[str, Any]:
 
 
 def _stats_table(found: Any) -> Table:
-    table = Table(title=f"Issue {found.issue}: {found.subject}")
+    table = Table(title=f"Issue {found.issue}: {escape(found.subject)}" if found.subject else f"Issue {found.issue}")
     table.add_column("")
     for column in ("recipients", "delivered", "bounced", "complaints", "unique clicks", "clicks", "unsubscribes", "opens (soft)"):
         table.add_column(column, justify="right")
@@ -1054,7 +1054,8 @@ def issue_statistics(
                           f"{link.clicks:,}", f"{link.unique:,}")
         if found.links:
             console.print(links)
-        console.print("Opens are a soft figure: privacy proxies open messages on readers' behalf. Clicks lead.", highlight=False)
+        console.print("Rates: delivered and bounced of the recipients, the others of the delivered. Opens are a soft "
+                      "figure: privacy proxies open messages on readers' behalf. Clicks lead.", highlight=False)
         if found.unknown_events:
             console.print(f"{found.unknown_events:,} stored events for this issue name no recipient of it.", highlight=False)
     if chart:
