@@ -24,6 +24,7 @@ from typing import Any
 
 import jinja2
 from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from .models import RenderedMessage
 from .tables import archive, articles, issue_articles
@@ -54,15 +55,21 @@ class ArchivedIssue:
 def save_archived(
     conn: Connection, *, issue_id: int, slug: str, message: RenderedMessage, sections: tuple[str, ...], now: datetime
 ) -> bool:
-    """Store the public version of an issue once; True when it was stored now."""
+    """Store the public version of an issue once; True when it was stored now. Several
+    workers starting one send together may race here: the primary key lets one win, and
+    the others' inserts are rolled back to a savepoint."""
     if conn.execute(select(archive.c.issue_id).where(archive.c.issue_id == issue_id)).first():
         return False
-    conn.execute(
-        insert(archive).values(
-            issue_id=issue_id, slug=slug, subject=message.subject, preheader=message.preheader,
-            published_at=now, sections=",".join(sections), html=message.html, text=message.text,
-        )
-    )
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(archive).values(
+                    issue_id=issue_id, slug=slug, subject=message.subject, preheader=message.preheader,
+                    published_at=now, sections=",".join(sections), html=message.html, text=message.text,
+                )
+            )
+    except IntegrityError:
+        return False
     return True
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -82,6 +83,11 @@ def main(
     """A weekly email digest for news publishers."""
     state.config = config
     state.context = ctx
+    # Rich does not always see COLUMNS when output is not a terminal (under pytest-xdist,
+    # for one); scripts that set it get tables as wide as they asked.
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        console.width = err.width = int(columns)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
