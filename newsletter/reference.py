@@ -68,7 +68,8 @@ def cli_reference() -> str:
     root = typer.main.get_command(app)
     lines = []
     for path, command in _commands(root, "newsletter"):
-        summary = (command.help or "").strip().splitlines()[0] if command.help else ""
+        # The first paragraph of the help, on one line.
+        summary = " ".join((command.help or "").strip().split("\n\n")[0].split())
         params = []
         for param in command.params:
             if param.param_type_name == "argument":
