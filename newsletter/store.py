@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .models import Article, FeedItem, Issue, IssueStatus, RenderedMessage, SectionBlock, Segment
 from .tables import articles, feed_state, issue_articles, issues, segments
@@ -251,20 +252,28 @@ def set_issue_status(conn: Connection, issue_id: int, status: IssueStatus, *, no
 
 
 def save_segment(conn: Connection, issue_id: int, key: str, message: RenderedMessage) -> Segment:
-    """Store a segment's rendered message, once per issue and section set."""
+    """Store a segment's rendered message, once per issue and section set. Two processes
+    planning one issue at once may both get here: the unique key lets one insert, and the
+    other rolls back to a savepoint and reads the winner's row."""
     existing = get_segment(conn, issue_id, key)
     if existing is not None:
         return existing
-    segment_id = conn.execute(
-        insert(segments).values(
-            issue_id=issue_id,
-            key=key,
-            subject=message.subject,
-            preheader=message.preheader,
-            html=message.html,
-            text=message.text,
-        )
-    ).inserted_primary_key[0]  # type: ignore[index]
+    try:
+        with conn.begin_nested():
+            segment_id = conn.execute(
+                insert(segments).values(
+                    issue_id=issue_id,
+                    key=key,
+                    subject=message.subject,
+                    preheader=message.preheader,
+                    html=message.html,
+                    text=message.text,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+    except IntegrityError:
+        winner = get_segment(conn, issue_id, key)
+        assert winner is not None
+        return winner
     return Segment(segment_id, issue_id, key, message)
 
 
