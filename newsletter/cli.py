@@ -560,7 +560,7 @@ def demo(
     table.add_column("what")
     table.add_column("value", justify="right")
     for name, count in summary["sections"].items():
-        table.add_row(f"section: {name}", f"{count} articles")
+        table.add_row(f"section: {name}", f"{count} article{'' if count == 1 else 's'}")
     sizes = list(summary["segments"].values())
     table.add_row("segments (distinct section choices)", str(len(sizes)))
     table.add_row("recipients sent now", f"{summary['recipients']:,}")
@@ -576,7 +576,8 @@ def demo(
         console.print(f"Delivered through SendGrid at {cfg.sendgrid.api_host}; the ledger: [bold]{ledger}[/bold]")
     if latest:
         console.print(f"Web version: [bold]{web_file}[/bold] (served at {cfg.site.base_url}/archive/{latest.slug} by the web app)")
-        console.print(f"Preview a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
+        console.print(f"Render a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
+        console.print(f"Preview next week's draft in a browser: [bold]newsletter {cfg_arg} preview[/bold]")
     console.print(f"Follow the links in the emails: [bold]newsletter {cfg_arg} serve[/bold] (listens on {cfg.site.base_url})")
     console.print(f"Run it again: nothing is sent twice. Inspect: [bold]newsletter {cfg_arg} issues[/bold]")
 

@@ -343,3 +343,10 @@ def test_with_a_password_every_request_needs_it(
     assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
     assert client.get("/", auth=("editor", "wrong")).status_code == 401
     assert client.get("/", auth=("editor", "correct horse battery")).status_code == 200
+
+
+def test_without_a_draft_the_page_says_how_to_make_one(make_settings: Callable[..., Settings], engine: Engine) -> None:
+    settings = make_settings()  # no articles at all: an empty week, no draft can be built
+    page = Client(create_preview_app(settings, engine=engine), base_url="http://127.0.0.1:8100").get("/")
+    assert page.status_code == 200
+    assert "There is no draft to preview" in page.text and "newsletter draft build" in page.text

@@ -111,7 +111,8 @@ def _build_page(ctx: PreviewContext, request: Request, *, problem: str = "") -> 
     try:
         draft, report = drafts.check_draft(ctx.engine, ctx.settings, links=ctx.links)
     except NewsletterError as exc:
-        return {"draft": None, "problem": problem or str(exc), "version": version}
+        # No draft (an empty week, or none built yet): the page says so and how to make one.
+        return {"draft": None, "problem": problem or str(exc), "version": version, "notice": ""}
     available = [b.slug for b in draft.blocks]
     chosen = _sections(request, available)
     message = None
