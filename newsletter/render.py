@@ -1,6 +1,6 @@
 """Jinja2 → MJML → HTML, and the plain-text part; once per segment.
 
-Owns: `Renderer`, `IssueContent`, `TAGS`, `builtin_templates`, `intro_html`. Imports
+Owns: `Renderer`, `IssueContent`, `TAGS`, `builtin_templates`, `intro_html`, `compile_mjml`. Imports
 `models`, `errors`.
 
 Per-recipient values never enter a render: the templates write substitution tags such as
@@ -118,6 +118,19 @@ def check_mjml(source: str) -> tuple[int, str] | None:
     return None
 
 
+def compile_mjml(source: str, template: str) -> str:
+    """HTML from MJML that `template` produced; `RenderError` naming the template (and the
+    line, where `check_mjml` finds one) when the MJML is wrong."""
+    problem = check_mjml(source)
+    if problem:
+        raise RenderError(f"{template} produced invalid MJML at line {problem[0]}: {problem[1]}")
+    try:
+        html: str = mjml.mjml2html(source, disable_comments=True)
+    except ValueError as exc:
+        raise RenderError(f"{template} produced MJML that MRML cannot parse: {exc}") from None
+    return html
+
+
 class Renderer:
     """Renders issues with the built-in templates, or a user's folder that overrides them."""
 
@@ -196,13 +209,6 @@ class Renderer:
             "tags": TAGS,
             "public": public,
         }
-        source = self._render("email/digest.mjml.j2", context)
-        problem = check_mjml(source)
-        if problem:
-            raise RenderError(f"email/digest.mjml.j2 produced invalid MJML at line {problem[0]}: {problem[1]}")
-        try:
-            html = mjml.mjml2html(source, disable_comments=True)
-        except ValueError as exc:
-            raise RenderError(f"email/digest.mjml.j2 produced MJML that MRML cannot parse: {exc}") from None
+        html = compile_mjml(self._render("email/digest.mjml.j2", context), "email/digest.mjml.j2")
         text = self._render("email/digest.txt.j2", context)
         return RenderedMessage(subject=subject, preheader=preheader, html=html, text=text)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 import jinja2
-import mjml
 
 import subscribers as people
 
@@ -25,7 +24,7 @@ from .. import issues
 from ..config import Settings
 from ..errors import NewsletterError, RenderError
 from ..models import Batch, OutcomeKind, Recipient, RenderedMessage
-from ..render import check_mjml
+from ..render import compile_mjml
 from ..transports import Transport
 
 log = logging.getLogger(__name__)
@@ -76,14 +75,7 @@ class ConfirmationMailer:
         else:
             subject = f"You are already subscribed to {site.name}"
         context["subject"] = subject
-        source = self._template("email/confirm.mjml.j2", context)
-        problem = check_mjml(source)
-        if problem:
-            raise RenderError(f"email/confirm.mjml.j2 produced invalid MJML at line {problem[0]}: {problem[1]}")
-        try:
-            html = mjml.mjml2html(source, disable_comments=True)
-        except ValueError as exc:
-            raise RenderError(f"email/confirm.mjml.j2 produced MJML that MRML cannot parse: {exc}") from None
+        html = compile_mjml(self._template("email/confirm.mjml.j2", context), "email/confirm.mjml.j2")
         text = self._template("email/confirm.txt.j2", context, env=self.text_env)
         return RenderedMessage(subject=subject, preheader="", html=html, text=text)
 
