@@ -30,10 +30,8 @@ import base64
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -50,8 +48,8 @@ from sqlalchemy import Engine, func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_send import StandIn, add_subscribers, postgres_schema, prepare_issue  # noqa: E402
-from newsletter import db, issues, stats  # noqa: E402
+from bench_send import StandIn, add_subscribers, prepare_issue, scratch_database  # noqa: E402
+from newsletter import issues, stats  # noqa: E402
 from newsletter.config import Settings, load_settings  # noqa: E402
 from newsletter.events import prune_events  # noqa: E402
 from newsletter.models import Issue  # noqa: E402
@@ -188,23 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args(argv)
     console = Console(stderr=args.json)
-    folder = Path(tempfile.mkdtemp(prefix="bench-events-"))
     standin = StandIn(50)
-    schema = ""
     try:
-        if args.postgres:
-            database_url, schema = postgres_schema(args.postgres)
-        else:
-            database_url = f"sqlite:///{folder / 'newsletter.db'}"
-        return run(args, folder, database_url, standin, console)
+        with scratch_database("bench-events-", args.postgres) as (folder, database_url):
+            return run(args, folder, database_url, standin, console)
     finally:
         standin.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-        if schema:
-            admin = db.open_engine(args.postgres)
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
 
 
 def run(args: argparse.Namespace, folder: Path, database_url: str, standin: StandIn, console: Console) -> int:

@@ -22,6 +22,8 @@ Afterwards the stand-in's tally must show every subscriber exactly once.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 import itertools
 import json
 import os
@@ -127,15 +129,30 @@ class StandIn:
         self.process.wait(timeout=30)
 
 
-def postgres_schema(url: str) -> tuple[str, str]:
-    """A new schema on the PostgreSQL server; (URL that uses it, schema name)."""
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = db.open_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    admin.dispose()
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}", schema
+@contextmanager
+def scratch_database(prefix: str, postgres_url: str | None) -> Iterator[tuple[Path, str]]:
+    """A temporary folder and a database URL in it (SQLite), or a new schema on the
+    PostgreSQL server at `postgres_url`; both are removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    schema = ""
+    try:
+        if postgres_url:
+            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            admin = db.open_engine(postgres_url)
+            with admin.begin() as conn:
+                conn.execute(text(f"CREATE SCHEMA {schema}"))
+            admin.dispose()
+            sep = "&" if "?" in postgres_url else "?"
+            yield folder, f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+        else:
+            yield folder, f"sqlite:///{folder / 'newsletter.db'}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if schema:
+            admin = db.open_engine(postgres_url or "")
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,23 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args(argv)
     console = Console(stderr=args.json)
-    folder = Path(tempfile.mkdtemp(prefix="bench-send-"))
     standin = StandIn(args.validate_every)
-    schema = ""
     try:
-        if args.postgres:
-            database_url, schema = postgres_schema(args.postgres)
-        else:
-            database_url = f"sqlite:///{folder / 'newsletter.db'}"
-        return run(args, folder, database_url, standin, console)
+        with scratch_database("bench-send-", args.postgres) as (folder, database_url):
+            return run(args, folder, database_url, standin, console)
     finally:
         standin.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-        if schema:
-            admin = db.open_engine(args.postgres)
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
 
 
 def run(args: argparse.Namespace, folder: Path, database_url: str, standin: StandIn, console: Console) -> int:
