@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -157,16 +158,8 @@ def _run_ingest(engine: Any, cfg: Settings, quiet: bool) -> list[FeedReport]:
             "no feeds configured, nor any other source: add a feeds (name, url), wordpress (name, url) "
             "or folders (name, path) array of tables to the configuration (see Sources in the README)"
         )
-    with console.status("Reading sources…", spinner="dots") if not quiet else _nullcontext():
+    with console.status("Reading sources…", spinner="dots") if not quiet else nullcontext():
         return ingest_sources(engine, cfg, clock=_now)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @app.command()
