@@ -293,39 +293,41 @@ class _Run:
         """The next claimed batch with its recipients; batches left empty by unsubscribes
         are closed on the way."""
         options = self.options
+        base_url = options.base_url
+        unsubscribe, mailto = f"{base_url}/unsubscribe/", f"mailto:{options.unsubscribe_mailto}?subject=unsubscribe-"
         while True:
             conn = self.conn
+            recipients: list[Recipient] = []
+            drop: list[int] = []
             with conn.begin():
                 row = ledger.claim_batch(conn, self.issue.id, self.claimable, now=self.clock())
                 if row is None:
                     return None
-                keep, drop = ledger.batch_recipients(conn, row.id)
+                # One pass over a thousand rows: this loop is per recipient.
+                for delivery_id, subscriber_id, email, name, token, mailable in ledger.batch_recipients(conn, row.id):
+                    if mailable:
+                        recipients.append(
+                            Recipient(subscriber_id, email, substitutions_for(token, name, base_url=base_url),
+                                      unsubscribe + token, mailto + token)
+                        )
+                    else:
+                        drop.append(delivery_id)
                 ledger.skip_deliveries(conn, drop)
-                if not keep:
+                if not recipients:
                     ledger.mark_accepted(conn, row.id, message_id="", status_code=0, now=self.clock())
                 if row.segment_id not in self.segments:
                     self.segments.update(store.segments_by_id(conn, [row.segment_id]))
             self.report.recipients_skipped += len(drop)
-            if not keep:
+            if not recipients:
                 self._advance(row.recipients)
                 continue
-            unsubscribe, mailto = f"{options.base_url}/unsubscribe/", f"mailto:{options.unsubscribe_mailto}?subject=unsubscribe-"
             return Batch(
                 id=row.id,
                 issue_id=self.issue.id,
                 issue_slug=self.issue.slug,
                 segment_id=row.segment_id,
                 message=self.segments[row.segment_id].message,
-                recipients=tuple(
-                    Recipient(
-                        r.subscriber_id,
-                        r.email,
-                        substitutions_for(r.token, r.name, base_url=options.base_url),
-                        unsubscribe + r.token,
-                        mailto + r.token,
-                    )
-                    for r in keep
-                ),
+                recipients=tuple(recipients),
                 sender_name=options.sender_name,
                 sender_address=options.sender_address,
                 reply_to=options.reply_to,

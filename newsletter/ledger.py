@@ -5,22 +5,26 @@ what `subscribers` exports. Callers own the transaction; every state change is m
 be committed on its own, so a crash leaves each batch in a state that says what to do.
 
 Batch states: planned → in_flight → accepted | failed. A delivery row is a recipient of
-a batch: planned, then sent (its batch accepted) or skipped (no longer mailable when its
-batch went out).
+a batch: planned, or skipped (no longer mailable when its batch went out). A planned row
+of an accepted batch has been sent (`sent_deliveries`): accepting a batch writes its one
+row, not a thousand rows of recipients scattered over the table. Rows written before
+that rule say "sent" themselves, and count as sent the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
     Column,
     Connection,
     Integer,
     MetaData,
+    Row,
+    Select,
     Table,
     Text,
     and_,
@@ -54,16 +58,6 @@ class BatchRow:
     status: BatchStatus
     recipients: int
     attempts: int
-
-
-class RecipientRow(NamedTuple):
-    """A recipient of a claimed batch (a tuple: a batch makes a thousand of them)."""
-
-    delivery_id: int
-    subscriber_id: int
-    email: str
-    name: str
-    token: str
 
 
 def _not_planned(issue_id: int) -> Any:
@@ -168,8 +162,11 @@ def plan_batches(
             ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
             select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
             .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
-            # In batch order, so that a batch's rows lie together when it is read back.
-            .order_by(slots.c.batch_id, numbered.c.subscriber_id),
+            # In subscriber order: every index of `deliveries` then grows at its end (or
+            # at one place per segment), which at a million rows plans in 5 s instead of
+            # 9 s in batch order, whose random inserts into the (issue, subscriber) index
+            # cost more than reading a batch back from scattered rows saves.
+            .order_by(numbered.c.subscriber_id),
         )
     )
     # Count what was really planned: the list may have changed between the two queries.
@@ -243,10 +240,12 @@ def claim_batch(conn: Connection, issue_id: int, statuses: tuple[BatchStatus, ..
             return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus.IN_FLIGHT, row.recipients, row.attempts + 1)
 
 
-def batch_recipients(conn: Connection, batch_id: int) -> tuple[list[RecipientRow], list[int]]:
-    """The batch's planned recipients who may still be mailed, and the delivery ids of
-    those who may not any more (unsubscribed or suppressed since planning)."""
-    rows = conn.execute(
+def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Row[int, int, str, str, str, bool]]:
+    """The batch's planned recipients as (delivery id, subscriber id, email, name, token,
+    mailable): `mailable` is false for those who may not be mailed any more (unsubscribed
+    or suppressed since planning). Rows as the database gives them: the caller makes a
+    thousand recipients of them in one pass."""
+    return conn.execute(
         select(
             deliveries.c.id,
             subscribers.c.id.label("subscriber_id"),
@@ -259,14 +258,6 @@ def batch_recipients(conn: Connection, batch_id: int) -> tuple[list[RecipientRow
         .where(deliveries.c.batch_id == batch_id, deliveries.c.status == "planned")
         .order_by(deliveries.c.id)
     ).all()
-    keep: list[RecipientRow] = []
-    drop: list[int] = []
-    for delivery_id, subscriber_id, email, name, token, mailable in rows:
-        if mailable:
-            keep.append(RecipientRow(delivery_id, subscriber_id, email, name, token))
-        else:
-            drop.append(delivery_id)
-    return keep, drop
 
 
 def skip_deliveries(conn: Connection, delivery_ids: list[int]) -> None:
@@ -275,17 +266,27 @@ def skip_deliveries(conn: Connection, delivery_ids: list[int]) -> None:
 
 
 def mark_accepted(conn: Connection, batch_id: int, *, message_id: str, status_code: int, now: datetime) -> None:
-    """The provider took the batch: its recipients have the issue."""
+    """The provider took the batch: its recipients not skipped have the issue."""
     conn.execute(
         update(batches)
         .where(batches.c.id == batch_id)
         .values(status=BatchStatus.ACCEPTED.value, message_id=message_id, status_code=status_code, error="", updated_at=now)
     )
-    conn.execute(
-        update(deliveries)
-        .where(deliveries.c.batch_id == batch_id, deliveries.c.status == "planned")
-        .values(status="sent", sent_at=now)
+
+
+def sent_deliveries(issue_id: int) -> Select[int]:
+    """The segment id of every recipient the issue has been sent to (one row each): a
+    delivery not skipped whose batch was accepted."""
+    return (
+        select(deliveries.c.segment_id)
+        .join(batches, batches.c.id == deliveries.c.batch_id)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.status != "skipped", batches.c.status == BatchStatus.ACCEPTED.value)
     )
+
+
+def recipients_sent_by_segment(conn: Connection, issue_id: int) -> dict[int, int]:
+    sent = sent_deliveries(issue_id).subquery()
+    return {segment: count for segment, count in conn.execute(select(sent.c.segment_id, func.count()).group_by(sent.c.segment_id))}
 
 
 def mark_failed(conn: Connection, batch_id: int, *, status_code: int, error: str, now: datetime) -> None:
@@ -310,12 +311,14 @@ def ledger_summary(conn: Connection, issue_id: int) -> dict[str, int]:
         select(batches.c.status, func.count()).where(batches.c.issue_id == issue_id).group_by(batches.c.status)
     ):
         summary[status] = count
-    for status in ("planned", "sent", "skipped"):
-        summary[f"recipients_{status}"] = 0
-    for status, count in conn.execute(
-        select(deliveries.c.status, func.count()).where(deliveries.c.issue_id == issue_id).group_by(deliveries.c.status)
-    ):
-        summary[f"recipients_{status}"] = count
+    sent = conn.execute(select(func.count()).select_from(sent_deliveries(issue_id).subquery())).scalar_one()
+    skipped = conn.execute(
+        select(func.count()).select_from(deliveries).where(deliveries.c.issue_id == issue_id, deliveries.c.status == "skipped")
+    ).scalar_one()
+    everyone = conn.execute(select(func.count()).select_from(deliveries).where(deliveries.c.issue_id == issue_id)).scalar_one()
+    summary["recipients_sent"] = sent
+    summary["recipients_skipped"] = skipped
+    summary["recipients_planned"] = everyone - sent - skipped
     return summary
 
 

@@ -7,9 +7,10 @@ Imports nothing of ours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,14 @@ class Segment:
     message: RenderedMessage
 
 
-@dataclass(frozen=True)
-class Recipient:
-    """One addressee of a batch with the values of their substitution tags."""
+class Recipient(NamedTuple):
+    """One addressee of a batch with the values of their substitution tags. A tuple: a
+    send builds a million of them, and a tuple is made in a third of a frozen dataclass's
+    time."""
 
     subscriber_id: int
     email: str
-    substitutions: dict[str, str] = field(hash=False)
+    substitutions: dict[str, str]
     unsubscribe_url: str
     unsubscribe_mailto: str
 

@@ -1,12 +1,12 @@
 """What happened to an issue after it left: per issue and per section, with rates.
 
 Owns: `IssueStats`, `Figures`, `SectionFigures`, `LinkClicks`, `issue_stats`,
-`hourly_activity`. Imports `models`, `tables`. Reads the aggregates that `events.py`
+`hourly_activity`. Imports `models`, `tables`, `ledger`. Reads the aggregates that `events.py`
 keeps (`recipient_activity`, `link_clicks`) and the send ledger, never the raw events
 but for one indexed count, so the answer takes the same time with five or five million
 events stored, and stays after the raw events are pruned.
 
-Definitions: recipients are the deliveries marked sent; delivered, bounced, complaints,
+Definitions: recipients are those the issue was sent to (`ledger.sent_deliveries`); delivered, bounced, complaints,
 opens, clicks and unsubscribes count recipients (each once) with such an event; `clicks`
 counts every click. Rates are of the recipients (delivered, bounced) or of the delivered
 (the rest). Opens are a soft figure: privacy proxies (Apple Mail) open every message, so
@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, false, func, select
 
+from . import ledger
 from .models import Issue
 from .tables import articles, deliveries, delivery_events, issue_articles, link_clicks, recipient_activity, segments
 
@@ -97,13 +98,7 @@ class IssueStats:
 
 
 def _activity_by_segment(conn: Connection, issue_id: int) -> dict[int, Figures]:
-    sent: dict[int, int] = dict(
-        conn.execute(
-            select(deliveries.c.segment_id, func.count())
-            .where(deliveries.c.issue_id == issue_id, deliveries.c.status == "sent")
-            .group_by(deliveries.c.segment_id)
-        ).all()
-    )
+    sent = ledger.recipients_sent_by_segment(conn, issue_id)
     a = recipient_activity.c
     rows = conn.execute(
         select(

@@ -119,6 +119,8 @@ deliveries = Table(
     Column("segment_id", Integer, ForeignKey("segments.id"), nullable=False),
     Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
     Column("status", String(20), nullable=False),
+    # No longer written: a delivery is sent when its batch is accepted (`ledger.sent_deliveries`);
+    # kept so that upgrading does not rebuild a table of millions of rows.
     Column("sent_at", UTCDateTime()),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_batch", "batch_id"),

@@ -43,9 +43,12 @@ def _suppressed_ids() -> Select[tuple[int]]:
     Asked as one uncorrelated subquery, which the database evaluates once per statement
     (SQLite builds a temporary index of the ids, PostgreSQL a hash), instead of probing
     the suppression list with every subscriber's address: at a million subscribers that
-    is 0.7 s instead of 3 s on SQLite, even with an empty list."""
+    is 0.7 s instead of 3 s on SQLite, even with an empty list. Written as `email IN
+    (the list)` rather than a join so that SQLite walks the suppression list and looks
+    each address up, never the other way round (a join let it scan every subscriber
+    once per statement: 70 ms for each batch read back)."""
     other = subscribers.alias("suppressed_subscriber")
-    return select(other.c.id).join(suppressions, suppressions.c.email == other.c.email)
+    return select(other.c.id).where(other.c.email.in_(select(suppressions.c.email)))
 
 
 def suppress(conn: Connection, email: str, *, reason: str, now: datetime) -> None:

@@ -154,9 +154,15 @@ class SendGridStandIn(LocalServer):
     and repeated addresses, without parsing (what a benchmark can afford).
     """
 
-    def __init__(self, api_key: str = "SG.test-key", *, keep_bodies: bool = True, validate_schema_every: int = 1) -> None:
+    def __init__(
+        self, api_key: str = "SG.test-key", *, keep_bodies: bool = True, validate_schema_every: int = 1,
+        charset_allowed: bool = True,
+    ) -> None:
         super().__init__()
         self.api_key = api_key
+        #: Whether `application/json; charset=utf-8` is taken (SendGrid's Mail Send does;
+        #: False plays an endpoint that wants exactly `application/json`).
+        self.charset_allowed = charset_allowed
         self.keep_bodies = keep_bodies
         self.validate_schema_every = validate_schema_every
         self.validator = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()), format_checker=FormatChecker())
@@ -217,6 +223,10 @@ class SendGridStandIn(LocalServer):
         if headers.get("authorization") != f"Bearer {self.api_key}":
             handler._reply(401, sendgrid_errors((None, "The provided authorization grant is invalid, expired, or revoked")))
             return
+        if not self._json_type(headers.get("content-type", "")):
+            self._record(headers, raw, 415)
+            handler._reply(415, sendgrid_errors((None, "Content-Type should be application/json.")))
+            return
         if scripted and not scripted.accept:
             if scripted.drop:
                 self._drop(handler)
@@ -233,6 +243,12 @@ class SendGridStandIn(LocalServer):
             self._drop(handler)
             return
         handler._reply(status, reply, {"X-Message-Id": message_id} if message_id else {})
+
+    def _json_type(self, value: str) -> bool:
+        media, _, parameter = (part.strip().lower() for part in value.partition(";"))
+        if media != "application/json":
+            return False
+        return not parameter or (self.charset_allowed and parameter.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"'))
 
     def _drop(self, handler: Any) -> None:
         handler.close_connection = True

@@ -22,11 +22,12 @@ from newsletter import issues
 from newsletter.cli import app
 from newsletter.config import Settings, load_settings
 from newsletter.dispatch import SendReport, SendProgress
+from newsletter.ledger import ledger_summary
 from newsletter.errors import TransportAuthError
 from newsletter.ingest import ingest_feeds
 from newsletter.models import Batch, Issue, Recipient, RenderedMessage
 from newsletter.tables import batches, deliveries
-from newsletter.transports.sendgrid import SendGridTransport, mail_body
+from newsletter.transports.sendgrid import SendGridTransport, mail_body, mail_body_json
 from tests.conftest import NOW
 from tests.helpers import Item, rss
 from tests.sendgrid_standin import Answer, MailRequest, SendGridStandIn, sendgrid_errors
@@ -173,7 +174,8 @@ def test_one_request_per_batch_with_each_readers_values_and_headers(
         (b, "accepted", 202, mid) for b, mid in kept.items()
     }
     with engine.connect() as conn:
-        assert set(conn.execute(select(deliveries.c.status)).scalars()) == {"sent"}
+        summary = ledger_summary(conn, issue.id)
+    assert (summary["recipients_sent"], summary["recipients_planned"], summary["recipients_skipped"]) == (report.recipients_sent, 0, 0)
     assert send(engine, settings, issue).recipients_sent == 0 and len(standin.mail_requests) == 2
 
 
@@ -352,7 +354,9 @@ def test_unsubscribes_and_suppressions_after_planning_are_left_out(
     assert report.recipients_sent == 3 and report.recipients_skipped == 2
     assert sorted(standin.delivered) == ["reader0@example.com", "reader2@example.com", "reader4@example.com"]
     with engine.connect() as conn:
-        assert Counter(conn.execute(select(deliveries.c.status)).scalars()) == Counter({"sent": 3, "skipped": 2})
+        summary = ledger_summary(conn, issue.id)
+        assert Counter(conn.execute(select(deliveries.c.status)).scalars()) == Counter({"planned": 3, "skipped": 2})
+    assert (summary["recipients_sent"], summary["recipients_planned"], summary["recipients_skipped"]) == (3, 0, 2)
 
 
 def test_the_cli_exits_non_zero_on_a_failed_batch_and_shows_the_ledger(
@@ -465,11 +469,73 @@ def test_the_quick_check_of_the_stand_in_counts_and_refuses_repeats() -> None:
         Recipient(n, f"r{n}@example.com", {"%%greeting%%": "Hello,"}, f"https://x.example/u/{n}", "mailto:u@x.example")
         for n in range(3)
     )
-    body = mail_body(Batch(1, 1, "2026-w48", 1, message, recipients, "Weekly", "news@example.com", ""))
-    raw = json.dumps(body).encode()
+    raw = mail_body_json(Batch(1, 1, "2026-w48", 1, message, recipients, "Weekly", "news@example.com", "")).encode()
+    body = json.loads(raw)
     assert quick._check(raw)[0] == 202  # the first body is checked in full
     status, _, _, _, addresses = quick._check(raw)
     assert status == 202 and addresses == ["r0@example.com", "r1@example.com", "r2@example.com"]
     body["personalizations"].append({"to": [{"email": "R1@example.com"}]})
     assert quick._check(json.dumps(body).encode())[0] == 400
     quick.httpd.server_close()
+
+
+def test_the_request_body_is_the_json_of_what_it_says() -> None:
+    """The body is written as JSON text, not built from dicts: every value, however
+    awkward, must come out as the same JSON `json.dumps` would give."""
+    awkward = ['Zoë "Z" O\'Brien', "back\\slash", "tab\there", "line\nbreak", "emoji 🧪", "</script>", "%%greeting%%", ""]
+    message = RenderedMessage(subject="R&D \"weekly\" — 🧪", preheader="", html="<p>%%greeting%% ✓</p>", text="%%first_name%%\n")
+    recipients = tuple(
+        Recipient(n, f"r{n}@exämple.com", {"%%greeting%%": f"Hello {value},", "%%first_name%%": value},
+                  f"https://x.example/u/{n}\"", f"mailto:u@x.example?subject=unsubscribe-{n}")
+        for n, value in enumerate(awkward)
+    )
+    batch = Batch(9, 4, "2026-w48", 2, message, recipients, "Pharma \"News\"", "news@example.com", "desk@example.com",
+                  categories=("Pharma News", "issue-2026-w48"), sandbox=True)
+    expected = {
+        "personalizations": [
+            {
+                "to": [{"email": r.email}],
+                "substitutions": r.substitutions,
+                "headers": {"List-Unsubscribe": f"<{r.unsubscribe_url}>, <{r.unsubscribe_mailto}>",
+                            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                "custom_args": {"subscriber_id": str(r.subscriber_id)},
+            }
+            for r in recipients
+        ],
+        "from": {"email": "news@example.com", "name": "Pharma \"News\""},
+        "subject": message.subject,
+        "content": [{"type": "text/plain", "value": message.text}, {"type": "text/html", "value": message.html}],
+        "custom_args": {"issue_id": "4", "batch_id": "9", "issue": "2026-w48"},
+        "reply_to": {"email": "desk@example.com"},
+        "categories": ["Pharma News", "issue-2026-w48"],
+        "asm": {"group_id": 77},
+        "mail_settings": {"sandbox_mode": {"enable": True}},
+    }
+    text = mail_body_json(batch, asm_group_id=77)
+    assert json.loads(text) == expected
+    assert text.isascii()  # non-ASCII goes as \\u escapes, as json.dumps writes it
+
+
+def test_a_body_is_sent_as_ready_json_and_as_plain_json_where_the_charset_is_refused() -> None:
+    """The body goes as `application/json; charset=utf-8`, which the `sendgrid` client
+    passes through as it is. An endpoint that wants exactly `application/json` answers
+    415: that batch and every later one are then sent as the client encodes them."""
+    message = RenderedMessage(subject="Weekly", preheader="", html="<p>%%greeting%%</p>", text="%%greeting%%")
+
+    def batch(batch_id: int) -> Batch:
+        recipients = tuple(Recipient(n, f"r{batch_id}-{n}@example.com", {"%%greeting%%": "Hello,"}, "https://x.example/u",
+                                     "mailto:u@x.example") for n in range(3))
+        return Batch(batch_id, 1, "2026-w48", 1, message, recipients, "Weekly", "news@example.com", "")
+
+    for charset_allowed, types in [(True, ["application/json; charset=utf-8"] * 2),
+                                   (False, ["application/json; charset=utf-8", "application/json", "application/json"])]:
+        strict = SendGridStandIn(API_KEY, charset_allowed=charset_allowed)
+        strict.start()
+        try:
+            transport = SendGridTransport(api_key=API_KEY, api_host=strict.url)
+            assert [transport.send(batch(n)).kind.value for n in (1, 2)] == ["accepted", "accepted"]
+            assert [r.headers["content-type"] for r in strict.mail_requests] == types
+            assert [r.status for r in strict.mail_requests][-2:] == [202, 202]
+            assert sum(strict.delivered.values()) == 6 and len(strict.delivered) == 6
+        finally:
+            strict.stop()
