@@ -69,15 +69,17 @@ def section_choices() -> list[tuple[str, ...]]:
 
 
 def prepare_issue(
-    folder: Path, database_url: str, api_host: str, *, now: datetime, concurrency: int | None = None
+    folder: Path, database_url: str, api_host: str, *, now: datetime, concurrency: int | None = None,
+    processes: int | None = None,
 ) -> tuple[Settings, Engine, issues.BuildResult]:
     feed = folder / "feed.xml"
     write_feed(feed, now=now)
     news = NEWS_ITEM.format(site=SITE, date=format_datetime(now - timedelta(hours=1)))
     feed.write_text(feed.read_text(encoding="utf-8").replace("</channel>", news), encoding="utf-8")
     config = folder / "newsletter.toml"
+    delivery = 'transport = "sendgrid"' + (f"\nprocesses = {processes}" if processes is not None else "")
     config.write_text(
-        CONFIG.format(site=SITE, feed=feed.resolve().as_uri()).replace('transport = "outbox"', 'transport = "sendgrid"')
+        CONFIG.format(site=SITE, feed=feed.resolve().as_uri()).replace('transport = "outbox"', delivery)
         + f'\n[sendgrid]\napi_host = "{api_host}"\n'
         + (f"concurrency = {concurrency}\n" if concurrency else ""),
         encoding="utf-8",
@@ -166,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validate-every", type=int, default=1, help="The stand-in validates one body in N against the schema.")
     parser.add_argument("--validate-now", action="store_true",
                         help="Validate the sampled bodies while the sender waits for the answer (default: after the run).")
+    parser.add_argument("--processes", type=int, help="Sending processes ([delivery] processes; default: one per CPU).")
     parser.add_argument("--concurrency", type=int, help="Requests in flight at once ([sendgrid] concurrency; default: its default).")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args(argv)
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, folder: Path, database_url: str, standin: StandIn, console: Console) -> int:
     now = datetime.now(UTC)
     setup_started = time.perf_counter()
-    settings, engine, built = prepare_issue(folder, database_url, standin.url, now=now, concurrency=args.concurrency)
+    settings, engine, built = prepare_issue(folder, database_url, standin.url, now=now, concurrency=args.concurrency,
+                                           processes=args.processes)
     add_subscribers(engine, args.subscribers, now=now)
     setup_s = time.perf_counter() - setup_started
     console.print(f"Setup: issue {built.issue.slug} and {args.subscribers:,} subscribers in {setup_s:.1f} s. Sending…")
@@ -209,6 +213,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         "subscribers": args.subscribers,
         "database": "postgresql" if args.postgres else "sqlite",
         "concurrency": settings.sendgrid.concurrency,
+        "processes": settings.delivery.processes or os.cpu_count(),
         "schema_validated_every": args.validate_every,
         "setup_seconds": round(setup_s, 2),
         "wall_seconds": round(wall_s, 2),

@@ -258,6 +258,7 @@ def _send_table(report: SendReport) -> Table:
         ("segments rendered", len(report.segments)),
         ("recipients planned now", report.planned_recipients),
         ("batches sent", report.batches_sent),
+        ("  of which by helper processes", f"{report.helper_batches_sent:,} ({report.helpers} helpers)"),
         ("recipients sent", report.recipients_sent),
         ("skipped (unsubscribed or suppressed since planning)", report.recipients_skipped),
         ("no chosen section in this issue", report.unsegmented),

@@ -162,6 +162,11 @@ class DeliverySettings(_Table):
         "", description="Address for the mailto: List-Unsubscribe header; empty uses the sender address."
     )
     warn_bytes: int = Field(90_000, ge=10_000, description="Warn when a segment's HTML is larger (Gmail clips ~102 KB).")
+    processes: int = Field(
+        0, ge=0, le=64,
+        description="Processes sending one issue through SendGrid (helpers started by `newsletter send`); "
+        "0 = one per CPU. Helpers start only for 16 batches per process or more.",
+    )
 
 
 class TemplateSettings(_Table):

@@ -14,6 +14,7 @@ unknown and resent only when asked (`resend_unknown`).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -28,7 +29,7 @@ from sqlalchemy import Connection, Engine
 from subscribers import parse_sections_key
 
 from . import ledger, store
-from .errors import TransportAuthError
+from .errors import DeliveryError, TransportAuthError
 from .models import Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
 from .render import TAGS
 from .transports import Transport
@@ -60,6 +61,9 @@ class SendOptions:
     categories: tuple[str, ...] = ()
     #: Batches in flight at once from this process.
     concurrency: int = 1
+    #: Processes sending the issue together: this one and helpers it starts (see
+    #: `workers`) when there are at least `BATCHES_PER_PROCESS` batches for each.
+    processes: int = 1
     #: Share the issue with other `--worker` processes: leave in-flight batches alone.
     worker: bool = False
     #: 429 answers waited out per batch before it counts as failed.
@@ -86,6 +90,38 @@ class SendReport:
     failed_total: int = 0
     complete: bool = False
     elapsed: float = 0.0
+    #: Helper processes that sent with this one, and the batches they sent (included above).
+    helpers: int = 0
+    helper_batches_sent: int = 0
+
+
+@dataclass
+class HelperOutcome:
+    """What helper processes came to: their reports, and why any of them stopped early."""
+
+    reports: list[SendReport] = field(default_factory=list)
+    #: The API key was refused in a helper (the message of its `TransportAuthError`).
+    auth_error: str = ""
+    #: Helpers that failed otherwise, with what they said.
+    errors: list[str] = field(default_factory=list)
+
+
+class HelperGroup(Protocol):
+    """Helper processes sending the same issue (`workers.HelperPool`)."""
+
+    def stop(self) -> None: ...
+
+    def join(self) -> HelperOutcome: ...
+
+
+#: Starts `count` helpers running `send_planned` on the issue, given where their progress
+#: goes (batches, recipients), a poll that says when they must stop, and what to do when
+#: one of them finds the API key refused.
+StartHelpers = Callable[[int, Callable[[int, int], None], Callable[[], bool], Callable[[], None]], HelperGroup]
+
+#: Helpers are started only for this many batches per sending process, or more: starting a
+#: process costs about half a second, which a small send would never win back.
+BATCHES_PER_PROCESS = 16
 
 
 def substitutions_for(token: str, name: str, *, base_url: str) -> dict[str, str]:
@@ -163,8 +199,15 @@ def send_issue(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     sleep: Callable[[float], None] | None = None,
     progress: SendProgress | None = None,
+    start_helpers: StartHelpers | None = None,
 ) -> SendReport:
     """Plan and send `issue` to every mailable subscriber who does not have it yet.
+
+    With `options.processes` above one and `start_helpers`, helper processes send
+    alongside this one once the batches are planned; their figures are added to the
+    report, and the run returns when they are done. A helper's refused API key stops
+    the run like this process's own; any other failure of a helper is raised as a
+    `DeliveryError` once the rest have finished (its batches in flight stay unknown).
 
     Up to `options.concurrency` batches are in flight at once; only this thread touches
     the database. Failed batches are recorded, not raised. `TransportAuthError` stops the
@@ -178,9 +221,52 @@ def send_issue(
     # One connection for the whole run: opening one per transaction costs more than the
     # transaction on SQLite (the last connection to close checkpoints the WAL).
     with engine.connect() as conn:
-        _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report)
+        _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers)
     report.elapsed = time.perf_counter() - started
     return report
+
+
+def send_planned(
+    engine: Engine,
+    issue: Issue,
+    *,
+    transport: Transport,
+    options: SendOptions,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: SendProgress | None = None,
+) -> SendReport:
+    """Send batches of `issue` that are already planned, as a helper of the process that
+    planned them: claim, send, record until none is left, leaving batches in flight
+    alone (as `options.worker`). On an interrupt the report of what was done rides on
+    the re-raised `KeyboardInterrupt` as its `report` attribute."""
+    started = time.perf_counter()
+    report = SendReport(issue=issue.slug)
+    claimable = (BatchStatus.PLANNED, BatchStatus.FAILED) if options.retry_failed else (BatchStatus.PLANNED,)
+    with engine.connect() as conn:
+        run = _Run(conn, issue, transport, options, report, clock, {}, progress, claimable, None)
+        try:
+            run.send_all()
+        except KeyboardInterrupt as stopped:
+            report.elapsed = time.perf_counter() - started
+            stopped.report = report  # type: ignore[attr-defined]
+            raise
+    report.elapsed = time.perf_counter() - started
+    return report
+
+
+def _helper_count(options: SendOptions, batches: int) -> int:
+    processes = options.processes if options.processes > 0 else (os.cpu_count() or 1)
+    processes = min(processes, batches // BATCHES_PER_PROCESS)
+    return max(0, processes - 1)
+
+
+def _merge(report: SendReport, outcome: HelperOutcome) -> None:
+    for other in outcome.reports:
+        report.helper_batches_sent += other.batches_sent
+        report.batches_sent += other.batches_sent
+        report.recipients_sent += other.recipients_sent
+        report.recipients_skipped += other.recipients_skipped
+        report.failed_batches += other.failed_batches
 
 
 def _send_on(
@@ -194,6 +280,7 @@ def _send_on(
     sleep: Callable[[float], None] | None,
     progress: SendProgress | None,
     report: SendReport,
+    start_helpers: StartHelpers | None = None,
 ) -> None:
     _plan(conn, issue, render, available_sections, options, transport.name, report, clock())
 
@@ -220,7 +307,25 @@ def _send_on(
         progress.start(len(todo), sum(b.recipients for b in todo))
 
     run = _Run(conn, issue, transport, options, report, clock, segments, progress, tuple(claimable), sleep)
-    run.send_all()
+    count = _helper_count(options, len(todo)) if start_helpers else 0
+    helpers = start_helpers(count, run.advance, run.helpers_must_stop, run.helper_refused_key) if start_helpers and count else None
+    if helpers is not None:
+        report.helpers = count
+        log.info("issue %s: %d helper processes send with this one", issue.slug, count)
+    try:
+        run.send_all()
+    except BaseException:
+        if helpers is not None:
+            helpers.stop()
+            _merge(report, helpers.join())
+        raise
+    if helpers is not None:
+        outcome = helpers.join()
+        _merge(report, outcome)
+        if outcome.auth_error:
+            raise TransportAuthError(outcome.auth_error)
+        if outcome.errors:
+            raise DeliveryError("a helper process failed: " + "; ".join(outcome.errors))
 
     with conn.begin():
         summary = ledger.ledger_summary(conn, issue.id)
@@ -366,6 +471,18 @@ class _Run:
             self.sleep(delay)
             if self.halt.is_set():
                 return _Attempt(outcome, released=True)
+
+    def advance(self, batches: int, recipients: int) -> None:
+        """Progress made elsewhere (a helper process)."""
+        if self.progress:
+            self.progress.advance(batches, recipients)
+
+    def helpers_must_stop(self) -> bool:
+        return self.halt.is_set() or self._stopping()
+
+    def helper_refused_key(self) -> None:
+        """A helper's API key was refused: claim nothing more here either."""
+        self.halt.set()
 
     def _stopping(self) -> bool:
         stop = self.options.stop

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from . import db, ledger, preflight, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
-from .dispatch import SendOptions, SendProgress, SendReport, send_issue
+from .dispatch import SendOptions, SendProgress, SendReport, StartHelpers, send_issue, send_planned
 from .errors import ConfigError, EmptyIssueError, IssueError
 from .ledger import BatchDetail
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
@@ -29,6 +29,7 @@ from .selection import issue_slug, issue_window, select_articles
 from .transports import Transport
 from .transports.outbox import OutboxTransport
 from .transports.sendgrid import SendGridTransport
+from .workers import HelperPool
 
 FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -205,7 +206,50 @@ def send_pending(
         # The preflight runs before a send starts (not on a resumed one); links are not
         # asked here, as an unreachable link is only a warning.
         preflight.require_passing(preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer), issue.slug)
-    options = SendOptions(
+    options = _send_options(settings, issue, transport, flags, stop)
+    # The public web version exists before the first email links to it.
+    archive_issue(engine, settings, issue, now=clock())
+    start_helpers: StartHelpers | None = None
+    if transport.name == "sendgrid" and settings.delivery.processes != 1:
+        def start_helpers(count: int, advance: Callable[[int, int], None], must_stop: Callable[[], bool],
+                          refused: Callable[[], None]) -> HelperPool:
+            return HelperPool(count, send_as_helper, (settings, issue.id, flags), on_advance=advance, stop_when=must_stop,
+                              on_auth_error=refused)
+    return send_issue(
+        engine,
+        issue,
+        transport=transport,
+        render=lambda sections: renderer.render(content, sections=sections),
+        available_sections={b.slug for b in blocks},
+        options=options,
+        clock=clock,
+        sleep=sleep,
+        progress=progress,
+        start_helpers=start_helpers,
+    )
+
+
+def send_as_helper(settings: Settings, issue_id: int, flags: SendFlags, *, progress: SendProgress) -> SendReport:
+    """The work of a helper process (`workers.run_helper`): send planned batches of the
+    issue on a connection and a transport of its own."""
+    engine = db.open_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            issue = store.find_issue(conn, issue_id)
+        if issue is None:
+            raise IssueError(f"issue {issue_id} does not exist")
+        transport = make_transport(settings)
+        try:
+            return send_planned(engine, issue, transport=transport, options=_send_options(settings, issue, transport, flags, None),
+                                progress=progress)
+        finally:
+            transport.close()
+    finally:
+        engine.dispose()
+
+
+def _send_options(settings: Settings, issue: Issue, transport: Transport, flags: SendFlags, stop: threading.Event | None) -> SendOptions:
+    return SendOptions(
         base_url=settings.site.base_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,
         sender_name=settings.sender.name,
@@ -218,20 +262,8 @@ def send_pending(
         worker=flags.worker,
         concurrency=settings.sendgrid.concurrency if transport.name == "sendgrid" else 1,
         categories=(settings.site.name[:255], f"issue-{issue.slug}"),
+        processes=settings.delivery.processes,
         stop=stop,
-    )
-    # The public web version exists before the first email links to it.
-    archive_issue(engine, settings, issue, now=clock())
-    return send_issue(
-        engine,
-        issue,
-        transport=transport,
-        render=lambda sections: renderer.render(content, sections=sections),
-        available_sections={b.slug for b in blocks},
-        options=options,
-        clock=clock,
-        sleep=sleep,
-        progress=progress,
     )
 
 

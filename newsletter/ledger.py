@@ -215,28 +215,41 @@ def claim_batch(conn: Connection, issue_id: int, statuses: tuple[BatchStatus, ..
     """Take the next batch in one of `statuses` and mark it in flight.
 
     On PostgreSQL the row is locked with SKIP LOCKED, so several workers never take the
-    same batch. The update also re-checks the state, so a second process on SQLite that
-    read the same row finds it taken and moves on to the next.
+    same batch. On SQLite the claim is one UPDATE … RETURNING: a write from its first
+    step, so it waits for the database's write lock (and so for any other process's
+    claim) instead of reading first, which would fail at once on a stale snapshot when a
+    second sending process had committed in between.
     """
     wanted = [s.value for s in statuses]
+    taking = dict(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1, updated_at=now)
+    next_batch = (
+        select(batches.c.id)
+        .where(batches.c.issue_id == issue_id, batches.c.status.in_(wanted))
+        .order_by(batches.c.id)
+        .limit(1)
+    )
+    if conn.dialect.name != "postgresql":
+        taken = conn.execute(
+            update(batches)
+            .where(batches.c.id == next_batch.scalar_subquery())
+            .values(**taking)
+            .returning(batches.c.id, batches.c.issue_id, batches.c.segment_id, batches.c.recipients, batches.c.attempts)
+        ).first()
+        if taken is None:
+            return None
+        return BatchRow(taken.id, taken.issue_id, taken.segment_id, BatchStatus.IN_FLIGHT, taken.recipients, taken.attempts)
     while True:
-        query = (
+        row = conn.execute(
             select(batches)
             .where(batches.c.issue_id == issue_id, batches.c.status.in_(wanted))
             .order_by(batches.c.id)
             .limit(1)
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        row = conn.execute(query).first()
+            .with_for_update(skip_locked=True)
+        ).first()
         if row is None:
             return None
-        taken = conn.execute(
-            update(batches)
-            .where(batches.c.id == row.id, batches.c.status.in_(wanted))
-            .values(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1, updated_at=now)
-        ).rowcount
-        if taken == 1:
+        count = conn.execute(update(batches).where(batches.c.id == row.id, batches.c.status.in_(wanted)).values(**taking)).rowcount
+        if count == 1:
             return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus.IN_FLIGHT, row.recipients, row.attempts + 1)
 
 

@@ -1,6 +1,7 @@
 """`newsletter send` as real processes against the SendGrid stand-in: killed with SIGKILL
-at random points and resumed, and three `--worker` processes sharing one issue on
-PostgreSQL. What counts is what the stand-in accepted, per address and per batch."""
+at random points and resumed, three `--worker` processes sharing one issue on
+PostgreSQL, and a send with a helper process (`[delivery] processes`), whole and killed.
+What counts is what the stand-in accepted, per address and per batch."""
 
 from __future__ import annotations
 
@@ -39,14 +40,15 @@ SEND = [sys.executable, "-c", "from newsletter.cli import app; app()", "send", "
 
 
 def prepare(folder: Path, database_url: str, feed_url: str, standin: SendGridStandIn, *, readers: int, batch_size: int,
-            concurrency: int) -> tuple[Path, Engine, Settings]:
-    """A config sending through the stand-in, and the readers."""
+            concurrency: int, processes: int = 1) -> tuple[Path, Engine, Settings]:
+    """A config sending through the stand-in, and the readers (one sending process unless
+    `processes` says otherwise)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = write_config(folder / "newsletter.toml", {
         "site": {"name": "Pharma Weekly", "base_url": "https://news.example.com"},
         "sender": {"name": "Pharma Weekly", "address": "news@example.com"},
         "database": {"url": database_url},
-        "delivery": {"transport": "sendgrid", "batch_size": batch_size},
+        "delivery": {"transport": "sendgrid", "batch_size": batch_size, "processes": processes},
         "sendgrid": {"api_host": standin.url, "concurrency": concurrency},
         "feeds": [{"name": "Pharma", "url": feed_url}],
     })
@@ -194,4 +196,68 @@ def test_three_workers_share_one_issue_and_send_no_batch_twice(
     assert set(ledger_states(engine, slug).values()) == {"accepted"}
     # One worker planned; the others found everyone planned.
     assert sorted(r["planned_recipients"] for r in reports) == [0, 0, readers]
+    engine.dispose()
+
+
+def test_a_helper_process_sends_with_the_parent_and_no_batch_goes_twice(
+    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
+) -> None:
+    """`[delivery] processes = 2`: once the batches are planned, a helper process claims
+    and sends batches alongside the parent; the report adds up both."""
+    readers = 1200
+    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
+                                       batch_size=20, concurrency=2, processes=2)
+    slug = next_issue(engine, settings, server, 0)
+    # Slow answers, so that the helper is up and sending before the parent is done.
+    standin.answer_next(*[Answer(202, delay=0.05, accept=True)] * 60)
+    done = subprocess.run([*SEND, slug], env=env_for(config), capture_output=True, text=True, timeout=180)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["helpers"] == 1 and 0 < report["helper_batches_sent"] < 60, report
+    assert report["batches_sent"] == 60 and report["recipients_sent"] == readers and report["complete"]
+    assert sorted(accepted_batches(standin).values()) == [1] * 60
+    assert len(standin.delivered) == readers and set(standin.delivered.values()) == {1}
+    assert set(ledger_states(engine, slug).values()) == {"accepted"}
+    engine.dispose()
+
+
+def test_killing_the_sender_stops_its_helper_and_a_resume_finishes_the_issue(
+    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
+) -> None:
+    """kill -9 of `newsletter send` takes its helper with it (nothing goes on sending
+    behind the user's back); the batches either had in flight are unknown, the rest is
+    sent by the next run, each reader once."""
+    readers = 1200
+    everyone = {f"reader{n}@example.com" for n in range(readers)}
+    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
+                                       batch_size=20, concurrency=2, processes=2)
+    slug = next_issue(engine, settings, server, 0)
+    standin.answer_next(*[Answer(202, delay=0.2, accept=True)] * 60)
+    process = subprocess.Popen([*SEND, slug], env=env_for(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    # Both processes are sending once the first requests come from two of them: wait for
+    # six requests (the parent alone has two in flight at a time).
+    while len(standin.mail_requests) < 6 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the send ended before it could be killed"
+    process.kill()
+    process.communicate()
+    time.sleep(1.0)
+    seen = len(standin.mail_requests)
+    time.sleep(1.5)
+    assert len(standin.mail_requests) == seen, "a helper went on sending after its parent was killed"
+    standin.script.clear()
+
+    resumed = CliRunner().invoke(app, [*SEND[3:], slug], env=env_for(config))
+    report: dict[str, Any] = json.loads(resumed.stdout)
+    unknown = set(report["unknown_batches"])
+    assert unknown and resumed.exit_code == 1
+    states = ledger_states(engine, slug)
+    assert {b for b, s in states.items() if s != "accepted"} == unknown
+    assert [b for b, n in accepted_batches(standin).items() if n > 1] == []
+    members = batch_members(engine, set(states))
+    in_unknown = set().union(*(members[b] for b in unknown))
+    assert set(standin.delivered.values()) == {1}
+    assert everyone - in_unknown == set(standin.delivered) - in_unknown
     engine.dispose()

@@ -1,0 +1,177 @@
+"""Helper processes: more processes sending one issue, started by the one that planned it.
+
+Owns: `HelperPool` (a `dispatch.HelperGroup`) and `run_helper`. Imports `dispatch` (for
+the report and outcome types) and `errors`; nothing that knows settings or the database:
+the caller hands in the function a helper runs (`issues.send_as_helper`) and its
+arguments.
+
+Why processes: a sending process is bound to one core (Python's GIL): building and
+encoding a thousand personalizations, and the `sendgrid` client's work per request, hold
+it. Every helper runs the same claim → send → record loop as the parent on a connection
+of its own (`dispatch.send_planned`, as a `--worker` does), so the ledger keeps its
+promises unchanged: a batch is claimed by one process only, accepted batches are never
+sent again, and a batch in flight when a process dies is reported as unknown.
+
+Lifetime: helpers are started with the "spawn" method (a fresh interpreter: no copy of
+the parent's connections or threads). On Linux each asks the kernel to kill it when the
+parent dies, so `kill -9` of `newsletter send` leaves nothing sending behind it. Ctrl-C
+reaches the whole process group, but helpers ignore SIGINT: they stop when the parent
+tells them (SIGTERM), so a stop is one orderly interrupt per process, never two. Told to
+stop, a helper claims nothing more and records the answers of its batches in flight.
+Progress and each helper's report travel back over one queue.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .dispatch import HelperOutcome, SendReport
+
+log = logging.getLogger(__name__)
+
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+class _ChannelProgress:
+    """A helper's progress, sent to the parent."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    def start(self, total_batches: int, total_recipients: int) -> None:
+        return None
+
+    def advance(self, batches: int, recipients: int) -> None:
+        self.channel.put(("advance", batches, recipients))
+
+
+def run_helper(target: Callable[..., SendReport], args: tuple[Any, ...], channel: Any, parent: int) -> None:
+    """A helper's body (in the new process): `target(*args, progress=…)` until the work
+    is done or the parent says stop; its report, or why it failed, goes to `channel`."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_once)
+    # Imported here: the error types of the layers below, to tell the parent what happened.
+    from .errors import NewsletterError, TransportAuthError
+
+    try:
+        report = target(*args, progress=_ChannelProgress(channel))
+    except KeyboardInterrupt as stopped:
+        # `dispatch` hangs the report of the work done on the interrupt it re-raises.
+        channel.put(("report", getattr(stopped, "report", None)))
+    except TransportAuthError as exc:
+        channel.put(("auth", str(exc)))
+    except NewsletterError as exc:
+        channel.put(("error", str(exc)))
+    except Exception as exc:  # a helper must say why it died, or the parent cannot tell anyone
+        log.debug("helper failed", exc_info=True)
+        channel.put(("error", f"{exc.__class__.__name__}: {exc}"))
+    else:
+        channel.put(("report", report))
+    channel.close()
+    channel.join_thread()
+
+
+def _stop_once(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            log.debug("prctl(PR_SET_PDEATHSIG) is not available; a helper outlives a killed parent")
+    if os.getppid() != parent:
+        # The parent died before the request above: nothing asked for this helper any more.
+        os._exit(1)
+
+
+class HelperPool:
+    """`count` helper processes running `target(*args)`; their progress is passed to
+    `on_advance` as it comes. `stop_when` is polled: once it is true (the scheduler's
+    SIGTERM, or the parent's own run halting) the helpers are told to stop."""
+
+    def __init__(
+        self,
+        count: int,
+        target: Callable[..., SendReport],
+        args: tuple[Any, ...],
+        *,
+        on_advance: Callable[[int, int], None],
+        stop_when: Callable[[], bool],
+        on_auth_error: Callable[[], None],
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.channel = context.Queue()
+        self.on_advance = on_advance
+        self.stop_when = stop_when
+        self.on_auth_error = on_auth_error
+        self.outcome = HelperOutcome()
+        self._answered = 0
+        self._stopping = False
+        self.processes: list[BaseProcess] = [
+            context.Process(target=run_helper, args=(target, args, self.channel, os.getpid()), name=f"send-helper-{n}")
+            for n in range(count)
+        ]
+        for process in self.processes:
+            process.start()
+        self._listener = threading.Thread(target=self._listen, name="send-helpers", daemon=True)
+        self._listener.start()
+
+    def _listen(self) -> None:
+        while self._answered < len(self.processes):
+            try:
+                message = self.channel.get(timeout=0.2)
+            except queue.Empty:
+                if not self._stopping and self.stop_when():
+                    self.stop()
+                if not any(p.is_alive() for p in self.processes) and self.channel.empty():
+                    # A helper that died without a word (killed): nothing more will come.
+                    break
+                continue
+            kind = message[0]
+            if kind == "advance":
+                self.on_advance(message[1], message[2])
+                continue
+            self._answered += 1
+            if kind == "report" and message[1] is not None:
+                self.outcome.reports.append(message[1])
+            elif kind == "auth":
+                self.outcome.auth_error = self.outcome.auth_error or message[1]
+                self.on_auth_error()
+                self.stop()
+            elif kind == "error":
+                self.outcome.errors.append(message[1])
+
+    def stop(self) -> None:
+        """Tell every helper still running to claim nothing more and finish."""
+        self._stopping = True
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def join(self) -> HelperOutcome:
+        """Wait for every helper to finish and say what they came to."""
+        for process in self.processes:
+            process.join()
+        self._listener.join()
+        lost = len(self.processes) - self._answered
+        if lost > 0:
+            self.outcome.errors.append(f"{lost} helper process(es) ended without a report (killed?)")
+        return self.outcome
