@@ -181,7 +181,7 @@ class SendGridSettings(_Table):
     )
     timeout: float = Field(30.0, gt=0, le=600, description="Seconds to wait for SendGrid to answer one request.")
     concurrency: int = Field(
-        4, ge=1, le=32, description="Requests in flight at once from one sending process."
+        4, ge=1, le=32, description="Requests in flight at once for one send, shared out among its processes."
     )
     webhook_public_key: str = Field(
         "",

@@ -1,7 +1,7 @@
 """Sending an issue: plan its batches, then claim, send, retry and record each one.
 
 Owns: `send_issue`, `SendOptions`, `SendReport`, `SendProgress`, `substitutions_for`.
-Imports `ledger`, `store`, `models`, `errors`, `transports` and what `subscribers` exports.
+Imports `db`, `ledger`, `store`, `models`, `errors`, `transports` and what `subscribers` exports.
 
 Exactly once: all batches are planned and committed before the first one is sent. A batch
 is marked in flight (committed) before its request and accepted (committed, with its
@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine
 
 from subscribers import parse_sections_key
 
-from . import ledger, store
+from . import db, ledger, store
 from .errors import DeliveryError, TransportAuthError
 from .models import Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
 from .render import TAGS
@@ -59,7 +59,7 @@ class SendOptions:
     resend_unknown: bool = False
     sandbox: bool = False
     categories: tuple[str, ...] = ()
-    #: Batches in flight at once from this process.
+    #: Batches in flight at once, shared out among the sending processes.
     concurrency: int = 1
     #: Processes sending the issue together: this one and helpers it starts (see
     #: `workers`) when there are at least `BATCHES_PER_PROCESS` batches for each.
@@ -154,7 +154,7 @@ def _plan(
 ) -> None:
     """Render each new segment once and plan batches for everyone not yet planned."""
     by_raw_key: dict[str, int | None] = {}
-    with conn.begin():
+    with db.foreign_keys_unchecked(conn), conn.begin():
         ledger.lock_issue(conn, issue.id)
         choices = ledger.unplanned_choices(conn, issue.id)
         for raw in choices:
@@ -254,6 +254,12 @@ def send_planned(
     return report
 
 
+def concurrency_share(concurrency: int, processes: int) -> int:
+    """Requests in flight from each of `processes` sending processes, out of `concurrency`
+    for the whole send (at least one each)."""
+    return max(1, -(-concurrency // processes))
+
+
 def _helper_count(options: SendOptions, batches: int) -> int:
     processes = options.processes if options.processes > 0 else (os.cpu_count() or 1)
     processes = min(processes, batches // BATCHES_PER_PROCESS)
@@ -306,8 +312,10 @@ def _send_on(
     if progress:
         progress.start(len(todo), sum(b.recipients for b in todo))
 
-    run = _Run(conn, issue, transport, options, report, clock, segments, progress, tuple(claimable), sleep)
     count = _helper_count(options, len(todo)) if start_helpers else 0
+    # `concurrency` is what the whole send has in flight: each process takes its share.
+    options = replace(options, concurrency=concurrency_share(options.concurrency, count + 1))
+    run = _Run(conn, issue, transport, options, report, clock, segments, progress, tuple(claimable), sleep)
     helpers = start_helpers(count, run.advance, run.helpers_must_stop, run.helper_refused_key) if start_helpers and count else None
     if helpers is not None:
         report.helpers = count

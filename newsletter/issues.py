@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import jinja2
@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from . import db, ledger, preflight, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
-from .dispatch import SendOptions, SendProgress, SendReport, StartHelpers, send_issue, send_planned
+from .dispatch import SendOptions, SendProgress, SendReport, StartHelpers, concurrency_share, send_issue, send_planned
 from .errors import ConfigError, EmptyIssueError, IssueError
 from .ledger import BatchDetail
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
@@ -213,7 +213,7 @@ def send_pending(
     if transport.name == "sendgrid" and settings.delivery.processes != 1:
         def start_helpers(count: int, advance: Callable[[int, int], None], must_stop: Callable[[], bool],
                           refused: Callable[[], None]) -> HelperPool:
-            return HelperPool(count, send_as_helper, (settings, issue.id, flags), on_advance=advance, stop_when=must_stop,
+            return HelperPool(count, send_as_helper, (settings, issue.id, flags, count + 1), on_advance=advance, stop_when=must_stop,
                               on_auth_error=refused)
     return send_issue(
         engine,
@@ -229,9 +229,9 @@ def send_pending(
     )
 
 
-def send_as_helper(settings: Settings, issue_id: int, flags: SendFlags, *, progress: SendProgress) -> SendReport:
-    """The work of a helper process (`workers.run_helper`): send planned batches of the
-    issue on a connection and a transport of its own."""
+def send_as_helper(settings: Settings, issue_id: int, flags: SendFlags, processes: int, *, progress: SendProgress) -> SendReport:
+    """The work of a helper process (`workers.run_helper`), one of `processes` sending
+    the issue: send planned batches on a connection and a transport of its own."""
     engine = db.open_engine(settings.database_url)
     try:
         with engine.connect() as conn:
@@ -240,8 +240,9 @@ def send_as_helper(settings: Settings, issue_id: int, flags: SendFlags, *, progr
             raise IssueError(f"issue {issue_id} does not exist")
         transport = make_transport(settings)
         try:
-            return send_planned(engine, issue, transport=transport, options=_send_options(settings, issue, transport, flags, None),
-                                progress=progress)
+            options = _send_options(settings, issue, transport, flags, None)
+            options = replace(options, concurrency=concurrency_share(options.concurrency, processes))
+            return send_planned(engine, issue, transport=transport, options=options, progress=progress)
         finally:
             transport.close()
     finally:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from newsletter import db
@@ -31,3 +33,27 @@ def test_db_upgrade_twice(tmp_path: Path) -> None:
     assert first.exit_code == 0 and "upgraded to revision" in first.output
     assert second.exit_code == 0 and "already at revision" in second.output
     assert (tmp_path / "data" / "news.db").is_file()
+
+
+def test_foreign_keys_are_unchecked_only_inside_the_block(engine: Engine) -> None:
+    """Planning inserts a million references it has just read, without SQLite's checks;
+    the checks are back afterwards, on that connection, even when the block fails."""
+    orphan = "INSERT INTO segments (issue_id, key, subject, preheader, html, text) VALUES (424242, 'k', 's', 'p', 'h', 't')"
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            with db.foreign_keys_unchecked(conn), conn.begin():
+                assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1  # nothing changes elsewhere
+            return
+        with db.foreign_keys_unchecked(conn), conn.begin():
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 0
+            conn.exec_driver_sql(orphan)
+            conn.exec_driver_sql("DELETE FROM segments WHERE issue_id = 424242")
+        try:
+            with db.foreign_keys_unchecked(conn), conn.begin():
+                raise RuntimeError("planning failed")
+        except RuntimeError:
+            pass
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        conn.commit()
+        with pytest.raises(IntegrityError), conn.begin():
+            conn.exec_driver_sql(orphan)
