@@ -260,9 +260,13 @@ def concurrency_share(concurrency: int, processes: int) -> int:
     return max(1, -(-concurrency // processes))
 
 
+def process_count(configured: int) -> int:
+    """Sending processes for `[delivery] processes` (0: one per CPU)."""
+    return configured if configured > 0 else (os.cpu_count() or 1)
+
+
 def _helper_count(options: SendOptions, batches: int) -> int:
-    processes = options.processes if options.processes > 0 else (os.cpu_count() or 1)
-    processes = min(processes, batches // BATCHES_PER_PROCESS)
+    processes = min(process_count(options.processes), batches // BATCHES_PER_PROCESS)
     return max(0, processes - 1)
 
 

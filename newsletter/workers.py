@@ -56,9 +56,13 @@ class _ChannelProgress:
         self.channel.put(("advance", batches, recipients))
 
 
-def run_helper(target: Callable[..., SendReport], args: tuple[Any, ...], channel: Any, parent: int) -> None:
-    """A helper's body (in the new process): `target(*args, progress=…)` until the work
-    is done or the parent says stop; its report, or why it failed, goes to `channel`."""
+def run_helper(
+    target: Callable[..., SendReport], args: tuple[Any, ...], channel: Any, parent: int, index: int, gate: Any, share: Any
+) -> None:
+    """A helper's body (in the new process): wait at `gate` until the parent has planned
+    the issue, then, if `share` (the number of sending processes) leaves this helper a
+    place, `target(*args, processes=…, progress=…)` until the work is done or the parent
+    says stop. Its report, or why it failed or left, goes to `channel`."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_once)
@@ -66,7 +70,12 @@ def run_helper(target: Callable[..., SendReport], args: tuple[Any, ...], channel
     from .errors import NewsletterError, TransportAuthError
 
     try:
-        report = target(*args, progress=_ChannelProgress(channel))
+        gate.wait()
+        processes = share.value
+        if index >= processes - 1:
+            channel.put(("left", None))
+        else:
+            channel.put(("report", target(*args, processes=processes, progress=_ChannelProgress(channel))))
     except KeyboardInterrupt as stopped:
         # `dispatch` hangs the report of the work done on the interrupt it re-raises.
         channel.put(("report", getattr(stopped, "report", None)))
@@ -77,8 +86,6 @@ def run_helper(target: Callable[..., SendReport], args: tuple[Any, ...], channel
     except Exception as exc:  # a helper must say why it died, or the parent cannot tell anyone
         log.debug("helper failed", exc_info=True)
         channel.put(("error", f"{exc.__class__.__name__}: {exc}"))
-    else:
-        channel.put(("report", report))
     channel.close()
     channel.join_thread()
 
@@ -100,36 +107,56 @@ def _die_with_parent(parent: int) -> None:
 
 
 class HelperPool:
-    """`count` helper processes running `target(*args)`; their progress is passed to
-    `on_advance` as it comes. `stop_when` is polled: once it is true (the scheduler's
-    SIGTERM, or the parent's own run halting) the helpers are told to stop."""
+    """Up to `count` helper processes for `target(*args)`, started at once and waiting
+    until `open` lets them send: the parent can start them before it plans (a new Python
+    process needs about half a second to import what it runs) and decide how many it
+    needs once it knows the batches. `cancel` sends them all away unused."""
 
-    def __init__(
-        self,
-        count: int,
-        target: Callable[..., SendReport],
-        args: tuple[Any, ...],
-        *,
-        on_advance: Callable[[int, int], None],
-        stop_when: Callable[[], bool],
-        on_auth_error: Callable[[], None],
-    ) -> None:
+    def __init__(self, count: int, target: Callable[..., SendReport], args: tuple[Any, ...]) -> None:
         context = multiprocessing.get_context("spawn")
         self.channel = context.Queue()
-        self.on_advance = on_advance
-        self.stop_when = stop_when
-        self.on_auth_error = on_auth_error
+        self.gate = context.Event()
+        self.share = context.Value("i", 0)
         self.outcome = HelperOutcome()
+        self.opened = False
+        self.on_advance: Callable[[int, int], None] = lambda batches, recipients: None
+        self.stop_when: Callable[[], bool] = lambda: False
+        self.on_auth_error: Callable[[], None] = lambda: None
         self._answered = 0
         self._stopping = False
         self.processes: list[BaseProcess] = [
-            context.Process(target=run_helper, args=(target, args, self.channel, os.getpid()), name=f"send-helper-{n}")
+            context.Process(target=run_helper, args=(target, args, self.channel, os.getpid(), n, self.gate, self.share),
+                            name=f"send-helper-{n}")
             for n in range(count)
         ]
         for process in self.processes:
             process.start()
         self._listener = threading.Thread(target=self._listen, name="send-helpers", daemon=True)
+
+    def open(
+        self,
+        count: int,
+        *,
+        on_advance: Callable[[int, int], None],
+        stop_when: Callable[[], bool],
+        on_auth_error: Callable[[], None],
+    ) -> HelperPool:
+        """Let `count` helpers send (the others leave). Their progress is passed to
+        `on_advance`; `stop_when` is polled, and once it is true (the scheduler's SIGTERM,
+        or the parent's run halting) the helpers are told to stop."""
+        self.on_advance, self.stop_when, self.on_auth_error = on_advance, stop_when, on_auth_error
+        self.opened = True
+        self.share.value = min(count, len(self.processes)) + 1
         self._listener.start()
+        self.gate.set()
+        return self
+
+    def cancel(self) -> None:
+        """Send every helper away unused and wait for them to go."""
+        self.share.value = 0
+        self.gate.set()
+        for process in self.processes:
+            process.join()
 
     def _listen(self) -> None:
         while self._answered < len(self.processes):
