@@ -51,7 +51,8 @@ def open_database(settings: Settings) -> Engine:
     return engine
 
 
-def make_renderer(settings: Settings) -> Renderer:
+def make_renderer(settings: Settings, *, remember: bool = False) -> Renderer:
+    """The configured renderer; `remember` keeps its renders (see `Renderer`)."""
     folder = settings.path(settings.templates.folder) if settings.templates.folder else None
     if folder is not None and not folder.is_dir():
         raise ConfigError(f"templates.folder: {folder} is not a folder")
@@ -61,6 +62,7 @@ def make_renderer(settings: Settings) -> Renderer:
         postal_address=settings.site.postal_address,
         zone=settings.site.zone,
         template_folder=folder,
+        remember=remember,
     )
 
 
@@ -246,7 +248,8 @@ def _send(
     sleep: Callable[[float], None] | None,
     stop: threading.Event | None,
 ) -> SendReport:
-    renderer = make_renderer(settings)
+    # One renderer for the preflight and the planning: each segment is rendered once.
+    renderer = make_renderer(settings, remember=True)
     content = _content(issue, blocks)
     if issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED):
         # The preflight runs before a send starts (not on a resumed one); links are not

@@ -83,10 +83,18 @@ def active_subscribers(conn: Connection) -> int:
 
 def lock_issue(conn: Connection, issue_id: int) -> None:
     """Hold the issue's row until the transaction ends, so that on PostgreSQL two workers
-    starting together plan its batches one after the other, never both at once. SQLite
-    serialises writers by itself."""
+    starting together plan its batches one after the other, never both at once.
+
+    On SQLite the transaction writes first (a no-op update of the row), which takes the
+    database's write lock before anything is read. The driver begins a transaction only at
+    the first write, so without it the counts read for planning and the rows written would
+    not be one snapshot; with it, a write of the web app (an unsubscribe) waits until the
+    plan is committed (seconds at a million subscribers, within the busy timeout) and is
+    then applied when each batch is claimed."""
     if conn.dialect.name == "postgresql":
         conn.execute(select(issues.c.id).where(issues.c.id == issue_id).with_for_update())
+    else:
+        conn.execute(update(issues).where(issues.c.id == issue_id).values(id=issues.c.id))
 
 
 def unplanned_choices(conn: Connection, issue_id: int) -> dict[str, int]:
@@ -221,10 +229,9 @@ def claim_batch(conn: Connection, issue_id: int, statuses: tuple[BatchStatus, ..
     """Take the next batch in one of `statuses` and mark it in flight.
 
     On PostgreSQL the row is locked with SKIP LOCKED, so several workers never take the
-    same batch. On SQLite the claim is one UPDATE … RETURNING: a write from its first
-    step, so it waits for the database's write lock (and so for any other process's
-    claim) instead of reading first, which would fail at once on a stale snapshot when a
-    second sending process had committed in between.
+    same batch. On SQLite the claim is one UPDATE … RETURNING that picks the batch and
+    takes it in one step under the database's write lock, so two sending processes (a
+    send and its helpers) never take the same batch and need no re-check and retry.
     """
     wanted = [s.value for s in statuses]
     taking = dict(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1, updated_at=now)

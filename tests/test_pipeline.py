@@ -3,15 +3,19 @@ outbox: ingest → select → render once per segment → deliver, and never twi
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 import subscribers as people
-from newsletter import issues
+from newsletter import issues, store
+from newsletter.dispatch import SendOptions, send_issue
+from newsletter.models import RenderedMessage
+from newsletter.render import IssueContent
 from newsletter.config import Settings
 from newsletter.ingest import ingest_feeds
 from newsletter.tables import deliveries, segments
@@ -96,3 +100,58 @@ def test_pipeline_renders_once_per_segment_and_never_sends_twice(
     assert late.recipients_sent == 1
     counts = Counter(m["To"] for m in outbox_messages(settings.outbox_dir))
     assert set(counts.values()) == {1} and len(counts) == 5
+
+
+def test_a_write_by_another_connection_while_planning_waits_instead_of_failing_the_send(
+    engine: Engine, make_settings: Callable[..., Settings], server: LocalServer
+) -> None:
+    """The web app may commit (an unsubscribe) while a send plans. On SQLite planning takes
+    the database's write lock first, so what it counts and what it writes are one
+    snapshot and the other write waits; either way the send goes through and the reader
+    who left does not get the issue."""
+    server.routes["/feed.xml"] = Route(body=rss(feed_items()), headers={"content-type": "application/rss+xml"})
+    settings = make_settings(feeds=[{"name": "Pharma", "url": f"{server.url}/feed.xml"}])
+    ingest_feeds(engine, settings, clock=lambda: NOW)
+    add_people(engine, [("drug-development",), ("manufacturing",), ("drug-development", "manufacturing")])
+    issue = issues.build_issue(engine, settings, now=NOW).issue
+    renderer = issues.make_renderer(settings)
+    with engine.connect() as conn:
+        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
+    content = IssueContent(issue.slug, issue.window_end, blocks)
+    meanwhile: list[threading.Thread] = []
+
+    def render(sections: tuple[str, ...]) -> RenderedMessage:
+        if not meanwhile:  # the first render happens inside the planning transaction
+            def unsubscribe() -> None:
+                with engine.begin() as other:
+                    other.execute(update(people.subscribers).where(people.subscribers.c.email == "reader2@example.com")
+                                  .values(status="unsubscribed"))
+            meanwhile.append(threading.Thread(target=unsubscribe))
+            meanwhile[0].start()
+            meanwhile[0].join(timeout=0.5)  # it commits now unless planning holds the lock
+        return renderer.render(content, sections=sections)
+
+    class AfterPlanning:
+        """Once planned (and the lock let go), the unsubscribe goes in before any batch."""
+
+        def start(self, total_batches: int, total_recipients: int) -> None:
+            meanwhile[0].join(timeout=30)
+
+        def advance(self, batches: int, recipients: int) -> None:
+            pass
+
+    report = send_issue(
+        engine, issue, transport=issues.make_transport(settings), render=render, available_sections={b.slug for b in blocks},
+        options=SendOptions(base_url="https://news.example.com", unsubscribe_mailto="u@example.com", sender_name="P",
+                            sender_address="news@example.com"),
+        clock=lambda: NOW, progress=AfterPlanning(),
+    )
+    assert not meanwhile[0].is_alive()
+    assert report.complete and report.recipients_sent == 2
+    if engine.dialect.name == "sqlite":
+        # The unsubscribe waited for the planning: all three were planned, and it left
+        # one out at send time.
+        assert report.planned_recipients == 3 and report.recipients_skipped == 1
+    else:
+        # PostgreSQL locks rows, not the database: the unsubscribe went in at once.
+        assert report.planned_recipients == 2 and report.recipients_skipped == 0

@@ -153,3 +153,18 @@ def test_the_text_part_is_not_html_escaped() -> None:
     message = make_renderer().render(content)
     assert '* R&D <update> "quoted" O\'Brien' in message.text
     assert "R&amp;D &lt;update&gt;" in message.html
+
+
+def test_a_remembering_renderer_renders_each_segment_once() -> None:
+    """A send renders every segment for its preflight and again when it plans: with
+    `remember` the second time is the first render, whatever order the sections come in."""
+    content = issue_content()
+    plain = make_renderer()
+    remembering = Renderer(site_name="Pharma Weekly", base_url="https://news.example.com", postal_address="1 Example Street, London",
+                           zone=ZoneInfo("Europe/London"), remember=True)
+    first = remembering.render(content, sections=["supply-chain", "drug-development"])
+    assert remembering.render(content, sections=("drug-development", "supply-chain")) is first
+    assert first == plain.render(content, sections=["drug-development", "supply-chain"])
+    assert remembering.render(content, sections=["supply-chain", "drug-development"], public=True) is not first
+    assert remembering.render(content, sections=["insights"]) != first
+    assert plain.render(content, sections=["insights"]) is not plain.render(content, sections=["insights"])
