@@ -1,6 +1,6 @@
 """The one gate every send consults: who may be mailed right now.
 
-Owns: `mailable_clause`, `suppress`, `is_suppressed`. Imports `models` and `tables` only.
+Owns: `mailable_clause`, `MAILABLE_STATUSES`, `suppress`, `is_suppressed`. Imports `models` and `tables` only.
 A subscriber is mailable when active, or paused with the pause over, and their address is
 not on the suppression list.
 The sender applies this gate twice: when it plans the batches of an issue, and again for
@@ -17,6 +17,10 @@ from .models import Status
 from .tables import UTCDateTime, subscribers, suppressions
 
 
+#: The statuses `mailable_clause` lets through (paused ones only once the pause is over).
+MAILABLE_STATUSES = (Status.ACTIVE.value, Status.PAUSED.value)
+
+
 def mailable_clause(*, now: datetime | None = None) -> ColumnElement[bool]:
     """A WHERE clause on `subscribers` that keeps only those who may be mailed now.
 
@@ -25,13 +29,14 @@ def mailable_clause(*, now: datetime | None = None) -> ColumnElement[bool]:
     PostgreSQL keep it in UTC, as the column is)."""
     cutoff = literal(now, UTCDateTime()) if now is not None else func.current_timestamp()
     return and_(
+        # The same as "active, or paused with the pause over", written so that SQLite
+        # reads the (status, sections) index once per status: as a plain OR it walks
+        # both branches and keeps every matching row id in memory to merge them (25 MB
+        # at a million subscribers, and planning was no faster for it).
+        subscribers.c.status.in_(MAILABLE_STATUSES),
         or_(
             subscribers.c.status == Status.ACTIVE.value,
-            and_(
-                subscribers.c.status == Status.PAUSED.value,
-                subscribers.c.paused_until.is_not(None),
-                subscribers.c.paused_until <= cutoff,
-            ),
+            and_(subscribers.c.paused_until.is_not(None), subscribers.c.paused_until <= cutoff),
         ),
         subscribers.c.id.not_in(_suppressed_ids()),
     )
