@@ -14,9 +14,13 @@ validates one body in `--validate-every` (default 1: all) against the JSON Schem
 
 Measured: one call of `issues.send_pending` with the configured SendGrid transport, as
 `newsletter send` makes it: render each segment once, plan every batch, then claim,
-send (several requests in flight) and record each batch. Peak RSS is the sender's own
-(the kernel's high-water mark is reset after setup, and a thread samples it every 10 ms).
-Afterwards the stand-in's tally must show every subscriber exactly once.
+send (several requests in flight) and record each batch, with helper processes as
+`[delivery] processes` asks (default one process per CPU; `--processes`). Peak RSS is the
+sending process's own (the kernel's high-water mark is reset after setup, and a thread
+samples it every 10 ms), and separately the largest helper's. The stand-in keeps the
+bodies it samples (`--validate-every`) and validates them after the run (`--validate-now`
+to do it while the sender waits). Afterwards the stand-in's tally must show every
+subscriber exactly once and no sampled body invalid.
 """
 
 from __future__ import annotations
@@ -206,6 +210,9 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         cpu_after = os.times()
     transport.close()
     peak = peak_rss_bytes() if exact_peak else sampler.peak
+    # The helper processes have been waited for; the stand-in (still running) and the
+    # setup (this process) are not among the children counted here.
+    helper_peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if report.helpers else 0.0
     engine.dispose()
     tally = standin.tally()
 
@@ -240,6 +247,9 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         "peak_rss_send_mib": round(peak / MIB, 1),
         "peak_rss_sampled_mib": round(sampler.peak / MIB, 1),
         "peak_rss_setup_mib": round(setup_peak_mib, 1),
+        "helpers": report.helpers,
+        "helper_batches_sent": report.helper_batches_sent,
+        "peak_rss_helper_mib": round(helper_peak_mib, 1),
         "peak_rss_method": "VmHWM reset after setup" if exact_peak else "sampled every 10 ms",
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
@@ -269,6 +279,8 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         ("RSS before send", f"{summary['rss_before_send_mib']} MiB"),
         (f"peak RSS during send ({summary['peak_rss_method']})", f"{summary['peak_rss_send_mib']} MiB"),
         ("peak RSS sampled every 10 ms", f"{summary['peak_rss_sampled_mib']} MiB"),
+        ("helper processes / batches they sent", f"{report.helpers} / {report.helper_batches_sent:,}"),
+        ("peak RSS of the largest helper", f"{summary['peak_rss_helper_mib']} MiB"),
         ("load average (1 min) at the end", f"{summary['load_average_1min']} on {os.cpu_count()} CPUs"),
     ]:
         table.add_row(label, value)
