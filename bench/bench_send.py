@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -112,6 +113,53 @@ def add_subscribers(engine: Engine, count: int, *, now: datetime, chunk: int = 5
                     for n in range(start, min(count, start + chunk))
                 ],
             )
+
+
+class HelperRssSampler(threading.Thread):
+    """Samples, every 20 ms, the resident size of this process's helper processes (spawned
+    by multiprocessing; not its resource tracker, not the stand-in) and keeps the
+    largest seen. The kernel's own figure for a waited child is no use here: a spawned
+    child's high-water mark includes the copy of the parent it was forked as."""
+
+    def __init__(self) -> None:
+        super().__init__(name="helper-rss", daemon=True)
+        self.peak = 0
+        self._done = threading.Event()
+
+    def _helpers(self) -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+                if ppid != os.getpid():
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    command = cmdline.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if b"spawn_main" in command:
+                found.append(int(entry))
+        return found
+
+    def run(self) -> None:
+        while not self._done.wait(0.02):
+            for pid in self._helpers():
+                try:
+                    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+                        self.peak = max(self.peak, int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+                except (OSError, ValueError):
+                    pass
+
+    def __enter__(self) -> HelperRssSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self.join()
 
 
 class StandIn:
@@ -202,7 +250,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
     exact_peak = reset_peak_rss()
     phases = Phases()
     transport = issues.make_transport(settings)
-    with RssSampler() as sampler:
+    with RssSampler() as sampler, HelperRssSampler() as helpers_sampler:
         cpu_before = os.times()
         started = time.perf_counter()
         report = issues.send_pending(engine, settings, built.issue, transport=transport, progress=phases)
@@ -210,9 +258,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         cpu_after = os.times()
     transport.close()
     peak = peak_rss_bytes() if exact_peak else sampler.peak
-    # The helper processes have been waited for; the stand-in (still running) and the
-    # setup (this process) are not among the children counted here.
-    helper_peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if report.helpers else 0.0
+    helper_peak_mib = helpers_sampler.peak / MIB
     engine.dispose()
     tally = standin.tally()
 
@@ -280,7 +326,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         (f"peak RSS during send ({summary['peak_rss_method']})", f"{summary['peak_rss_send_mib']} MiB"),
         ("peak RSS sampled every 10 ms", f"{summary['peak_rss_sampled_mib']} MiB"),
         ("helper processes / batches they sent", f"{report.helpers} / {report.helper_batches_sent:,}"),
-        ("peak RSS of the largest helper", f"{summary['peak_rss_helper_mib']} MiB"),
+        ("peak RSS of the largest helper (sampled every 20 ms)", f"{summary['peak_rss_helper_mib']} MiB"),
         ("load average (1 min) at the end", f"{summary['load_average_1min']} on {os.cpu_count()} CPUs"),
     ]:
         table.add_row(label, value)
