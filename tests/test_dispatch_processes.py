@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -260,4 +261,40 @@ def test_killing_the_sender_stops_its_helper_and_a_resume_finishes_the_issue(
     in_unknown = set().union(*(members[b] for b in unknown))
     assert set(standin.delivered.values()) == {1}
     assert everyone - in_unknown == set(standin.delivered) - in_unknown
+    engine.dispose()
+
+
+def test_sigterm_stops_the_sender_and_its_helper_in_order_and_a_resume_finishes_the_issue(
+    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
+) -> None:
+    """SIGTERM to `newsletter send` (a service manager stopping it): the parent tells its
+    helper to stop; both record the answers of their batches in flight, so nothing is
+    left unknown, and the next run sends the rest, each reader once."""
+    readers = 1200
+    everyone = {f"reader{n}@example.com" for n in range(readers)}
+    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
+                                       batch_size=20, concurrency=2, processes=2)
+    slug = next_issue(engine, settings, server, 0)
+    standin.answer_next(*[Answer(202, delay=0.2, accept=True)] * 60)
+    process = subprocess.Popen([*SEND, slug], env=env_for(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(standin.mail_requests) < 6 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the send ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    seen = len(standin.mail_requests)
+    time.sleep(1.0)
+    assert len(standin.mail_requests) == seen, "a helper went on sending after the stop"
+    states = ledger_states(engine, slug)
+    assert "in_flight" not in states.values(), "an orderly stop records every answer"
+    assert 0 < sum(s == "accepted" for s in states.values()) < 60
+    standin.script.clear()
+
+    resumed = CliRunner().invoke(app, [*SEND[3:], slug], env=env_for(config))
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["unknown_batches"] == []
+    assert sorted(accepted_batches(standin).values()) == [1] * 60
+    assert set(standin.delivered) == everyone and set(standin.delivered.values()) == {1}
     engine.dispose()
