@@ -236,20 +236,13 @@ def send_planned(
     progress: SendProgress | None = None,
 ) -> SendReport:
     """Send batches of `issue` that are already planned, as a helper of the process that
-    planned them: claim, send, record until none is left, leaving batches in flight
-    alone (as `options.worker`). On an interrupt the report of what was done rides on
-    the re-raised `KeyboardInterrupt` as its `report` attribute."""
+    planned them: claim, send, record until none is left or `options.stop` is set,
+    leaving batches in flight alone (as `options.worker`)."""
     started = time.perf_counter()
     report = SendReport(issue=issue.slug)
     claimable = (BatchStatus.PLANNED, BatchStatus.FAILED) if options.retry_failed else (BatchStatus.PLANNED,)
     with engine.connect() as conn:
-        run = _Run(conn, issue, transport, options, report, clock, {}, progress, claimable, None)
-        try:
-            run.send_all()
-        except KeyboardInterrupt as stopped:
-            report.elapsed = time.perf_counter() - started
-            stopped.report = report  # type: ignore[attr-defined]
-            raise
+        _Run(conn, issue, transport, options, report, clock, {}, progress, claimable, None).send_all()
     report.elapsed = time.perf_counter() - started
     return report
 
@@ -332,6 +325,10 @@ def _send_on(
             _merge(report, helpers.join())
         raise
     if helpers is not None:
+        if run.helpers_must_stop():
+            # This process stopped early (the scheduler's SIGTERM, or a refused key):
+            # the helpers stop too rather than send the rest.
+            helpers.stop()
         outcome = helpers.join()
         _merge(report, outcome)
         if outcome.auth_error:

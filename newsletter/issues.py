@@ -278,7 +278,9 @@ def _send(
     )
 
 
-def send_as_helper(settings: Settings, issue_id: int, flags: SendFlags, *, processes: int, progress: SendProgress) -> SendReport:
+def send_as_helper(
+    settings: Settings, issue_id: int, flags: SendFlags, *, processes: int, progress: SendProgress, stop: threading.Event
+) -> SendReport:
     """The work of a helper process (`workers.run_helper`), one of `processes` sending
     the issue: send planned batches on a connection and a transport of its own."""
     engine = db.open_engine(settings.database_url)
@@ -290,7 +292,7 @@ def send_as_helper(settings: Settings, issue_id: int, flags: SendFlags, *, proce
         transport = make_transport(settings)
         try:
             options = _send_options(settings, issue, transport, flags, None)
-            options = replace(options, concurrency=concurrency_share(options.concurrency, processes))
+            options = replace(options, concurrency=concurrency_share(options.concurrency, processes), stop=stop)
             return send_planned(engine, issue, transport=transport, options=options, progress=progress)
         finally:
             transport.close()

@@ -16,7 +16,7 @@ Lifetime: helpers are started with the "spawn" method (a fresh interpreter: no c
 the parent's connections or threads). On Linux each asks the kernel to kill it when the
 parent dies, so `kill -9` of `newsletter send` leaves nothing sending behind it. Ctrl-C
 reaches the whole process group, but helpers ignore SIGINT: they stop when the parent
-tells them (SIGTERM), so a stop is one orderly interrupt per process, never two. Told to
+tells them (SIGTERM), so a stop is one orderly request per process, never two. Told to
 stop, a helper claims nothing more and records the answers of its batches in flight.
 Progress and each helper's report travel back over one queue.
 """
@@ -57,28 +57,34 @@ class _ChannelProgress:
 
 
 def run_helper(
-    target: Callable[..., SendReport], args: tuple[Any, ...], channel: Any, parent: int, index: int, gate: Any, share: Any
+    target: Callable[..., SendReport], args: tuple[Any, ...], channel: Any, parent: int, index: int, gate: Any, share: Any,
+    stopped: Any,
 ) -> None:
     """A helper's body (in the new process): wait at `gate` until the parent has planned
     the issue, then, if `share` (the number of sending processes) leaves this helper a
-    place, `target(*args, processes=…, progress=…)` until the work is done or the parent
-    says stop. Its report, or why it failed or left, goes to `channel`."""
+    place and the parent has not said stop (`stopped`), `target(*args, processes=…,
+    progress=…, stop=…)` until the work is done or the parent says stop. Its report, or
+    why it failed or left, goes to `channel`.
+
+    The parent says stop with SIGTERM, once this helper has said it is ready for it. The
+    signal only sets the `stop` event the send loop checks before each claim, exactly as
+    the scheduler's SIGTERM does: an exception raised at a random point could leave a
+    lock of the thread pool held and the helper stuck."""
     _die_with_parent(parent)
+    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop_once)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    channel.put(("ready", index))
     # Imported here: the error types of the layers below, to tell the parent what happened.
     from .errors import NewsletterError, TransportAuthError
 
     try:
         gate.wait()
         processes = share.value
-        if index >= processes - 1:
+        if index >= processes - 1 or stopped.is_set() or stop.is_set():
             channel.put(("left", None))
         else:
-            channel.put(("report", target(*args, processes=processes, progress=_ChannelProgress(channel))))
-    except KeyboardInterrupt as stopped:
-        # `dispatch` hangs the report of the work done on the interrupt it re-raises.
-        channel.put(("report", getattr(stopped, "report", None)))
+            channel.put(("report", target(*args, processes=processes, progress=_ChannelProgress(channel), stop=stop)))
     except TransportAuthError as exc:
         channel.put(("auth", str(exc)))
     except NewsletterError as exc:
@@ -88,11 +94,6 @@ def run_helper(
         channel.put(("error", f"{exc.__class__.__name__}: {exc}"))
     channel.close()
     channel.join_thread()
-
-
-def _stop_once(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 def _die_with_parent(parent: int) -> None:
@@ -117,6 +118,11 @@ class HelperPool:
         self.channel = context.Queue()
         self.gate = context.Event()
         self.share = context.Value("i", 0)
+        #: Set by `stop`: a helper still starting (not ready for SIGTERM, which would
+        #: kill it before its handler is in place) sees it at the gate and leaves.
+        self.stopped = context.Event()
+        self._ready: set[int] = set()
+        self._lock = threading.Lock()
         self.outcome = HelperOutcome()
         self.opened = False
         self.on_advance: Callable[[int, int], None] = lambda batches, recipients: None
@@ -125,7 +131,8 @@ class HelperPool:
         self._answered = 0
         self._stopping = False
         self.processes: list[BaseProcess] = [
-            context.Process(target=run_helper, args=(target, args, self.channel, os.getpid(), n, self.gate, self.share),
+            context.Process(target=run_helper,
+                            args=(target, args, self.channel, os.getpid(), n, self.gate, self.share, self.stopped),
                             name=f"send-helper-{n}")
             for n in range(count)
         ]
@@ -160,11 +167,11 @@ class HelperPool:
 
     def _listen(self) -> None:
         while self._answered < len(self.processes):
+            if not self._stopping and self.stop_when():
+                self.stop()
             try:
                 message = self.channel.get(timeout=0.2)
             except queue.Empty:
-                if not self._stopping and self.stop_when():
-                    self.stop()
                 if not any(p.is_alive() for p in self.processes) and self.channel.empty():
                     # A helper that died without a word (killed): nothing more will come.
                     break
@@ -172,6 +179,13 @@ class HelperPool:
             kind = message[0]
             if kind == "advance":
                 self.on_advance(message[1], message[2])
+                continue
+            if kind == "ready":
+                with self._lock:
+                    self._ready.add(message[1])
+                    late = self._stopping
+                if late:
+                    self._signal(message[1])
                 continue
             self._answered += 1
             if kind == "report" and message[1] is not None:
@@ -185,13 +199,20 @@ class HelperPool:
 
     def stop(self) -> None:
         """Tell every helper still running to claim nothing more and finish."""
-        self._stopping = True
-        for process in self.processes:
-            if process.is_alive() and process.pid is not None:
-                try:
-                    os.kill(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        with self._lock:
+            self._stopping = True
+            ready = sorted(self._ready)
+        self.stopped.set()
+        for index in ready:
+            self._signal(index)
+
+    def _signal(self, index: int) -> None:
+        process = self.processes[index]
+        if process.is_alive() and process.pid is not None:
+            try:
+                os.kill(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def join(self) -> HelperOutcome:
         """Wait for every helper to finish and say what they came to."""

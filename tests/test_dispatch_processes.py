@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import sys
 import time
 from collections import Counter
@@ -297,4 +298,39 @@ def test_sigterm_stops_the_sender_and_its_helper_in_order_and_a_resume_finishes_
     assert json.loads(resumed.stdout)["unknown_batches"] == []
     assert sorted(accepted_batches(standin).values()) == [1] * 60
     assert set(standin.delivered) == everyone and set(standin.delivered.values()) == {1}
+    engine.dispose()
+
+
+def test_a_stop_request_stops_the_helper_too(
+    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
+) -> None:
+    """The scheduled service's SIGTERM sets the send's stop event: this process claims
+    nothing more, and its helper is told to stop as well instead of sending the rest."""
+    readers = 1200
+    config, engine, _ = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
+                                batch_size=20, concurrency=2, processes=2)
+    settings = load_settings(config, environ={"SENDGRID_API_KEY": API_KEY})
+    slug = next_issue(engine, settings, server, 0)
+    standin.answer_next(*[Answer(202, delay=0.05, accept=True)] * 60)
+    stop = threading.Event()
+
+    class StopAfterSix:
+        seen = 0
+
+        def start(self, total_batches: int, total_recipients: int) -> None:
+            assert total_batches == 60
+
+        def advance(self, batches: int, recipients: int) -> None:
+            self.seen += batches
+            if self.seen >= 6:
+                stop.set()
+
+    issue = issues.find_issue(engine, slug)
+    report = issues.send_pending(engine, settings, issue, transport=issues.make_transport(settings), progress=StopAfterSix(),
+                                 stop=stop)
+    assert report.helpers == 1 and not report.complete
+    states = ledger_states(engine, slug)
+    assert "in_flight" not in states.values()
+    accepted = sum(s == "accepted" for s in states.values())
+    assert accepted == report.batches_sent and 6 <= accepted <= 40, accepted
     engine.dispose()
