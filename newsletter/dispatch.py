@@ -258,9 +258,10 @@ def process_count(configured: int) -> int:
     return configured if configured > 0 else (os.cpu_count() or 1)
 
 
-def _helper_count(options: SendOptions, batches: int) -> int:
-    processes = min(process_count(options.processes), batches // BATCHES_PER_PROCESS)
-    return max(0, processes - 1)
+def helper_count(processes: int, batches: int) -> int:
+    """Helper processes worth starting for `batches` with `[delivery] processes` set to
+    `processes`: one sending process per `BATCHES_PER_PROCESS` batches at the most."""
+    return max(0, min(process_count(processes), batches // BATCHES_PER_PROCESS) - 1)
 
 
 def _merge(report: SendReport, outcome: HelperOutcome) -> None:
@@ -309,7 +310,7 @@ def _send_on(
     if progress:
         progress.start(len(todo), sum(b.recipients for b in todo))
 
-    count = _helper_count(options, len(todo)) if start_helpers else 0
+    count = helper_count(options.processes, len(todo)) if start_helpers else 0
     # `concurrency` is what the whole send has in flight: each process takes its share.
     options = replace(options, concurrency=concurrency_share(options.concurrency, count + 1))
     run = _Run(conn, issue, transport, options, report, clock, segments, progress, tuple(claimable), sleep)

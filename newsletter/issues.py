@@ -20,13 +20,12 @@ from . import db, ledger, preflight, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
 from .dispatch import (
-    BATCHES_PER_PROCESS,
     SendOptions,
     SendProgress,
     SendReport,
     StartHelpers,
     concurrency_share,
-    process_count,
+    helper_count,
     send_issue,
     send_planned,
 )
@@ -225,13 +224,12 @@ def _prestart_helpers(conn: Connection, settings: Settings, issue: Issue, transp
     """Helper processes started before the preflight and the planning, so that they are
     ready when the batches are (a new process takes about half a second to import what
     it runs): for a first send through SendGrid to enough readers for 16 batches per
-    process. Otherwise helpers, if any, are started once the batches are planned."""
-    helpers = process_count(settings.delivery.processes) - 1
-    if transport.name != "sendgrid" or helpers < 1 or issue.status not in (IssueStatus.DRAFT, IssueStatus.APPROVED):
+    process (the active subscribers' batches, an upper bound). Otherwise helpers, if any,
+    are started once the batches are planned."""
+    if transport.name != "sendgrid" or issue.status not in (IssueStatus.DRAFT, IssueStatus.APPROVED):
         return None
-    if ledger.active_subscribers(conn) < BATCHES_PER_PROCESS * (helpers + 1) * settings.delivery.batch_size:
-        return None
-    return HelperPool(helpers, send_as_helper, (settings, issue.id, flags))
+    helpers = helper_count(settings.delivery.processes, ledger.active_subscribers(conn) // settings.delivery.batch_size)
+    return HelperPool(helpers, send_as_helper, (settings, issue.id, flags)) if helpers else None
 
 
 def _send(
@@ -259,7 +257,7 @@ def _send(
     # The public web version exists before the first email links to it.
     archive_issue(engine, settings, issue, now=clock())
     start_helpers: StartHelpers | None = None
-    if transport.name == "sendgrid" and settings.delivery.processes != 1:
+    if transport.name == "sendgrid":
         def start_helpers(count: int, advance: Callable[[int, int], None], must_stop: Callable[[], bool],
                           refused: Callable[[], None]) -> HelperPool:
             ready = pool if pool is not None else HelperPool(count, send_as_helper, (settings, issue.id, flags))

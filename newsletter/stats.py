@@ -1,17 +1,18 @@
 """What happened to an issue after it left: per issue and per section, with rates.
 
 Owns: `IssueStats`, `Figures`, `SectionFigures`, `LinkClicks`, `issue_stats`,
-`hourly_activity`. Imports `models`, `tables`, `ledger`. Reads the aggregates that `events.py`
-keeps (`recipient_activity`, `link_clicks`) and the send ledger, never the raw events
-but for one indexed count, so the answer takes the same time with five or five million
-events stored, and stays after the raw events are pruned.
+`hourly_activity`. Imports `models`, `tables`, `ledger`. Reads the aggregates that
+`events.py` keeps (`recipient_activity`, `link_clicks`) and the send ledger, never the raw
+events but for one indexed count, so the answer takes the same time with five or five
+million events stored, and stays after the raw events are pruned.
 
-Definitions: recipients are those the issue was sent to (`ledger.sent_deliveries`); delivered, bounced, complaints,
-opens, clicks and unsubscribes count recipients (each once) with such an event; `clicks`
-counts every click. Rates are of the recipients (delivered, bounced) or of the delivered
-(the rest). Opens are a soft figure: privacy proxies (Apple Mail) open every message, so
-clicks lead. A section's figures count the recipients whose email had that section; its
-clicks are clicks on that section's articles.
+Definitions: recipients are those the issue was sent to (`ledger.sent_deliveries`);
+delivered, bounced, complaints, opens, clicks and unsubscribes count recipients (each
+once) with such an event; `clicks` counts every click. Rates are of the recipients
+(delivered, bounced) or of the delivered (the rest). Opens are a soft figure: privacy
+proxies (Apple Mail) open every message, so clicks lead. A section's figures count the
+recipients whose email had that section; its clicks are clicks on that section's
+articles.
 """
 
 from __future__ import annotations

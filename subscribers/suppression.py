@@ -1,8 +1,8 @@
 """The one gate every send consults: who may be mailed right now.
 
-Owns: `mailable_clause`, `MAILABLE_STATUSES`, `suppress`, `is_suppressed`. Imports `models` and `tables` only.
-A subscriber is mailable when active, or paused with the pause over, and their address is
-not on the suppression list.
+Owns: `mailable_clause`, `MAILABLE_STATUSES`, `suppress`, `is_suppressed`. Imports
+`models` and `tables` only. A subscriber is mailable when active, or paused with the
+pause over, and their address is not on the suppression list.
 The sender applies this gate twice: when it plans the batches of an issue, and again for
 each batch just before it goes out, so an unsubscribe or a bounce takes effect at once.
 """

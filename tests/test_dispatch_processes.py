@@ -224,15 +224,12 @@ def test_a_helper_process_sends_with_the_parent_and_no_batch_goes_twice(
     engine.dispose()
 
 
-def test_killing_the_sender_stops_its_helper_and_a_resume_finishes_the_issue(
-    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
-) -> None:
-    """kill -9 of `newsletter send` takes its helper with it (nothing goes on sending
-    behind the user's back); the batches either had in flight are unknown, the rest is
-    sent by the next run, each reader once."""
-    readers = 1200
-    everyone = {f"reader{n}@example.com" for n in range(readers)}
-    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
+def start_send_with_helper(
+    tmp_path: Path, database_url: str, server: LocalServer, standin: SendGridStandIn
+) -> tuple[Path, Engine, str, subprocess.Popen[bytes]]:
+    """`newsletter send` of 1,200 readers in 60 batches with a helper process, slow
+    answers (0.2 s), returned once both processes are sending."""
+    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=1200,
                                        batch_size=20, concurrency=2, processes=2)
     slug = next_issue(engine, settings, server, 0)
     standin.answer_next(*[Answer(202, delay=0.2, accept=True)] * 60)
@@ -242,7 +239,18 @@ def test_killing_the_sender_stops_its_helper_and_a_resume_finishes_the_issue(
     # six requests (the parent alone has two in flight at a time).
     while len(standin.mail_requests) < 6 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert process.poll() is None, "the send ended before it could be killed"
+    assert process.poll() is None, "the send ended before it could be interrupted"
+    return config, engine, slug, process
+
+
+def test_killing_the_sender_stops_its_helper_and_a_resume_finishes_the_issue(
+    database_url: str, tmp_path: Path, server: LocalServer, standin: SendGridStandIn
+) -> None:
+    """kill -9 of `newsletter send` takes its helper with it (nothing goes on sending
+    behind the user's back); the batches either had in flight are unknown, the rest is
+    sent by the next run, each reader once."""
+    everyone = {f"reader{n}@example.com" for n in range(1200)}
+    config, engine, slug, process = start_send_with_helper(tmp_path, database_url, server, standin)
     process.kill()
     process.communicate()
     time.sleep(1.0)
@@ -271,17 +279,8 @@ def test_sigterm_stops_the_sender_and_its_helper_in_order_and_a_resume_finishes_
     """SIGTERM to `newsletter send` (a service manager stopping it): the parent tells its
     helper to stop; both record the answers of their batches in flight, so nothing is
     left unknown, and the next run sends the rest, each reader once."""
-    readers = 1200
-    everyone = {f"reader{n}@example.com" for n in range(readers)}
-    config, engine, settings = prepare(tmp_path, database_url, f"{server.url}/feed.xml", standin, readers=readers,
-                                       batch_size=20, concurrency=2, processes=2)
-    slug = next_issue(engine, settings, server, 0)
-    standin.answer_next(*[Answer(202, delay=0.2, accept=True)] * 60)
-    process = subprocess.Popen([*SEND, slug], env=env_for(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while len(standin.mail_requests) < 6 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None, "the send ended before it could be stopped"
+    everyone = {f"reader{n}@example.com" for n in range(1200)}
+    config, engine, slug, process = start_send_with_helper(tmp_path, database_url, server, standin)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
     assert process.returncode != 0

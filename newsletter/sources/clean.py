@@ -1,6 +1,6 @@
 """Turning untrusted source HTML into plain text and safe links.
 
-Owns: `plain_text`, `shorten`, `safe_url`, `canonical_url`, `first_image`. Imports nh3.
+Owns: `plain_text`, `shorten`, `safe_url`, `canonical_url`, `first_image`, `why_left_out`. Imports nh3.
 
 Titles and summaries are stored as plain text: nh3 drops every tag (and the content of
 `script` and `style`), entities are decoded, white space folded. Templates escape them
@@ -70,4 +70,16 @@ def first_image(markup: str, base: str) -> str:
         url = safe_url(html.unescape(match.group(1)), base)
         if url:
             return url
+    return ""
+
+
+def why_left_out(guid: str, url: str, title: str, seen: set[str], *, noun: str) -> str:
+    """Why a source's item (a feed "item", a WordPress "post") with this guid, canonical
+    link and title is left out, or "" to keep it. A kept item's guid and link go into
+    `seen`, so that a later item repeating either is left out."""
+    if guid in seen or url in seen:
+        return f"it repeats an earlier {noun}'s guid or link"
+    seen.update((guid, url))
+    if not title:
+        return "it has no title"
     return ""

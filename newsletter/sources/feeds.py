@@ -22,7 +22,7 @@ import httpx
 
 from ..errors import SourceError
 from ..models import FeedItem
-from .clean import canonical_url, first_image, plain_text, safe_url, shorten
+from .clean import canonical_url, first_image, plain_text, safe_url, shorten, why_left_out
 
 FetchStatus = Literal["fetched", "not_modified", "failed"]
 
@@ -177,12 +177,9 @@ def parse_feed(content: bytes, *, base_url: str, summary_chars: int) -> tuple[li
             continue
         url = canonical_url(url)
         guid = guid or url
-        if guid in seen or url in seen:
-            skipped.append(f"{label}: left out because it repeats an earlier item's guid or link")
-            continue
-        seen.update((guid, url))
-        if not title:
-            skipped.append(f"{label}: left out because it has no title")
+        why = why_left_out(guid, url, title, seen, noun="item")
+        if why:
+            skipped.append(f"{label}: left out because {why}")
             continue
         contents = entry.get("content") or []
         html = entry.get("summary", "") or (contents[0].get("value", "") if contents else "")

@@ -26,7 +26,7 @@ import httpx
 
 from ..errors import SourceError
 from ..models import FeedItem
-from .clean import canonical_url, first_image, plain_text, safe_url, shorten
+from .clean import canonical_url, first_image, plain_text, safe_url, shorten, why_left_out
 from .feeds import FetchResult
 
 API_PATH = "/wp-json/wp/v2"
@@ -239,12 +239,9 @@ def parse_posts(
             continue
         url = canonical_url(url)
         guid = plain_text(_rendered(post, "guid")) or url
-        if guid in seen or url in seen:
-            skipped.append(f"{label}: left out because it repeats an earlier post's guid or link")
-            continue
-        seen.update((guid, url))
-        if not title:
-            skipped.append(f"{label}: left out because it has no title")
+        why = why_left_out(guid, url, title, seen, noun="post")
+        if why:
+            skipped.append(f"{label}: left out because {why}")
             continue
         excerpt = _rendered(post, "excerpt")
         items.append(

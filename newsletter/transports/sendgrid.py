@@ -29,10 +29,10 @@ import logging
 import socket
 import time
 import urllib.error
-from json.encoder import encode_basestring_ascii
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -146,6 +146,14 @@ _quote: Callable[[str], str] = encode_basestring_ascii
 JSON_UTF8 = "application/json; charset=utf-8"
 
 
+def _client(api_key: str, api_host: str, timeout: float) -> SendGridAPIClient:
+    client = SendGridAPIClient(api_key=api_key, host=api_host.rstrip("/"))
+    # The package's own `send` takes no timeout; its HTTP client applies this one to
+    # every request it builds.
+    client.client.timeout = timeout
+    return client
+
+
 class SendGridTransport:
     """Sends each batch as one Mail Send request through `SendGridAPIClient`.
 
@@ -166,10 +174,7 @@ class SendGridTransport:
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        client = SendGridAPIClient(api_key=api_key, host=api_host.rstrip("/"))
-        # The package's own `send` takes no timeout; its HTTP client applies this one to
-        # every request it builds.
-        client.client.timeout = timeout
+        client = _client(api_key, api_host, timeout)
         # Requests go through the client's `mail.send.post`, which takes a ready body
         # when the Content-Type says so (see `JSON_UTF8`). The headers are set here,
         # once: the client shares one header dict with every request it builds.
@@ -181,7 +186,6 @@ class SendGridTransport:
         self._plain: SendGridAPIClient | None = None
         self.asm_group_id = asm_group_id
         self.api_host = api_host
-        self.timeout = timeout
         self.clock = clock
 
     def send(self, batch: Batch) -> Outcome:
@@ -215,9 +219,7 @@ class SendGridTransport:
             # Nothing was taken: send this batch again, and every later one, as plain
             # `application/json` encoded by the client.
             log.warning("SendGrid at %s refused %r (%s); sending as application/json from now on", self.api_host, JSON_UTF8, error)
-            plain = SendGridAPIClient(api_key=self._client.api_key, host=self._client.host)
-            plain.client.timeout = self.timeout
-            self._plain = plain
+            self._plain = _client(self._client.api_key, self.api_host, self._client.client.timeout)
             return self.send(batch)
         if status == 429:
             return Outcome(OutcomeKind.RETRYABLE, status_code=status, error=error, retry_after=self._reset_in(exc.headers))
