@@ -13,6 +13,7 @@ that rule say "sent" themselves, and count as sent the same way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,9 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    Update,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -233,24 +236,13 @@ def claim_batch(conn: Connection, issue_id: int, statuses: tuple[BatchStatus, ..
     takes it in one step under the database's write lock, so two sending processes (a
     send and its helpers) never take the same batch and need no re-check and retry.
     """
-    wanted = [s.value for s in statuses]
-    taking = dict(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1, updated_at=now)
-    next_batch = (
-        select(batches.c.id)
-        .where(batches.c.issue_id == issue_id, batches.c.status.in_(wanted))
-        .order_by(batches.c.id)
-        .limit(1)
-    )
+    wanted = tuple(s.value for s in statuses)
     if conn.dialect.name != "postgresql":
-        taken = conn.execute(
-            update(batches)
-            .where(batches.c.id == next_batch.scalar_subquery())
-            .values(**taking)
-            .returning(batches.c.id, batches.c.issue_id, batches.c.segment_id, batches.c.recipients, batches.c.attempts)
-        ).first()
+        taken = conn.execute(_claim_next(wanted), {"of_issue": issue_id, "claimed_at": now}).first()
         if taken is None:
             return None
         return BatchRow(taken.id, taken.issue_id, taken.segment_id, BatchStatus.IN_FLIGHT, taken.recipients, taken.attempts)
+    taking = dict(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1, updated_at=now)
     while True:
         row = conn.execute(
             select(batches)
@@ -266,12 +258,31 @@ def claim_batch(conn: Connection, issue_id: int, statuses: tuple[BatchStatus, ..
             return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus.IN_FLIGHT, row.recipients, row.attempts + 1)
 
 
-def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Row[int, int, str, str, str, bool]]:
-    """The batch's planned recipients as (delivery id, subscriber id, email, name, token,
-    mailable): `mailable` is false for those who may not be mailed any more (unsubscribed
-    or suppressed since planning). Rows as the database gives them: the caller makes a
-    thousand recipients of them in one pass."""
-    return conn.execute(
+# The statements of the send loop are built once: building one (the mailable clause
+# above all) cost more than running it, a thousand times per issue.
+
+
+@functools.cache
+def _claim_next(wanted: tuple[str, ...]) -> Update:
+    """SQLite's claim: the issue's next batch in one of the `wanted` states, taken."""
+    next_batch = (
+        select(batches.c.id)
+        .where(batches.c.issue_id == bindparam("of_issue"), batches.c.status.in_(wanted))
+        .order_by(batches.c.id)
+        .limit(1)
+    )
+    return (
+        update(batches)
+        .where(batches.c.id == next_batch.scalar_subquery())
+        .values(status=BatchStatus.IN_FLIGHT.value, attempts=batches.c.attempts + 1,
+                updated_at=bindparam("claimed_at", type_=batches.c.updated_at.type))
+        .returning(batches.c.id, batches.c.issue_id, batches.c.segment_id, batches.c.recipients, batches.c.attempts)
+    )
+
+
+@functools.cache
+def _recipients_of_batch() -> Select[Any]:
+    return (
         select(
             deliveries.c.id,
             subscribers.c.id.label("subscriber_id"),
@@ -281,9 +292,27 @@ def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Row[int, int, 
             mailable_clause().label("mailable"),
         )
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(deliveries.c.batch_id == batch_id, deliveries.c.status == "planned")
+        .where(deliveries.c.batch_id == bindparam("batch_id"), deliveries.c.status == "planned")
         .order_by(deliveries.c.id)
-    ).all()
+    )
+
+
+@functools.cache
+def _accept() -> Update:
+    return (
+        update(batches)
+        .where(batches.c.id == bindparam("accepted_batch"))
+        .values(status=BatchStatus.ACCEPTED.value, message_id=bindparam("accepted_id"), status_code=bindparam("answer"),
+                error="", updated_at=bindparam("accepted_at", type_=batches.c.updated_at.type))
+    )
+
+
+def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Row[int, int, str, str, str, bool]]:
+    """The batch's planned recipients as (delivery id, subscriber id, email, name, token,
+    mailable): `mailable` is false for those who may not be mailed any more (unsubscribed
+    or suppressed since planning). Rows as the database gives them: the caller makes a
+    thousand recipients of them in one pass."""
+    return conn.execute(_recipients_of_batch(), {"batch_id": batch_id}).all()
 
 
 def skip_deliveries(conn: Connection, delivery_ids: list[int]) -> None:
@@ -293,11 +322,7 @@ def skip_deliveries(conn: Connection, delivery_ids: list[int]) -> None:
 
 def mark_accepted(conn: Connection, batch_id: int, *, message_id: str, status_code: int, now: datetime) -> None:
     """The provider took the batch: its recipients not skipped have the issue."""
-    conn.execute(
-        update(batches)
-        .where(batches.c.id == batch_id)
-        .values(status=BatchStatus.ACCEPTED.value, message_id=message_id, status_code=status_code, error="", updated_at=now)
-    )
+    conn.execute(_accept(), {"accepted_batch": batch_id, "accepted_id": message_id, "answer": status_code, "accepted_at": now})
 
 
 def sent_deliveries(issue_id: int) -> Select[int]:

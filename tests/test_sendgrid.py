@@ -488,6 +488,12 @@ def test_the_request_body_is_the_json_of_what_it_says() -> None:
         Recipient(n, f"r{n}@exämple.com", {"%%greeting%%": f"Hello {value},", "%%first_name%%": value},
                   f"https://x.example/u/{n}\"", f"mailto:u@x.example?subject=unsubscribe-{n}")
         for n, value in enumerate(awkward)
+    ) + (
+        # Tags in another order, more tags, fewer tags: each recipient's own values still.
+        Recipient(20, "r20@example.com", {"%%first_name%%": "Ann", "%%greeting%%": "Hi Ann,"}, "https://x.example/u/20", "m:20"),
+        Recipient(21, "r21@example.com", {"%%first_name%%": "Bo", "%%greeting%%": "Hi,", "%%x%%": "%s%d"}, "u21", "m:21"),
+        Recipient(22, "r22@example.com", {}, "u22", "m:22"),
+        Recipient(23, "r23@example.com", {"%%greeting%%": "Hey,", "%%first_name%%": "Cy"}, "u23", "m:23"),
     )
     batch = Batch(9, 4, "2026-w48", 2, message, recipients, "Pharma \"News\"", "news@example.com", "desk@example.com",
                   categories=("Pharma News", "issue-2026-w48"), sandbox=True)
@@ -539,3 +545,37 @@ def test_a_body_is_sent_as_ready_json_and_as_plain_json_where_the_charset_is_ref
             assert sum(strict.delivered.values()) == 6 and len(strict.delivered) == 6
         finally:
             strict.stop()
+
+
+def test_the_client_formats_a_body_as_a_short_note_not_its_700_kb() -> None:
+    """The `sendgrid` client formats every body into a DEBUG line, logged or not; ours
+    formats as its size, so that costs nothing, and even a log at DEBUG would hold no
+    address or unsubscribe token. The bytes sent are the body itself."""
+    message = RenderedMessage(subject="Weekly", preheader="", html="<p>%%greeting%%</p>" * 2000, text="%%greeting%%")
+    recipients = tuple(Recipient(n, f"reader{n}@example.com", {"%%greeting%%": "Hello,"}, f"https://x.example/u/tok{n}",
+                                 "mailto:u@x.example") for n in range(1000))
+    batch = Batch(5, 1, "2026-w48", 1, message, recipients, "Weekly", "news@example.com", "")
+    stand_in = SendGridStandIn(API_KEY)
+    stand_in.start()
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    client_log = logging.getLogger("python_http_client.client")
+    level, handler = client_log.level, Keep()
+    client_log.setLevel(logging.DEBUG)
+    client_log.addHandler(handler)
+    try:
+        assert SendGridTransport(api_key=API_KEY, api_host=stand_in.url).send(batch).kind.value == "accepted"
+        [request] = stand_in.mail_requests
+        assert request.body == mail_body(batch)
+    finally:
+        client_log.removeHandler(handler)
+        client_log.setLevel(level)
+        stand_in.stop()
+    body_bytes = len(mail_body_json(batch).encode())
+    [payload] = [r.getMessage() for r in records if r.getMessage().startswith("PAYLOAD")]
+    assert payload == f"PAYLOAD: <{body_bytes} bytes of JSON>"
+    assert not any("reader1@" in r.getMessage() or "tok1" in r.getMessage() for r in records)

@@ -146,6 +146,34 @@ _quote: Callable[[str], str] = encode_basestring_ascii
 JSON_UTF8 = "application/json; charset=utf-8"
 
 
+class _Payload(bytes):
+    """An encoded request body that formats as a short note of its size.
+
+    The `sendgrid` package's HTTP client formats every request body into a DEBUG log
+    line before it asks whether DEBUG is on (`'PAYLOAD: {data}'.format(data=...)`): the
+    repr of 700 KB, 3 ms of CPU per request, a sixth of what a batch costs. Sent, the
+    bytes are the body's own."""
+
+    __slots__ = ()
+
+    def __format__(self, spec: str) -> str:
+        return f"<{len(self)} bytes of JSON>"
+
+    def __repr__(self) -> str:
+        return self.__format__("")
+
+    __str__ = __repr__
+
+
+class _Body(str):
+    """A request body as JSON text, which the client encodes into a `_Payload`."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> _Payload:
+        return _Payload(str.encode(self, encoding, errors))
+
+
 def _client(api_key: str, api_host: str, timeout: float) -> SendGridAPIClient:
     client = SendGridAPIClient(api_key=api_key, host=api_host.rstrip("/"))
     # The package's own `send` takes no timeout; its HTTP client applies this one to
@@ -191,7 +219,7 @@ class SendGridTransport:
     def send(self, batch: Batch) -> Outcome:
         try:
             if self._plain is None:
-                response = self._endpoint.post(request_body=mail_body_json(batch, asm_group_id=self.asm_group_id))
+                response = self._endpoint.post(request_body=_Body(mail_body_json(batch, asm_group_id=self.asm_group_id)))
             else:
                 response = self._plain.send(mail_body(batch, asm_group_id=self.asm_group_id))
         except (http_errors.UnauthorizedError, http_errors.ForbiddenError) as exc:
