@@ -116,6 +116,18 @@ def add_subscribers(engine: Engine, count: int, *, now: datetime, chunk: int = 5
             )
 
 
+def add_suppressions(engine: Engine, count: int, *, now: datetime, chunk: int = 50_000) -> None:
+    """`count` suppressed addresses, none of them a subscriber's: what years of bounces
+    and complaints of people long gone leave on a list."""
+    with engine.begin() as conn:
+        for start in range(0, count, chunk):
+            conn.execute(
+                insert(people.suppressions),
+                [{"email": f"gone{n:07d}@bounced.example.com", "reason": "bounce", "created_at": now}
+                 for n in range(start, min(count, start + chunk))],
+            )
+
+
 class HelperRssSampler(threading.Thread):
     """Samples, every 20 ms, the resident size of this process's helper processes (the
     children multiprocessing started: not the stand-in) and keeps the largest seen. The
@@ -201,6 +213,8 @@ def scratch_database(prefix: str, postgres_url: str | None) -> Iterator[tuple[Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--subscribers", type=int, default=100_000, help="How many subscribers (default 100,000).")
+    parser.add_argument("--suppressions", type=int, default=0,
+                        help="Addresses on the suppression list, none a subscriber's (default 0).")
     parser.add_argument("--postgres", metavar="URL", help="Use this PostgreSQL server (a new schema) instead of SQLite.")
     parser.add_argument("--validate-every", type=int, default=1, help="The stand-in validates one body in N against the schema.")
     parser.add_argument("--validate-now", action="store_true",
@@ -224,11 +238,13 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
     settings, engine, built = prepare_issue(folder, database_url, standin.url, now=now, concurrency=args.concurrency,
                                            processes=args.processes)
     add_subscribers(engine, args.subscribers, now=now)
+    add_suppressions(engine, args.suppressions, now=now)
     # The setup's writes (a million subscribers are ~340 MB) reach the disk now, not while
     # the send is measured: the kernel's writeback of them made runs differ by half.
     os.sync()
     setup_s = time.perf_counter() - setup_started
-    console.print(f"Setup: issue {built.issue.slug} and {args.subscribers:,} subscribers in {setup_s:.1f} s. Sending…")
+    console.print(f"Setup: issue {built.issue.slug}, {args.subscribers:,} subscribers and {args.suppressions:,} suppressed "
+                  f"addresses in {setup_s:.1f} s. Sending…")
 
     rss_before = rss_bytes()
     setup_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -252,6 +268,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
     exactly_once = tally["recipients"] == tally["distinct"] == report.recipients_sent == args.subscribers
     summary: dict[str, Any] = {
         "subscribers": args.subscribers,
+        "suppressions": args.suppressions,
         "database": "postgresql" if args.postgres else "sqlite",
         "concurrency": settings.sendgrid.concurrency,
         "processes": settings.delivery.processes or os.cpu_count(),
@@ -294,7 +311,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
     table.add_column("")
     table.add_column("value", justify="right")
     for label, value in [
-        ("setup (issue + subscribers), not measured", f"{setup_s:.1f} s"),
+        ("setup (issue, subscribers, suppressions), not measured", f"{setup_s:.1f} s"),
         ("wall time of send_pending", f"{wall_s:.1f} s"),
         ("  planning (render 64 segments, plan batches)", f"{plan_s:.1f} s"),
         ("  sending (claim, request, record)", f"{send_s:.1f} s"),

@@ -295,7 +295,7 @@ def _recipients_of_batch() -> Select[Any]:
             subscribers.c.email,
             subscribers.c.name,
             subscribers.c.token,
-            mailable_clause().label("mailable"),
+            mailable_clause(few=True).label("mailable"),
         )
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
         .where(deliveries.c.batch_id == bindparam("batch_id"), deliveries.c.status == "planned")
