@@ -1,6 +1,6 @@
 """Opening the database and bringing its schema up to date.
 
-Owns: `open_engine`, `upgrade`, `current_revision`, `foreign_keys_unchecked`. Imports
+Owns: `open_engine`, `upgrade`, `current_revision`. Imports
 `errors`, `tables` (so the whole metadata is known) and Alembic. SQLite runs in WAL mode
 with foreign keys on and a busy timeout, so the web app, the scheduler and a manual send
 can share one file.
@@ -9,8 +9,6 @@ can share one file.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from . import tables as _tables  # noqa: F401  (registers the tables on the shared metadata)
@@ -27,26 +25,6 @@ from .errors import StorageError
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-
-@contextmanager
-def foreign_keys_unchecked(conn: Connection) -> Iterator[None]:
-    """On SQLite, no foreign key checks for the transactions begun inside: for a bulk
-    insert whose every reference was read in the same transaction (planning a million
-    deliveries spends a second on four lookups per row otherwise). The pragma only
-    takes effect between transactions, so none may be open on `conn`. Elsewhere nothing
-    changes (PostgreSQL's checks are cheap set operations)."""
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-    conn.commit()
-    try:
-        yield
-    finally:
-        if conn.in_transaction():
-            conn.rollback()
-        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-        conn.commit()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,7 +1,7 @@
 """Sending an issue: plan its batches, then claim, send, retry and record each one.
 
 Owns: `send_issue`, `SendOptions`, `SendReport`, `SendProgress`, `substitutions_for`.
-Imports `db`, `ledger`, `store`, `models`, `errors`, `transports` and what `subscribers` exports.
+Imports `ledger`, `store`, `models`, `errors`, `transports` and what `subscribers` exports.
 
 Exactly once: all batches are planned and committed before the first one is sent. A batch
 is marked in flight (committed) before its request and accepted (committed, with its
@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine
 
 from subscribers import parse_sections_key
 
-from . import db, ledger, store
+from . import ledger, store
 from .errors import DeliveryError, TransportAuthError
 from .models import Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
 from .render import TAGS
@@ -154,7 +154,7 @@ def _plan(
 ) -> None:
     """Render each new segment once and plan batches for everyone not yet planned."""
     by_raw_key: dict[str, int | None] = {}
-    with db.foreign_keys_unchecked(conn), conn.begin():
+    with conn.begin():
         ledger.lock_issue(conn, issue.id)
         choices = ledger.unplanned_choices(conn, issue.id)
         for raw in choices:

@@ -24,6 +24,42 @@ def test_the_migrations_match_the_tables(engine: Engine) -> None:
     assert db.current_revision(engine) == db.head_revision()
 
 
+def test_upgrading_keeps_every_delivery_and_drops_only_their_foreign_keys(database_url: str) -> None:
+    """Migration 0007 rebuilds `deliveries` on SQLite: a ledger written before it reads
+    the same after it, and references the old keys would have refused are taken."""
+    from alembic import command
+    from sqlalchemy import text
+
+    eng = db.open_engine(database_url)
+    try:
+        command.upgrade(db._alembic_config(eng), "0006")
+        now = "2026-11-20 10:00:00+00:00"
+        with eng.begin() as conn:
+            conn.execute(text("INSERT INTO issues (id, slug, status, subject, preheader, intro, window_start, window_end, "
+                              "created_at) VALUES (1, '2026-w47', 'sent', 's', 'p', '', :now, :now, :now)"), {"now": now})
+            conn.execute(text("INSERT INTO segments (id, issue_id, key, subject, preheader, html, text) "
+                              "VALUES (1, 1, 'news', 's', 'p', 'h', 't')"))
+            conn.execute(text("INSERT INTO batches (id, issue_id, segment_id, status, transport, recipients, attempts, "
+                              "message_id, status_code, error, updated_at) "
+                              "VALUES (1, 1, 1, 'accepted', 'outbox', 2, 1, '', 0, '', :now)"), {"now": now})
+            for n in (1, 2):
+                conn.execute(text("INSERT INTO subscribers (id, email, name, status, sections, token, created_at, source) "
+                                  f"VALUES ({n}, 'r{n}@example.com', '', 'active', 'news', 't{n}', :now, 'test')"), {"now": now})
+                conn.execute(text("INSERT INTO deliveries (id, issue_id, subscriber_id, segment_id, batch_id, status, sent_at) "
+                                  f"VALUES ({n}, 1, {n}, 1, 1, '{'sent' if n == 1 else 'planned'}', :now)"), {"now": now})
+        assert db.upgrade(eng)
+        with eng.begin() as conn:
+            rows = conn.execute(text("SELECT id, issue_id, subscriber_id, segment_id, batch_id, status FROM deliveries "
+                                     "ORDER BY id")).all()
+            assert [tuple(r) for r in rows] == [(1, 1, 1, 1, 1, "sent"), (2, 1, 2, 1, 1, "planned")]
+            conn.execute(text("INSERT INTO deliveries (id, issue_id, subscriber_id, segment_id, batch_id, status) "
+                              "VALUES (3, 99, 99, 99, 99, 'planned')"))
+        with eng.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        eng.dispose()
+
+
 def test_db_upgrade_twice(tmp_path: Path) -> None:
     config = tmp_path / "newsletter.toml"
     config.write_text('[database]\nurl = "sqlite:///data/news.db"\n')
@@ -33,27 +69,3 @@ def test_db_upgrade_twice(tmp_path: Path) -> None:
     assert first.exit_code == 0 and "upgraded to revision" in first.output
     assert second.exit_code == 0 and "already at revision" in second.output
     assert (tmp_path / "data" / "news.db").is_file()
-
-
-def test_foreign_keys_are_unchecked_only_inside_the_block(engine: Engine) -> None:
-    """Planning inserts a million references it has just read, without SQLite's checks;
-    the checks are back afterwards, on that connection, even when the block fails."""
-    orphan = "INSERT INTO segments (issue_id, key, subject, preheader, html, text) VALUES (424242, 'k', 's', 'p', 'h', 't')"
-    with engine.connect() as conn:
-        if conn.dialect.name != "sqlite":
-            with db.foreign_keys_unchecked(conn), conn.begin():
-                assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1  # nothing changes elsewhere
-            return
-        with db.foreign_keys_unchecked(conn), conn.begin():
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 0
-            conn.exec_driver_sql(orphan)
-            conn.exec_driver_sql("DELETE FROM segments WHERE issue_id = 424242")
-        try:
-            with db.foreign_keys_unchecked(conn), conn.begin():
-                raise RuntimeError("planning failed")
-        except RuntimeError:
-            pass
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
-        conn.commit()
-        with pytest.raises(IntegrityError), conn.begin():
-            conn.exec_driver_sql(orphan)
