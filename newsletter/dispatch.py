@@ -4,8 +4,8 @@ Owns: `send_issue`, `SendOptions`, `SendReport`, `SendProgress`, `substitutions_
 Imports `ledger`, `store`, `models`, `errors`, `transports` and what `subscribers` exports.
 
 Exactly once: all batches are planned and committed before the first one is sent. A batch
-is marked in flight (committed) before its request and accepted (committed, with its
-recipients marked sent) after, so a run that is killed leaves every batch planned (to
+is marked in flight (committed) before its request and accepted (committed; its
+recipients then count as sent) after, so a run that is killed leaves every batch planned (to
 send), accepted (never sent again) or in flight (outcome unknown). With an idempotent
 transport such as the outbox an in-flight batch is sent again; otherwise it is reported as
 unknown and resent only when asked (`resend_unknown`).
