@@ -60,6 +60,18 @@ def test_upgrading_keeps_every_delivery_and_drops_only_their_foreign_keys(databa
         eng.dispose()
 
 
+def test_sqlite_commits_reach_the_disk_before_the_next_request(engine: Engine) -> None:
+    """A batch is marked in flight and committed before its request: on SQLite that commit
+    must survive a power cut (synchronous=FULL in WAL mode), or a resumed send would take
+    the batch for planned and mail it again."""
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+            return
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
+
+
 def test_db_upgrade_twice(tmp_path: Path) -> None:
     config = tmp_path / "newsletter.toml"
     config.write_text('[database]\nurl = "sqlite:///data/news.db"\n')
