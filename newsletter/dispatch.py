@@ -441,7 +441,7 @@ class _Run:
             self.report.recipients_skipped += len(drop)
             if not recipients:
                 with conn.begin():
-                    ledger.skip_deliveries(conn, drop)
+                    ledger.skip_deliveries(conn, row.id, drop)
                     ledger.mark_accepted(conn, row.id, message_id="", status_code=0, now=self.clock())
                 self._advance(row.recipients)
                 continue
@@ -512,7 +512,7 @@ class _Run:
         conn = self.conn
         with conn.begin():
             # Those found unmailable when the batch was claimed are left out for good.
-            ledger.skip_deliveries(conn, self.dropped.pop(batch.id, []))
+            ledger.skip_deliveries(conn, batch.id, self.dropped.pop(batch.id, []))
             outcome = result.outcome
             if result.released or outcome is None:
                 # Refused or never answered before the run stopped: it may be sent again.

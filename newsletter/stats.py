@@ -6,7 +6,7 @@ Owns: `IssueStats`, `Figures`, `SectionFigures`, `LinkClicks`, `issue_stats`,
 events but for one indexed count, so the answer takes the same time with five or five
 million events stored, and stays after the raw events are pruned.
 
-Definitions: recipients are those the issue was sent to (`ledger.sent_deliveries`);
+Definitions: recipients are those the issue was sent to (`ledger.recipients_sent_by_segment`);
 delivered, bounced, complaints, opens, clicks and unsubscribes count recipients (each
 once) with such an event; `clicks` counts every click. Rates are of the recipients
 (delivered, bounced) or of the delivered (the rest). Opens are a soft figure: privacy

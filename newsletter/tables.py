@@ -102,6 +102,8 @@ batches = Table(
     Column("status", String(20), nullable=False),
     Column("transport", String(20), nullable=False),
     Column("recipients", Integer, nullable=False),
+    #: Of `recipients`, those left out when the batch was claimed (no longer mailable).
+    Column("skipped", Integer, nullable=False, default=0, server_default="0"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("message_id", String(200), nullable=False, default=""),
     Column("status_code", Integer, nullable=False, default=0),

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from newsletter import db
 from newsletter.cli import app
+from newsletter.ledger import ledger_summary
 from subscribers import metadata
 
 
@@ -26,7 +27,8 @@ def test_the_migrations_match_the_tables(engine: Engine) -> None:
 
 def test_upgrading_keeps_every_delivery_and_drops_only_their_foreign_keys(database_url: str) -> None:
     """Migration 0007 rebuilds `deliveries` on SQLite: a ledger written before it reads
-    the same after it, and references the old keys would have refused are taken."""
+    the same after it (batches count the deliveries they skipped), and references the
+    old keys would have refused are taken."""
     from alembic import command
     from sqlalchemy import text
 
@@ -46,12 +48,16 @@ def test_upgrading_keeps_every_delivery_and_drops_only_their_foreign_keys(databa
                 conn.execute(text("INSERT INTO subscribers (id, email, name, status, sections, token, created_at, source) "
                                   f"VALUES ({n}, 'r{n}@example.com', '', 'active', 'news', 't{n}', :now, 'test')"), {"now": now})
                 conn.execute(text("INSERT INTO deliveries (id, issue_id, subscriber_id, segment_id, batch_id, status, sent_at) "
-                                  f"VALUES ({n}, 1, {n}, 1, 1, '{'sent' if n == 1 else 'planned'}', :now)"), {"now": now})
+                                  f"VALUES ({n}, 1, {n}, 1, 1, '{'sent' if n == 1 else 'skipped'}', :now)"), {"now": now})
         assert db.upgrade(eng)
         with eng.begin() as conn:
             rows = conn.execute(text("SELECT id, issue_id, subscriber_id, segment_id, batch_id, status FROM deliveries "
                                      "ORDER BY id")).all()
-            assert [tuple(r) for r in rows] == [(1, 1, 1, 1, 1, "sent"), (2, 1, 2, 1, 1, "planned")]
+            assert [tuple(r) for r in rows] == [(1, 1, 1, 1, 1, "sent"), (2, 1, 2, 1, 1, "skipped")]
+            # The batch counts the recipient it left out, so the ledger's sums say what the rows say.
+            assert conn.execute(text("SELECT skipped FROM batches WHERE id = 1")).scalar_one() == 1
+            summary = ledger_summary(conn, 1)
+            assert (summary["recipients_sent"], summary["recipients_skipped"], summary["recipients_planned"]) == (1, 1, 0)
             conn.execute(text("INSERT INTO deliveries (id, issue_id, subscriber_id, segment_id, batch_id, status) "
                               "VALUES (3, 99, 99, 99, 99, 'planned')"))
         with eng.connect() as conn:

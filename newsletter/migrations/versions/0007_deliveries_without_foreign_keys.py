@@ -1,4 +1,4 @@
-"""deliveries: no foreign keys, no sent_at
+"""deliveries: no foreign keys, no sent_at; batches count their skipped recipients
 
 Revision ID: 0007
 Revises: 0006
@@ -12,7 +12,12 @@ three quarters of planning: 1.4 s of 1.9 s for 100,000 deliveries. SQLite alread
 planned with its checks off. `sent_at` has not been written since a delivery of an
 accepted batch counts as sent.
 
-On SQLite the table is rebuilt (a copy of every row): seconds per million deliveries.
+`batches.skipped` counts the recipients a batch left out when it was claimed, so that an
+issue's figures (sent, skipped, planned) are sums over its batches: counting a million
+deliveries joined to their batches took 0.5 s on SQLite and 30 s on PostgreSQL at the
+end of every send. It is filled from the deliveries already skipped.
+
+On SQLite the deliveries table is rebuilt (a copy of every row): about 2 s per million.
 """
 
 from __future__ import annotations
@@ -38,9 +43,16 @@ def upgrade() -> None:
         for name, _table, _columns, _ondelete in FOREIGN_KEYS:
             batch_op.drop_constraint(name, type_="foreignkey")
         batch_op.drop_column("sent_at")
+    op.add_column("batches", sa.Column("skipped", sa.Integer(), server_default="0", nullable=False))
+    op.execute(
+        "UPDATE batches SET skipped = (SELECT count(*) FROM deliveries "
+        "WHERE deliveries.batch_id = batches.id AND deliveries.status = 'skipped')"
+    )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.drop_column("skipped")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
         for name, table, columns, ondelete in FOREIGN_KEYS:
