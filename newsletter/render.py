@@ -10,6 +10,7 @@ what makes one render per segment possible.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,6 +167,24 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.env.filters["localdate"] = self._localdate
+        self.env.filters["wordwrap"] = self._wordwrap()
+
+    def _wordwrap(self) -> Any:
+        """Jinja's `wordwrap`, remembering what it wrapped: an article's summary is wrapped
+        again in every segment that has its section, and `textwrap` took two fifths of
+        the time of rendering 64 segments."""
+        env = self.env
+
+        @functools.lru_cache(maxsize=4096)
+        def wrapped(text: str, width: int, break_long_words: bool, wrapstring: str | None, break_on_hyphens: bool) -> str:
+            return str(jinja2.filters.do_wordwrap(env, text, width, break_long_words, wrapstring, break_on_hyphens))
+
+        @jinja2.pass_environment
+        def wordwrap(_env: jinja2.Environment, s: str, width: int = 79, break_long_words: bool = True,
+                     wrapstring: str | None = None, break_on_hyphens: bool = True) -> str:
+            return wrapped(str(s), width, break_long_words, wrapstring, break_on_hyphens)
+
+        return wordwrap
 
     def _localdate(self, value: datetime) -> str:
         local = value.astimezone(self.zone)

@@ -168,3 +168,23 @@ def test_a_remembering_renderer_renders_each_segment_once() -> None:
     assert remembering.render(content, sections=["supply-chain", "drug-development"], public=True) is not first
     assert remembering.render(content, sections=["insights"]) != first
     assert plain.render(content, sections=["insights"]) is not plain.render(content, sections=["insights"])
+
+
+def test_the_text_part_wraps_summaries_as_jinjas_own_wordwrap_would() -> None:
+    """The renderer remembers wrapped summaries (one is wrapped again in every segment
+    that has its section); what it gives is jinja's `wordwrap`, every time."""
+    import jinja2
+
+    renderer = make_renderer()
+    plain = jinja2.Environment()
+    texts = ["Regulators cleared the once-daily tablet " * 6, "a-very-long-hyphenated-word-" * 5, "short", "",
+             "Zoë’s line\nbreaks  and   spaces " * 4]
+    for text in texts:
+        for args in ({}, {"width": 30}, {"width": 72, "wrapstring": "\n  "}, {"width": 20, "break_long_words": False},
+                     {"width": 25, "break_on_hyphens": False}):
+            source = "{{ s | wordwrap(**a) }}"
+            expected = plain.from_string(source).render(s=text, a=args)
+            assert renderer.env.from_string(source).render(s=text, a=args) == expected
+            assert renderer.env.from_string(source).render(s=text, a=args) == expected  # remembered
+    content = issue_content()
+    assert make_renderer().render(content).text == renderer.render(content).text
