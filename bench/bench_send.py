@@ -26,7 +26,7 @@ subscriber exactly once and no sampled body invalid.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import itertools
 import json
@@ -53,7 +53,7 @@ from sqlalchemy import Engine, insert, text
 import subscribers as people
 from bench_outbox import MIB, Phases, RssSampler, peak_rss_bytes, reset_peak_rss, rss_bytes
 from bench_render import CONFIG, SITE, write_feed
-from newsletter import db, issues
+from newsletter import db, dispatch, issues
 from newsletter.config import Settings, load_settings
 from newsletter.ingest import ingest_feeds
 
@@ -99,33 +99,26 @@ def prepare_issue(
     return settings, engine, built
 
 
-def add_subscribers(engine: Engine, count: int, *, now: datetime, chunk: int = 50_000) -> None:
-    """`count` active subscribers spread evenly over the 64 choices, inserted in bulk."""
-    keys = [people.sections_key(c) for c in section_choices()]
-    table = people.subscribers
+def insert_in_chunks(engine: Engine, table: Any, count: int, row: Callable[[int], dict[str, Any]], *, chunk: int = 50_000) -> None:
+    """`count` rows, `row(n)` each, inserted in bulk in one transaction."""
     with engine.begin() as conn:
         for start in range(0, count, chunk):
-            conn.execute(
-                insert(table),
-                [
-                    {"email": f"reader{n:07d}@example.com", "name": f"Reader{n} Example", "status": "active",
-                     "sections": keys[n % len(keys)], "token": secrets.token_urlsafe(24), "created_at": now,
-                     "confirmed_at": now, "source": "bench"}
-                    for n in range(start, min(count, start + chunk))
-                ],
-            )
+            conn.execute(insert(table), [row(n) for n in range(start, min(count, start + chunk))])
 
 
-def add_suppressions(engine: Engine, count: int, *, now: datetime, chunk: int = 50_000) -> None:
+def add_subscribers(engine: Engine, count: int, *, now: datetime) -> None:
+    """`count` active subscribers spread evenly over the 64 choices."""
+    keys = [people.sections_key(c) for c in section_choices()]
+    insert_in_chunks(engine, people.subscribers, count, lambda n: {
+        "email": f"reader{n:07d}@example.com", "name": f"Reader{n} Example", "status": "active", "sections": keys[n % len(keys)],
+        "token": secrets.token_urlsafe(24), "created_at": now, "confirmed_at": now, "source": "bench"})
+
+
+def add_suppressions(engine: Engine, count: int, *, now: datetime) -> None:
     """`count` suppressed addresses, none of them a subscriber's: what years of bounces
     and complaints of people long gone leave on a list."""
-    with engine.begin() as conn:
-        for start in range(0, count, chunk):
-            conn.execute(
-                insert(people.suppressions),
-                [{"email": f"gone{n:07d}@bounced.example.com", "reason": "bounce", "created_at": now}
-                 for n in range(start, min(count, start + chunk))],
-            )
+    insert_in_chunks(engine, people.suppressions, count,
+                     lambda n: {"email": f"gone{n:07d}@bounced.example.com", "reason": "bounce", "created_at": now})
 
 
 class HelperRssSampler(threading.Thread):
@@ -271,7 +264,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         "suppressions": args.suppressions,
         "database": "postgresql" if args.postgres else "sqlite",
         "concurrency": settings.sendgrid.concurrency,
-        "processes": settings.delivery.processes or os.cpu_count(),
+        "processes": dispatch.process_count(settings.delivery.processes),
         "schema_validated_every": args.validate_every,
         "setup_seconds": round(setup_s, 2),
         "wall_seconds": round(wall_s, 2),

@@ -1,9 +1,8 @@
 """Opening the database and bringing its schema up to date.
 
-Owns: `open_engine`, `upgrade`, `current_revision`. Imports
-`errors`, `tables` (so the whole metadata is known) and Alembic. SQLite runs in WAL mode
-with foreign keys on and a busy timeout, so the web app, the scheduler and a manual send
-can share one file.
+Owns: `open_engine`, `upgrade`, `current_revision`. Imports `errors`, `tables` (so the
+whole metadata is known) and Alembic. SQLite runs in WAL mode with foreign keys on and a
+busy timeout, so the web app, the scheduler and a manual send can share one file.
 """
 
 from __future__ import annotations

@@ -443,7 +443,7 @@ class _Run:
                 with conn.begin():
                     ledger.skip_deliveries(conn, row.id, drop)
                     ledger.mark_accepted(conn, row.id, message_id="", status_code=0, now=self.clock())
-                self._advance(row.recipients)
+                self.advance(1, row.recipients)
                 continue
             self.dropped[row.id] = drop
             return Batch(
@@ -483,7 +483,7 @@ class _Run:
                 return _Attempt(outcome, released=True)
 
     def advance(self, batches: int, recipients: int) -> None:
-        """Progress made elsewhere (a helper process)."""
+        """Progress made, here or by a helper process."""
         if self.progress:
             self.progress.advance(batches, recipients)
 
@@ -526,11 +526,7 @@ class _Run:
                 ledger.mark_failed(conn, batch.id, status_code=outcome.status_code, error=outcome.error, now=self.clock())
                 report.failed_batches.append((batch.id, outcome.error or f"status {outcome.status_code}"))
                 log.error("batch %d of issue %s failed: %s", batch.id, batch.issue_slug, outcome.error)
-        self._advance(len(batch.recipients))
-
-    def _advance(self, recipients: int) -> None:
-        if self.progress:
-            self.progress.advance(1, recipients)
+        self.advance(1, len(batch.recipients))
 
 
 @dataclass(frozen=True)
