@@ -1,7 +1,8 @@
 """Opening the database and bringing its schema up to date.
 
 Owns: `open_engine`, `upgrade`, `current_revision`. Imports `errors`, `tables` (so the
-whole metadata is known) and Alembic. SQLite runs in WAL mode with foreign keys on and a
+whole metadata is known) and Alembic, the latter only when a schema is looked at: a
+helper process that only opens the database starts without it (a quarter of a second). SQLite runs in WAL mode with foreign keys on and a
 busy timeout, so the web app, the scheduler and a manual send can share one file.
 """
 
@@ -9,17 +10,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from . import tables as _tables  # noqa: F401  (registers the tables on the shared metadata)
 from .errors import StorageError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -62,6 +62,8 @@ def open_engine(url: str) -> Engine:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -70,12 +72,16 @@ def _alembic_config(engine: Engine) -> Config:
 
 def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str:
     """The newest schema revision this code knows."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert head is not None
     return head
@@ -83,6 +89,8 @@ def head_revision() -> str:
 
 def upgrade(engine: Engine) -> bool:
     """Apply pending migrations. Returns True when anything was applied."""
+    from alembic import command
+
     try:
         if current_revision(engine) == head_revision():
             return False

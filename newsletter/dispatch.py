@@ -30,8 +30,7 @@ from subscribers import parse_sections_key
 
 from . import ledger, store
 from .errors import DeliveryError, TransportAuthError
-from .models import Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
-from .render import TAGS
+from .models import TAGS, Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
 from .transports import Transport
 
 log = logging.getLogger(__name__)

@@ -1,16 +1,17 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
-Owns: `open_database`, `make_renderer`, `make_transport`, `build_issue`, `send_pending`,
-`SendFlags`, `ledger_status`, `render_issue`. Imports everything below it (`config`, `db`,
-`store`, `ledger`, `preflight`, `selection`, `render`, `dispatch`, `transports`). The CLI, the
-scheduler and the web app call these.
+Owns: `open_database`, `make_renderer`, `build_issue`, `send_pending`, `ledger_status`,
+`render_issue`; hands on `make_transport` and `SendFlags` from `delivery`, so that the CLI,
+the scheduler and the web app find every use case here. Imports everything below it
+(`config`, `db`, `store`, `ledger`, `preflight`, `selection`, `render`, `dispatch`,
+`delivery`, `workers`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import jinja2
@@ -19,16 +20,10 @@ from sqlalchemy import Connection, Engine
 from . import db, ledger, preflight, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
-from .dispatch import (
-    SendOptions,
-    SendProgress,
-    SendReport,
-    StartHelpers,
-    concurrency_share,
-    helper_count,
-    send_issue,
-    send_planned,
-)
+from .delivery import SendFlags as SendFlags
+from .delivery import make_transport as make_transport
+from .delivery import send_as_helper, send_options
+from .dispatch import SendProgress, SendReport, StartHelpers, helper_count, send_issue
 from .errors import ConfigError, EmptyIssueError, IssueError
 from .ledger import BatchDetail
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
@@ -36,8 +31,6 @@ from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
 from .selection import issue_slug, issue_window, select_articles
 from .transports import Transport
-from .transports.outbox import OutboxTransport
-from .transports.sendgrid import SendGridTransport
 from .workers import HelperPool
 
 FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -63,23 +56,6 @@ def make_renderer(settings: Settings, *, remember: bool = False) -> Renderer:
         template_folder=folder,
         remember=remember,
     )
-
-
-def make_transport(settings: Settings) -> Transport:
-    """The transport the configuration names."""
-    if settings.delivery.transport == "outbox":
-        return OutboxTransport(settings.outbox_dir)
-    if settings.delivery.transport == "sendgrid":
-        key = settings.sendgrid.api_key.get_secret_value() if settings.sendgrid.api_key else ""
-        if not key.strip():
-            raise ConfigError("delivery.transport is \"sendgrid\" but no API key is set: export SENDGRID_API_KEY")
-        return SendGridTransport(
-            api_key=key.strip(),
-            api_host=settings.sendgrid.api_host,
-            asm_group_id=settings.sendgrid.asm_group_id,
-            timeout=settings.sendgrid.timeout,
-        )
-    raise ConfigError(f"delivery.transport: {settings.delivery.transport!r} is not a transport; use \"outbox\" or \"sendgrid\"")
 
 
 @dataclass(frozen=True)
@@ -185,16 +161,6 @@ def render_issue(
     return make_renderer(settings).render(_content(issue, blocks), sections=sections, public=public)
 
 
-@dataclass(frozen=True)
-class SendFlags:
-    """How `newsletter send` was asked to send: the choices a user makes per run."""
-
-    retry_failed: bool = False
-    resend_unknown: bool = False
-    sandbox: bool = False
-    worker: bool = False
-
-
 def send_pending(
     engine: Engine,
     settings: Settings,
@@ -253,7 +219,7 @@ def _send(
         # The preflight runs before a send starts (not on a resumed one); links are not
         # asked here, as an unreachable link is only a warning.
         preflight.require_passing(preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer), issue.slug)
-    options = _send_options(settings, issue, transport, flags, stop)
+    options = send_options(settings, issue, transport, flags, stop)
     # The public web version exists before the first email links to it.
     archive_issue(engine, settings, issue, now=clock())
     start_helpers: StartHelpers | None = None
@@ -273,47 +239,6 @@ def _send(
         sleep=sleep,
         progress=progress,
         start_helpers=start_helpers,
-    )
-
-
-def send_as_helper(
-    settings: Settings, issue_id: int, flags: SendFlags, *, processes: int, progress: SendProgress, stop: threading.Event
-) -> SendReport:
-    """The work of a helper process (`workers.run_helper`), one of `processes` sending
-    the issue: send planned batches on a connection and a transport of its own."""
-    engine = db.open_engine(settings.database_url)
-    try:
-        with engine.connect() as conn:
-            issue = store.find_issue(conn, issue_id)
-        if issue is None:
-            raise IssueError(f"issue {issue_id} does not exist")
-        transport = make_transport(settings)
-        try:
-            options = _send_options(settings, issue, transport, flags, None)
-            options = replace(options, concurrency=concurrency_share(options.concurrency, processes), stop=stop)
-            return send_planned(engine, issue, transport=transport, options=options, progress=progress)
-        finally:
-            transport.close()
-    finally:
-        engine.dispose()
-
-
-def _send_options(settings: Settings, issue: Issue, transport: Transport, flags: SendFlags, stop: threading.Event | None) -> SendOptions:
-    return SendOptions(
-        base_url=settings.site.base_url,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
-        sender_name=settings.sender.name,
-        sender_address=settings.sender.address,
-        reply_to=settings.sender.reply_to,
-        batch_size=settings.delivery.batch_size,
-        retry_failed=flags.retry_failed,
-        resend_unknown=flags.resend_unknown,
-        sandbox=flags.sandbox,
-        worker=flags.worker,
-        concurrency=settings.sendgrid.concurrency if transport.name == "sendgrid" else 1,
-        categories=(settings.site.name[:255], f"issue-{issue.slug}"),
-        processes=settings.delivery.processes,
-        stop=stop,
     )
 
 

@@ -1,16 +1,23 @@
 """Value types passed between the layers of `newsletter`.
 
 Owns: `Article`, `FeedItem`, `IssueStatus`, `Issue`, `Segment`, `RenderedMessage`,
-`Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`, `EventKind`, `DeliveryEvent`.
-Imports nothing of ours.
+`Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`, `EventKind`, `DeliveryEvent`,
+and the substitution tags (`TAGS`, `TAG_PATTERN`): the renderer writes them, the transports
+fill them for each recipient. Imports nothing of ours.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
+
+#: The per-recipient values a rendered segment leaves as tags (`%%unsubscribe_url%%`).
+TAG_NAMES = ("greeting", "first_name", "preferences_url", "unsubscribe_url")
+TAGS = {name: f"%%{name}%%" for name in TAG_NAMES}
+TAG_PATTERN = re.compile(r"%%[a-z_]+%%")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Jinja2 → MJML → HTML, and the plain-text part; once per segment.
 
-Owns: `Renderer`, `IssueContent`, `TAGS`, `builtin_templates`, `intro_html`, `compile_mjml`. Imports
-`models`, `errors`.
+Owns: `Renderer`, `IssueContent`, `builtin_templates`, `intro_html`, `compile_mjml`. Imports
+`models` (where the substitution `TAGS` are defined, for the transports too), `errors`.
 
 Per-recipient values never enter a render: the templates write substitution tags such as
 `%%unsubscribe_url%%` (see `TAGS`), which the transport fills for each recipient. That is
@@ -26,11 +26,8 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from .errors import RenderError
-from .models import RenderedMessage, SectionBlock
+from .models import TAG_NAMES, TAG_PATTERN, TAGS, RenderedMessage, SectionBlock
 
-TAG_NAMES = ("greeting", "first_name", "preferences_url", "unsubscribe_url")
-TAGS = {name: f"%%{name}%%" for name in TAG_NAMES}
-TAG_PATTERN = re.compile(r"%%[a-z_]+%%")
 
 # Every MJML tag MRML knows; anything else named mj-* is a typo that MRML would print raw.
 MJML_TAGS = frozenset(

@@ -333,3 +333,32 @@ def test_a_stop_request_stops_the_helper_too(
     accepted = sum(s == "accepted" for s in states.values())
     assert accepted == report.batches_sent and 6 <= accepted <= 40, accepted
     engine.dispose()
+
+
+HELPER_SCRIPT = '''
+import sys
+from pathlib import Path
+
+if __name__ != "__main__":
+    # A spawned process runs the main script again as `__mp_main__`: say so.
+    Path(__file__).with_suffix(".ran-again").write_text(__name__)
+else:
+    from newsletter.delivery import send_as_helper
+    from newsletter.workers import HelperPool
+
+    pool = HelperPool(1, send_as_helper, (None, 0, None))
+    pool.cancel()
+    print(pool.processes[0].exitcode)
+'''
+
+
+def test_a_helper_does_not_run_the_main_script_again(tmp_path: Path) -> None:
+    """`newsletter` is a script; a helper started from it must not import the whole CLI
+    (or a benchmark) again before it can send. Here a main script marks every run of
+    itself; the helper starts, is sent away unused, and leaves cleanly."""
+    script = tmp_path / "main_script.py"
+    script.write_text(HELPER_SCRIPT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+    assert not script.with_suffix(".ran-again").exists()

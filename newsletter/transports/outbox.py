@@ -27,8 +27,7 @@ from email.quoprimime import body_encode
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
-from ..models import Batch, Outcome, OutcomeKind, Recipient, RenderedMessage
-from ..render import TAG_PATTERN
+from ..models import TAG_PATTERN, Batch, Outcome, OutcomeKind, Recipient, RenderedMessage
 from . import personalize
 
 CRLF = "\r\n"
