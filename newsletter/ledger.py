@@ -16,6 +16,7 @@ ones are its recipients), never a count of a million deliveries.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -306,6 +307,13 @@ def _recipients_of_batch() -> Select[Any]:
 
 
 @functools.cache
+def _recipients_of_batch_packed() -> Select[Any]:
+    """SQLite: the same rows as one JSON array of arrays, in one value."""
+    rows = _recipients_of_batch().subquery()
+    return select(func.json_group_array(func.json_array(*rows.c)))
+
+
+@functools.cache
 def _accept() -> Update:
     return (
         update(batches)
@@ -315,11 +323,22 @@ def _accept() -> Update:
     )
 
 
-def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Row[int, int, str, str, str, bool]]:
+def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Sequence[Any]]:
     """The batch's planned recipients as (delivery id, subscriber id, email, name, token,
     mailable): `mailable` is false for those who may not be mailed any more (unsubscribed
     or suppressed since planning). Rows as the database gives them: the caller makes a
-    thousand recipients of them in one pass."""
+    thousand recipients of them in one pass.
+
+    On SQLite the rows come as one JSON value, which SQLite builds in the one step that
+    reads them. Row by row, the driver lets go of Python's interpreter lock around every
+    row and must take it back after each: with another thread of the process busy (the
+    requests being built), each row waited its turn, up to 5 ms, and a batch's read took
+    10 ms instead of 6 (seconds, had that thread never waited for the network).
+    PostgreSQL's driver takes the whole result in one call anyway."""
+    if conn.dialect.name == "sqlite":
+        packed = conn.execute(_recipients_of_batch_packed(), {"batch_id": batch_id}).scalar_one()
+        rows: list[list[Any]] = json.loads(packed)
+        return rows
     return conn.execute(_recipients_of_batch(), {"batch_id": batch_id}).all()
 
 

@@ -359,6 +359,45 @@ def test_unsubscribes_and_suppressions_after_planning_are_left_out(
     assert (summary["recipients_sent"], summary["recipients_planned"], summary["recipients_skipped"]) == (3, 0, 2)
 
 
+def test_readers_names_reach_sendgrid_exactly_as_stored(
+    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
+) -> None:
+    """A batch's recipients are read back from the database in one piece (as JSON on
+    SQLite): every name, however awkward, must arrive as it is stored, and who may no
+    longer be mailed must still be told apart."""
+    settings = sendgrid_settings(make_settings, standin, feed_server)
+    names = ['Zoë "Z" O\'Brien', "Back\\slash Smith", "Émile 🧪 Dupont", "</script> Ng", "%%greeting%% X", "Ann"]
+    with engine.begin() as conn:
+        people.upsert_subscribers(
+            conn, [people.NewSubscriber(f"reader{n}@example.com", ALL, name=name) for n, name in enumerate(names)], now=NOW
+        )
+    issue = build(engine, settings)
+
+    class BounceAfterPlanning:
+        def start(self, total_batches: int, total_recipients: int) -> None:
+            with engine.begin() as conn:
+                people.suppress(conn, "reader5@example.com", reason="bounce", now=NOW)
+
+        def advance(self, batches: int, recipients: int) -> None:
+            return None
+
+    report = send(engine, settings, issue, progress=BounceAfterPlanning())
+
+    assert report.recipients_sent == 5 and report.recipients_skipped == 1
+    with engine.connect() as conn:
+        stored = {s.email: s for s in (people.get_subscriber(conn, f"reader{n}@example.com") for n in range(len(names)))}
+    got = {p["to"][0]["email"]: p for r in standin.accepted for p in r.body["personalizations"]}
+    assert sorted(got) == [f"reader{n}@example.com" for n in range(5)]
+    for email, person in got.items():
+        first = stored[email].name.replace("%", "").split()[0]
+        assert person["substitutions"]["%%first_name%%"] == first
+        assert person["substitutions"]["%%greeting%%"] == f"Hello {first},"
+        assert person["substitutions"]["%%unsubscribe_url%%"] == f"https://news.example.com/unsubscribe/{stored[email].token}"
+        assert person["custom_args"] == {"subscriber_id": str(stored[email].id)}
+    assert got["reader0@example.com"]["substitutions"]["%%first_name%%"] == "Zoë"
+    assert got["reader1@example.com"]["substitutions"]["%%first_name%%"] == "Back\\slash"
+
+
 def test_the_cli_exits_non_zero_on_a_failed_batch_and_shows_the_ledger(
     engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
 ) -> None:
