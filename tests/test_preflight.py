@@ -18,7 +18,7 @@ from newsletter.errors import IssueError
 from newsletter.models import FeedItem, IssueStatus
 from newsletter.preflight import Preflight
 from newsletter.render import builtin_templates
-from newsletter.tables import deliveries
+from newsletter.tables import archive, batches, deliveries, segments
 from tests.conftest import NOW
 from tests.helpers import outbox_messages
 from tests.servers import LocalServer, Request, Route
@@ -90,13 +90,31 @@ def test_a_segment_over_the_size_limit_blocks_approval_and_the_send(engine: Engi
     assert [s.label for s in report.sizes] == ["all sections", "segment Events"]
     with pytest.raises(IssueError, match="fails its preflight .1 errors.: all sections"):
         drafts.approve(engine, settings)
-    # The send path runs the same preflight: nothing is planned, nothing delivered.
+    # The send path runs the same preflight, while it plans: the plan is rolled back, so
+    # nothing is planned, published or delivered, and the issue is still a draft.
     draft = drafts.current_draft(engine, settings)
     with pytest.raises(IssueError, match="over 10,000"):
         issues.send_pending(engine, settings, draft.issue, transport=issues.make_transport(settings), clock=lambda: NOW)
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 0
+        for table in (deliveries, batches, segments, archive):
+            assert conn.execute(select(func.count()).select_from(table)).scalar_one() == 0, table.name
+        after = store.find_issue(conn, draft.issue.id)
+    assert after is not None and after.status is IssueStatus.DRAFT
     assert not settings.outbox_dir.exists() or not any(settings.outbox_dir.rglob("*.eml"))
+
+
+def test_a_send_with_nobody_to_plan_still_runs_the_preflight(engine: Engine, make_settings: Callable[..., Settings]) -> None:
+    """The preflight runs while the deliveries are written; with no one to write, it runs
+    all the same, and its errors stop the send."""
+    add_articles(engine)
+    settings = make_settings(delivery={"warn_bytes": 10_000})
+    draft = drafts.build_draft(engine, settings, now=NOW).draft
+    with pytest.raises(IssueError, match="over 10,000"):
+        issues.send_pending(engine, settings, draft.issue, transport=issues.make_transport(settings), clock=lambda: NOW)
+    with engine.connect() as conn:
+        after = store.find_issue(conn, draft.issue.id)
+        assert conn.execute(select(func.count()).select_from(archive)).scalar_one() == 0
+    assert after is not None and after.status is IssueStatus.DRAFT
 
 
 def test_an_image_without_alt_text_is_an_error(engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path) -> None:
