@@ -150,19 +150,9 @@ def _plan(
     transport: str,
     report: SendReport,
     now: datetime,
-    checks: Callable[[], None] | None = None,
-    publish: Callable[[Connection], None] | None = None,
 ) -> None:
-    """Plan batches for everyone not yet planned, and render each new segment once.
-
-    `checks` (the preflight) runs in another thread while the database writes the
-    deliveries, and `publish` (the public web version) in the planning transaction once
-    they pass: if either raises, nothing is planned. A new segment's row is written
-    before its render is (the batches point at it) and filled once the checks passed,
-    from the render they made."""
+    """Render each new segment once and plan batches for everyone not yet planned."""
     by_raw_key: dict[str, int | None] = {}
-    segment_ids: dict[str, int] = {}
-    unrendered: dict[int, tuple[str, ...]] = {}
     with conn.begin():
         ledger.lock_issue(conn, issue.id)
         choices = ledger.unplanned_choices(conn, issue.id)
@@ -172,36 +162,23 @@ def _plan(
                 by_raw_key[raw] = None
                 continue
             key = ",".join(chosen)
-            if key not in segment_ids:
-                segment = store.save_segment(conn, issue.id, key, _UNRENDERED)
-                segment_ids[key] = segment.id
-                if segment.message is _UNRENDERED:
-                    unrendered[segment.id] = chosen
-                else:
-                    report.segments[key] = segment.message.html_bytes
-            by_raw_key[raw] = segment_ids[key]
+            segment = store.get_segment(conn, issue.id, key)
+            if segment is None:
+                segment = store.save_segment(conn, issue.id, key, render(chosen))
+            by_raw_key[raw] = segment.id
+            report.segments[key] = segment.message.html_bytes
         # A subscriber who joined since the query above has a choice `by_raw_key` does
         # not know; they wait for the next run rather than holding this transaction for
         # a render.
         counts = ledger.plan_batches(
             conn, issue.id, segment_for=by_raw_key, batch_size=options.batch_size, transport=transport, now=now,
-            choices=choices, meanwhile=checks,
+            choices=choices,
         )
-        for segment_id, chosen in unrendered.items():
-            message = render(chosen)
-            store.fill_segment(conn, segment_id, message)
-            report.segments[",".join(chosen)] = message.html_bytes
-        if publish is not None:
-            publish(conn)
         if issue.status not in (IssueStatus.SENDING, IssueStatus.SENT):
             store.set_issue_status(conn, issue.id, IssueStatus.SENDING)
     report.planned_recipients = counts.recipients
     report.unsegmented = counts.unsegmented
     log.info("issue %s planned: %d batches, %d recipients", issue.slug, counts.batches, counts.recipients)
-
-
-#: What a new segment's row holds until its render is written (`_plan`).
-_UNRENDERED = RenderedMessage("", "", "", "")
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
@@ -222,13 +199,8 @@ def send_issue(
     sleep: Callable[[float], None] | None = None,
     progress: SendProgress | None = None,
     start_helpers: StartHelpers | None = None,
-    checks: Callable[[], None] | None = None,
-    publish: Callable[[Connection], None] | None = None,
 ) -> SendReport:
     """Plan and send `issue` to every mailable subscriber who does not have it yet.
-
-    `checks` (the preflight) run while the batches are planned and `publish` writes in
-    the planning transaction: if either raises, nothing is planned and nothing sent.
 
     With `options.processes` above one and `start_helpers`, helper processes send
     alongside this one once the batches are planned; their figures are added to the
@@ -248,8 +220,7 @@ def send_issue(
     # One connection for the whole run: opening one per transaction costs more than the
     # transaction on SQLite (the last connection to close checkpoints the WAL).
     with engine.connect() as conn:
-        _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers,
-                 checks, publish)
+        _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers)
     report.elapsed = time.perf_counter() - started
     return report
 
@@ -313,10 +284,8 @@ def _send_on(
     progress: SendProgress | None,
     report: SendReport,
     start_helpers: StartHelpers | None = None,
-    checks: Callable[[], None] | None = None,
-    publish: Callable[[Connection], None] | None = None,
 ) -> None:
-    _plan(conn, issue, render, available_sections, options, transport.name, report, clock(), checks, publish)
+    _plan(conn, issue, render, available_sections, options, transport.name, report, clock())
 
     claimable = [BatchStatus.PLANNED]
     if options.retry_failed:

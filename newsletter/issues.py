@@ -215,21 +215,13 @@ def _send(
     # One renderer for the preflight and the planning: each segment is rendered once.
     renderer = make_renderer(settings, remember=True)
     content = _content(issue, blocks)
-    checks: Callable[[], None] | None = None
     if issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED):
-        def checks() -> None:
-            # The preflight runs before a send starts (not on a resumed one), while the
-            # batches are planned: they are committed only if it passes. Links are not
-            # asked here, as an unreachable link is only a warning.
-            preflight.require_passing(preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer), issue.slug)
-            renderer.render(content, public=True)
-
-    def publish(conn: Connection) -> None:
-        # The public web version exists before the first email links to it.
-        save_archived(conn, issue_id=issue.id, slug=issue.slug, message=renderer.render(content, public=True),
-                      sections=tuple(b.slug for b in blocks), now=clock())
-
+        # The preflight runs before a send starts (not on a resumed one); links are not
+        # asked here, as an unreachable link is only a warning.
+        preflight.require_passing(preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer), issue.slug)
     options = send_options(settings, issue, transport, flags, stop)
+    # The public web version exists before the first email links to it.
+    archive_issue(engine, settings, issue, now=clock())
     start_helpers: StartHelpers | None = None
     if transport.name == "sendgrid":
         def start_helpers(count: int, advance: Callable[[int, int], None], must_stop: Callable[[], bool],
@@ -247,8 +239,6 @@ def _send(
         sleep=sleep,
         progress=progress,
         start_helpers=start_helpers,
-        checks=checks,
-        publish=publish,
     )
 
 
@@ -289,3 +279,15 @@ def archive_pages(settings: Settings, *, archive_url: str = "") -> ArchivePages:
         zone=settings.site.zone,
         archive_url=archive_url,
     )
+
+
+def archive_issue(engine: Engine, settings: Settings, issue: Issue, *, now: datetime) -> bool:
+    """Store the public web version of an issue (all sections, no personal links), once.
+    Called when its send starts, so that "View in browser" works from the first email."""
+    with engine.connect() as conn:
+        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
+    message = make_renderer(settings).render(_content(issue, blocks), public=True)
+    with engine.begin() as conn:
+        return save_archived(
+            conn, issue_id=issue.id, slug=issue.slug, message=message, sections=tuple(b.slug for b in blocks), now=now
+        )

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,16 +128,12 @@ def plan_batches(
     transport: str,
     now: datetime,
     choices: Mapping[str, int] | None = None,
-    meanwhile: Callable[[], None] | None = None,
 ) -> PlanCounts:
     """Put every mailable subscriber not yet planned for the issue into a batch of their
     segment. `segment_for` maps a subscriber's section choice (the raw key) to a segment
     id, or None when nothing they chose is in this issue (they get no email this time).
     Choices it does not know (someone who joined since it was made) wait for a later run.
     `choices` is what `unplanned_choices` just said, when the caller has it already.
-    `meanwhile` runs in another thread while the database writes the deliveries (the
-    driver holds no interpreter lock during that one long statement), or here when there
-    is nothing to write; what it raises is raised here once it is done.
 
     The work is done by the database in bulk: one query counts the recipients of each
     segment, the batches are inserted, and one INSERT … SELECT numbers each segment's
@@ -155,8 +149,6 @@ def plan_batches(
             continue
         counts[segment_id] = counts.get(segment_id, 0) + count
     if not counts:
-        if meanwhile is not None:
-            meanwhile()
         return PlanCounts(0, 0, unsegmented)
 
     keys = _temporary_table("plan_keys", Column("sections", Text, primary_key=True), Column("segment_id", Integer, nullable=False))
@@ -191,19 +183,18 @@ def plan_batches(
         .where(mailable_clause(), _not_planned(conn, issue_id))
         .subquery()
     )
-    with _alongside(meanwhile):
-        conn.execute(
-            insert(deliveries).from_select(
-                ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
-                select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
-                .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
-                # In subscriber order: every index of `deliveries` then grows at its end (or
-                # at one place per segment), which at a million rows plans in 5 s instead of
-                # 9 s in batch order, whose random inserts into the (issue, subscriber) index
-                # cost more than reading a batch back from scattered rows saves.
-                .order_by(numbered.c.subscriber_id),
-            )
+    conn.execute(
+        insert(deliveries).from_select(
+            ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
+            select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
+            .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
+            # In subscriber order: every index of `deliveries` then grows at its end (or
+            # at one place per segment), which at a million rows plans in 5 s instead of
+            # 9 s in batch order, whose random inserts into the (issue, subscriber) index
+            # cost more than reading a batch back from scattered rows saves.
+            .order_by(numbered.c.subscriber_id),
         )
+    )
     # Count what was really planned: the list may have changed between the two queries.
     new_ids = [row["batch_id"] for row in slot_rows]
     sizes: dict[int, int] = {
@@ -220,22 +211,6 @@ def plan_batches(
     slots.drop(conn)
     keys.drop(conn)
     return PlanCounts(len(new_ids) - len(empty), sum(sizes.values()), unsegmented)
-
-
-@contextmanager
-def _alongside(work: Callable[[], None] | None) -> Iterator[None]:
-    """Run `work` in a thread while the body runs; wait for it after, and raise what it raised."""
-    if work is None:
-        yield
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alongside") as pool:
-        done = pool.submit(work)
-        try:
-            yield
-        finally:
-            failure = done.exception()
-    if failure is not None:
-        raise failure
 
 
 def _temporary_table(name: str, *columns: Column[Any]) -> Table:

@@ -277,15 +277,6 @@ def save_segment(conn: Connection, issue_id: int, key: str, message: RenderedMes
     return Segment(segment_id, issue_id, key, message)
 
 
-def fill_segment(conn: Connection, segment_id: int, message: RenderedMessage) -> None:
-    """Write the rendered message of a segment stored before its render was ready."""
-    conn.execute(
-        update(segments)
-        .where(segments.c.id == segment_id)
-        .values(subject=message.subject, preheader=message.preheader, html=message.html, text=message.text)
-    )
-
-
 def _segment(row: Any) -> Segment:
     return Segment(row.id, row.issue_id, row.key, RenderedMessage(row.subject, row.preheader, row.html, row.text))
 
