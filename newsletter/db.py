@@ -2,8 +2,9 @@
 
 Owns: `open_engine`, `upgrade`, `current_revision`. Imports `errors`, `tables` (so the
 whole metadata is known) and Alembic, the latter only when a schema is looked at: a
-helper process that only opens the database starts without it (a quarter of a second). SQLite runs in WAL mode with foreign keys on and a
-busy timeout, so the web app, the scheduler and a manual send can share one file.
+helper process that only opens the database starts without it (a quarter of a second).
+SQLite runs in WAL mode with foreign keys on and a busy timeout, so the web app, the
+scheduler and a manual send can share one file.
 """
 
 from __future__ import annotations

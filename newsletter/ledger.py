@@ -27,7 +27,6 @@ from sqlalchemy import (
     Connection,
     Integer,
     MetaData,
-    Row,
     Select,
     Table,
     Text,

@@ -17,10 +17,10 @@ the parent's connections or threads). A spawned process first runs the parent's 
 script again; helpers skip that (see `_without_main_script`) and import only
 `delivery.send_as_helper` and what it needs, so they are ready sooner. On Linux each asks
 the kernel to kill it when the parent dies, so `kill -9` of `newsletter send` leaves
-nothing sending behind it. Ctrl-C
-reaches the whole process group, but helpers ignore SIGINT: they stop when the parent
-tells them (SIGTERM), so a stop is one orderly request per process, never two. Told to
-stop, a helper claims nothing more and records the answers of its batches in flight.
+nothing sending behind it. Ctrl-C reaches the whole process group, but helpers ignore
+SIGINT: they stop when the parent tells them (SIGTERM), so a stop is one orderly request
+per process, never two. Told to stop, a helper claims nothing more and records the
+answers of its batches in flight.
 Progress and each helper's report travel back over one queue.
 """
 
