@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import sys
 import time
 from collections.abc import Callable
@@ -272,30 +273,42 @@ def _send_table(report: SendReport) -> Table:
     return table
 
 
-def _send(engine: Any, cfg: Settings, ref: str | None, *, quiet: bool, flags: issues.SendFlags | None = None) -> SendReport:
+def _send(engine: Any, cfg: Settings, ref: str | None, *, quiet: bool, flags: issues.SendFlags | None = None,
+          stop: threading.Event | None = None) -> SendReport:
     issue = issues.find_issue(engine, ref)
     transport = issues.make_transport(cfg)
     flags = flags or issues.SendFlags()
-    # SIGTERM stops a send the way Ctrl-C does: nothing more is claimed and the answers
-    # of the batches in flight are recorded before the process exits.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    stop = stop or threading.Event()
+    # SIGTERM (a service manager stopping the send) and a first Ctrl-C ask the run to
+    # stop: nothing more is claimed, and the answers of the batches in flight are
+    # recorded before it returns. Raising at whatever point the signal came (as Ctrl-C
+    # does by default) could fall between a batch's claim and its request, leaving it in
+    # flight with no answer to record. A second Ctrl-C interrupts at once.
+    def request_stop(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        stop.set()
+        again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+        err.print(f"[yellow]stopping: no more batches are claimed; the answers of those in flight are recorded{again}[/yellow]")
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         if quiet:
-            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, flags=flags)
+            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, flags=flags, stop=stop)
         columns = (
             TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("recipients, {task.fields[batches]:,}/{task.fields[total_batches]:,} batches"),
             _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         )
         with Progress(*columns, console=console, transient=False) as bar:
-            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, progress=_RichProgress(bar), flags=flags)
+            return issues.send_pending(engine, cfg, issue, transport=transport, clock=_now, progress=_RichProgress(bar),
+                                       flags=flags, stop=stop)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         transport.close()
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 class _RateColumn(TextColumn):
@@ -368,7 +381,8 @@ def send(
     """Send an issue to every subscriber who does not have it yet; resumes an interrupted send.
 
     Exit status: 0 when every batch of the issue is accepted or still to be sent by another
-    worker, 1 when a batch failed or was left with an unknown outcome, 2 for bad input.
+    worker, 1 when a batch failed or was left with an unknown outcome, or the run was
+    stopped (SIGTERM, Ctrl-C) before the end, 2 for bad input.
     """
     cfg = settings()
     engine = database(cfg)
@@ -380,7 +394,8 @@ def send(
         raise ConfigError("--sandbox is SendGrid's sandbox mode; delivery.transport is not \"sendgrid\"")
     if worker and engine.dialect.name != "postgresql":
         raise ConfigError("--worker needs PostgreSQL (database.url); on SQLite one `newsletter send` process sends")
-    report = _send(engine, cfg, issue, quiet=as_json, flags=flags)
+    stop = threading.Event()
+    report = _send(engine, cfg, issue, quiet=as_json, flags=flags, stop=stop)
     if as_json:
         _print_json(_report_dict(report))
     else:
@@ -394,7 +409,9 @@ def send(
                 f"[yellow]{len(report.unknown_batches)} batches have an unknown outcome (in flight when a run stopped): "
                 f"{', '.join(map(str, report.unknown_batches[:20]))}; --resend-unknown sends them again[/yellow]"
             )
-    if report.failed_total or report.unknown_batches:
+    if stop.is_set() and not report.complete:
+        err.print("[yellow]stopped before the end: `newsletter send` again sends the rest[/yellow]")
+    if report.failed_total or report.unknown_batches or (stop.is_set() and not report.complete):
         raise typer.Exit(1)
 
 
