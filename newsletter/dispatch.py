@@ -474,11 +474,13 @@ class _Run:
                 if errors >= self.options.max_attempts:
                     return _Attempt(outcome)
                 delay = _backoff(errors, None)
-            if self.halt.is_set():
+            # A run that halts or is asked to stop does not wait to retry: the batch goes
+            # back to planned, for the next run.
+            if self.halt.is_set() or self._stopping():
                 return _Attempt(outcome, released=True)
             log.warning("batch %d: %s; retrying in %.1fs", batch.id, outcome.error or outcome.status_code, delay)
             self.sleep(delay)
-            if self.halt.is_set():
+            if self.halt.is_set() or self._stopping():
                 return _Attempt(outcome, released=True)
 
     def advance(self, batches: int, recipients: int) -> None:
@@ -498,7 +500,14 @@ class _Run:
         return stop is not None and stop.is_set()
 
     def _wait(self, seconds: float) -> None:
-        self.halt.wait(seconds)
+        """Wait before a retry, cut short when the run halts or is asked to stop (a
+        rate limit's reset may be a minute away)."""
+        deadline = time.monotonic() + seconds
+        while not (self.halt.is_set() or self._stopping()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.halt.wait(min(left, 0.1))
 
     def _record(self, batch: Batch, future: Future[_Attempt]) -> None:
         report = self.report

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -277,6 +279,33 @@ def test_a_timeout_after_sendgrid_took_the_request_mails_that_batch_twice(
 
     assert report.recipients_sent == 2 and report.complete
     assert standin.delivered == Counter({"reader0@example.com": 2, "reader1@example.com": 2})
+
+
+def test_a_stop_request_ends_a_retry_wait_and_leaves_the_batch_to_the_next_run(
+    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
+) -> None:
+    """SendGrid says to come back in a minute; meanwhile the run is asked to stop (SIGTERM,
+    Ctrl-C, the scheduler): it stops waiting at once, and the batch goes back to planned,
+    neither failed nor unknown. The next run sends it, once."""
+    settings = sendgrid_settings(make_settings, standin, feed_server)
+    add_readers(engine, 2)
+    issue = build(engine, settings)
+    standin.answer_next(Answer(429, headers={"X-RateLimit-Reset": str(int(time.time()) + 60)}))
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    transport = issues.make_transport(settings)
+    started = time.monotonic()
+    try:
+        report = issues.send_pending(engine, settings, issue, transport=transport, clock=lambda: NOW, stop=stop)
+    finally:
+        transport.close()
+
+    assert time.monotonic() - started < 5
+    assert report.recipients_sent == 0 and not report.complete and not report.failed_batches and not report.unknown_batches
+    assert [status for _, status, *_ in ledger(engine)] == ["planned"]
+    again = send(engine, settings, issue)
+    assert again.recipients_sent == 2 and again.complete
+    assert standin.delivered == Counter({"reader0@example.com": 1, "reader1@example.com": 1})
 
 
 def test_a_batch_that_keeps_failing_is_failed_and_the_run_goes_on(
