@@ -409,9 +409,10 @@ def send(
                 f"[yellow]{len(report.unknown_batches)} batches have an unknown outcome (in flight when a run stopped): "
                 f"{', '.join(map(str, report.unknown_batches[:20]))}; --resend-unknown sends them again[/yellow]"
             )
-    if stop.is_set() and not report.complete:
+    stopped_early = stop.is_set() and not report.complete
+    if stopped_early:
         err.print("[yellow]stopped before the end: `newsletter send` again sends the rest[/yellow]")
-    if report.failed_total or report.unknown_batches or (stop.is_set() and not report.complete):
+    if report.failed_total or report.unknown_batches or stopped_early:
         raise typer.Exit(1)
 
 

@@ -384,7 +384,7 @@ class _Run:
         with ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="send") as pool:
             try:
                 while True:
-                    while len(pending) < self.options.concurrency and not (exhausted or self.halt.is_set() or self._stopping()):
+                    while len(pending) < self.options.concurrency and not (exhausted or self._must_stop()):
                         batch = self._claim()
                         if batch is None:
                             exhausted = True
@@ -476,11 +476,11 @@ class _Run:
                 delay = _backoff(errors, None)
             # A run that halts or is asked to stop does not wait to retry: the batch goes
             # back to planned, for the next run.
-            if self.halt.is_set() or self._stopping():
+            if self._must_stop():
                 return _Attempt(outcome, released=True)
             log.warning("batch %d: %s; retrying in %.1fs", batch.id, outcome.error or outcome.status_code, delay)
             self.sleep(delay)
-            if self.halt.is_set() or self._stopping():
+            if self._must_stop():
                 return _Attempt(outcome, released=True)
 
     def advance(self, batches: int, recipients: int) -> None:
@@ -489,21 +489,22 @@ class _Run:
             self.progress.advance(batches, recipients)
 
     def helpers_must_stop(self) -> bool:
-        return self.halt.is_set() or self._stopping()
+        return self._must_stop()
 
     def helper_refused_key(self) -> None:
         """A helper's API key was refused: claim nothing more here either."""
         self.halt.set()
 
-    def _stopping(self) -> bool:
+    def _must_stop(self) -> bool:
+        """The run halts (an interrupt, a refused key) or was asked to stop (`options.stop`)."""
         stop = self.options.stop
-        return stop is not None and stop.is_set()
+        return self.halt.is_set() or (stop is not None and stop.is_set())
 
     def _wait(self, seconds: float) -> None:
         """Wait before a retry, cut short when the run halts or is asked to stop (a
         rate limit's reset may be a minute away)."""
         deadline = time.monotonic() + seconds
-        while not (self.halt.is_set() or self._stopping()):
+        while not self._must_stop():
             left = deadline - time.monotonic()
             if left <= 0:
                 return

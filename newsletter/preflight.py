@@ -40,8 +40,8 @@ import subscribers as people
 from . import ledger
 from .config import Settings
 from .errors import IssueError, RenderError
-from .models import Article, Batch, Recipient, RenderedMessage
-from .render import TAG_PATTERN, TAGS, IssueContent, Renderer
+from .models import TAG_PATTERN, TAGS, Article, Batch, Recipient, RenderedMessage
+from .render import IssueContent, Renderer
 from .transports.outbox import MessageTemplate
 
 SUBJECT_MAX = 150

@@ -26,8 +26,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from .errors import RenderError
-from .models import TAG_NAMES, TAG_PATTERN, TAGS, RenderedMessage, SectionBlock
-
+from .models import TAGS, RenderedMessage, SectionBlock
 
 # Every MJML tag MRML knows; anything else named mj-* is a typo that MRML would print raw.
 MJML_TAGS = frozenset(
