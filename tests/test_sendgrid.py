@@ -553,15 +553,22 @@ def test_the_request_body_is_the_json_of_what_it_says() -> None:
     awkward = ['Zoë "Z" O\'Brien', "back\\slash", "tab\there", "line\nbreak", "emoji 🧪", "</script>", "%%greeting%%", ""]
     message = RenderedMessage(subject="R&D \"weekly\" — 🧪", preheader="", html="<p>%%greeting%% ✓</p>", text="%%first_name%%\n")
     recipients = tuple(
-        Recipient(n, f"r{n}@exämple.com", {"%%greeting%%": f"Hello {value},", "%%first_name%%": value},
+        # A newsletter's recipient has the four tags of `TAGS` (written by one format).
+        Recipient(n, f"r{n}@exämple.com", {"%%greeting%%": f"Hello {value},", "%%first_name%%": value,
+                                           "%%preferences_url%%": f"https://x.example/p/{value}", "%%unsubscribe_url%%": value},
                   f"https://x.example/u/{n}\"", f"mailto:u@x.example?subject=unsubscribe-{n}")
         for n, value in enumerate(awkward)
     ) + (
-        # Tags in another order, more tags, fewer tags: each recipient's own values still.
+        # Tags in another order, more tags, fewer tags, four tags but not those four:
+        # each recipient's own values still.
         Recipient(20, "r20@example.com", {"%%first_name%%": "Ann", "%%greeting%%": "Hi Ann,"}, "https://x.example/u/20", "m:20"),
         Recipient(21, "r21@example.com", {"%%first_name%%": "Bo", "%%greeting%%": "Hi,", "%%x%%": "%s%d"}, "u21", "m:21"),
         Recipient(22, "r22@example.com", {}, "u22", "m:22"),
         Recipient(23, "r23@example.com", {"%%greeting%%": "Hey,", "%%first_name%%": "Cy"}, "u23", "m:23"),
+        Recipient(24, "r24@example.com", {"%%unsubscribe_url%%": "u%%", "%%preferences_url%%": "p%s", "%%first_name%%": "Di",
+                                          "%%greeting%%": "Hi Di,"}, "u24", "m:24"),
+        Recipient(25, "r25@example.com", {"%%greeting%%": "Hi,", "%%first_name%%": "Ed", "%%preferences_url%%": "p",
+                                          "%%y%%": "%(x)s"}, "u25", "m:25"),
     )
     batch = Batch(9, 4, "2026-w48", 2, message, recipients, "Pharma \"News\"", "news@example.com", "desk@example.com",
                   categories=("Pharma News", "issue-2026-w48"), sandbox=True)

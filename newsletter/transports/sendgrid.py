@@ -42,7 +42,7 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from ..errors import TransportAuthError
-from ..models import Batch, DeliveryEvent, EventKind, Outcome, OutcomeKind
+from ..models import TAG_NAMES, TAGS, Batch, DeliveryEvent, EventKind, Outcome, OutcomeKind
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
 
     Written here rather than by `json.dumps` of dicts: a 1,000-recipient body is about
     670 KB, and building the dicts and encoding them took 6 ms per batch where this takes
-    about 3 (every string still goes through the json module's C escaper). The parts
+    about 2 (every string still goes through the json module's C escaper). The parts
     shared by the whole batch (content, sender, custom_args, …) are one `json.dumps`.
 
     An address that appears twice (in any case) is sent once: SendGrid rejects a request
@@ -87,22 +87,32 @@ def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
     seen: set[str] = set()
     people: list[str] = []
     keys: dict[str, str] = {}
+    greeting, first_name, preferences_url, unsubscribe_url = _TAG_KEYS
     for r in batch.recipients:
         folded = r.email.lower()
         if folded in seen:
             log.warning("batch %s: subscriber %d shares an address with another recipient; sent once", batch_id, r.subscriber_id)
             continue
         seen.add(folded)
-        values = []
-        for tag, value in r.substitutions.items():
+        values = r.substitutions
+        unsubscribe = _quote(f"<{r.unsubscribe_url}>, <{r.unsubscribe_mailto}>")
+        if len(values) == len(_TAG_KEYS):
+            try:
+                people.append(
+                    _NEWSLETTER_PERSONALIZATION
+                    % (_quote(r.email), _quote(values[greeting]), _quote(values[first_name]), _quote(values[preferences_url]),
+                       _quote(values[unsubscribe_url]), unsubscribe, r.subscriber_id)
+                )
+                continue
+            except KeyError:
+                pass
+        pairs = []
+        for tag, value in values.items():
             key = keys.get(tag)
             if key is None:
                 key = keys[tag] = _quote(tag) + ":"
-            values.append(key + _quote(value))
-        people.append(
-            _PERSONALIZATION
-            % (_quote(r.email), ",".join(values), _quote(f"<{r.unsubscribe_url}>, <{r.unsubscribe_mailto}>"), r.subscriber_id)
-        )
+            pairs.append(key + _quote(value))
+        people.append(_PERSONALIZATION % (_quote(r.email), ",".join(pairs), unsubscribe, r.subscriber_id))
     message = batch.message
     shared: dict[str, Any] = {
         "from": {"email": batch.sender_address, "name": batch.sender_name} if batch.sender_name else {"email": batch.sender_address},
@@ -134,6 +144,15 @@ _PERSONALIZATION = (
     '{"to":[{"email":%s}],"substitutions":{%s},'
     '"headers":{"List-Unsubscribe":%s,"List-Unsubscribe-Post":"' + ONE_CLICK + '"},'
     '"custom_args":{"subscriber_id":"%d"}}'
+)
+#: The tags of a newsletter's recipient (`models.TAGS`), in the order of
+#: `_NEWSLETTER_PERSONALIZATION`.
+_TAG_KEYS = tuple(TAGS[name] for name in TAG_NAMES)
+#: `_PERSONALIZATION` for a recipient whose substitutions are exactly `_TAG_KEYS`, as
+#: every newsletter recipient's are: one format of seven values instead of a join of
+#: four pairs, which halves the time a thousand personalizations take (3.7 ms → 2.0).
+_NEWSLETTER_PERSONALIZATION = _PERSONALIZATION.replace(
+    "{%s}", "{" + ",".join(json.dumps(tag).replace("%", "%%") + ":%s" for tag in _TAG_KEYS) + "}", 1
 )
 #: A JSON string literal, as `json.dumps` writes it (ASCII only), by the C escaper.
 _quote: Callable[[str], str] = encode_basestring_ascii
