@@ -156,17 +156,21 @@ def _plan(
     with conn.begin():
         ledger.lock_issue(conn, issue.id)
         choices = ledger.unplanned_choices(conn, issue.id)
+        stored = store.issue_segments(conn, issue.id)
+        key_of: dict[str, str] = {}
+        new: dict[str, RenderedMessage] = {}
         for raw in choices:
             chosen = tuple(s for s in parse_sections_key(raw) if s in available)
             if not chosen:
                 by_raw_key[raw] = None
                 continue
-            key = ",".join(chosen)
-            segment = store.get_segment(conn, issue.id, key)
-            if segment is None:
-                segment = store.save_segment(conn, issue.id, key, render(chosen))
-            by_raw_key[raw] = segment.id
-            report.segments[key] = segment.message.html_bytes
+            key = key_of[raw] = ",".join(chosen)
+            if key not in stored and key not in new:
+                new[key] = render(chosen)
+        stored.update(store.save_segments(conn, issue.id, new))
+        for raw, key in key_of.items():
+            by_raw_key[raw] = stored[key].id
+            report.segments[key] = stored[key].message.html_bytes
         # A subscriber who joined since the query above has a choice `by_raw_key` does
         # not know; they wait for the next run rather than holding this transaction for
         # a render.

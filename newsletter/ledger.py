@@ -160,16 +160,20 @@ def plan_batches(
     keys.create(conn)
     slots.create(conn)
     conn.execute(insert(keys), [{"sections": raw, "segment_id": sid} for raw, sid in segment_for.items() if sid is not None])
-    slot_rows = []
-    for segment_id, count in sorted(counts.items()):
-        for ordinal in range((count + batch_size - 1) // batch_size):
-            batch_id = conn.execute(
-                insert(batches).values(
-                    issue_id=issue_id, segment_id=segment_id, status=BatchStatus.PLANNED.value, transport=transport,
-                    recipients=0, attempts=0, message_id="", status_code=0, error="", updated_at=now,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            slot_rows.append({"segment_id": segment_id, "ordinal": ordinal, "batch_id": batch_id})
+    # Every batch in one statement, its id returned in the order of the rows.
+    places = [(segment_id, ordinal) for segment_id, count in sorted(counts.items()) for ordinal in range(-(-count // batch_size))]
+    planned = dict(
+        issue_id=issue_id, status=BatchStatus.PLANNED.value, transport=transport, recipients=0, attempts=0, message_id="",
+        status_code=0, error="", updated_at=now,
+    )
+    batch_ids = conn.execute(
+        insert(batches).returning(batches.c.id, sort_by_parameter_order=True),
+        [{**planned, "segment_id": segment_id} for segment_id, _ in places],
+    ).scalars().all()
+    slot_rows = [
+        {"segment_id": segment_id, "ordinal": ordinal, "batch_id": batch_id}
+        for (segment_id, ordinal), batch_id in zip(places, batch_ids, strict=True)
+    ]
     conn.execute(insert(slots), slot_rows)
 
     numbered = (

@@ -7,13 +7,12 @@ Imports `models`, `tables`. Callers own the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from .models import Article, FeedItem, Issue, IssueStatus, RenderedMessage, SectionBlock, Segment
 from .tables import articles, feed_state, issue_articles, issues, segments
@@ -251,39 +250,28 @@ def set_issue_status(conn: Connection, issue_id: int, status: IssueStatus, *, no
     conn.execute(update(issues).where(issues.c.id == issue_id).values(**values))
 
 
-def save_segment(conn: Connection, issue_id: int, key: str, message: RenderedMessage) -> Segment:
-    """Store a segment's rendered message, once per issue and section set. Two processes
-    planning one issue at once may both get here: the unique key lets one insert, and the
-    other rolls back to a savepoint and reads the winner's row."""
-    existing = get_segment(conn, issue_id, key)
-    if existing is not None:
-        return existing
-    try:
-        with conn.begin_nested():
-            segment_id = conn.execute(
-                insert(segments).values(
-                    issue_id=issue_id,
-                    key=key,
-                    subject=message.subject,
-                    preheader=message.preheader,
-                    html=message.html,
-                    text=message.text,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-    except IntegrityError:
-        winner = get_segment(conn, issue_id, key)
-        assert winner is not None
-        return winner
-    return Segment(segment_id, issue_id, key, message)
+def save_segments(conn: Connection, issue_id: int, messages: Mapping[str, RenderedMessage]) -> dict[str, Segment]:
+    """Store the rendered messages of new segments of an issue (by section key) in one
+    statement. A segment is stored once per issue and section set: the caller holds the
+    issue's lock (`ledger.lock_issue`) and has read what is stored, and the unique key
+    refuses a second row all the same."""
+    if not messages:
+        return {}
+    rows = [
+        {"issue_id": issue_id, "key": key, "subject": m.subject, "preheader": m.preheader, "html": m.html, "text": m.text}
+        for key, m in messages.items()
+    ]
+    ids = conn.execute(insert(segments).returning(segments.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    return {key: Segment(segment_id, issue_id, key, message) for (key, message), segment_id in zip(messages.items(), ids, strict=True)}
 
 
 def _segment(row: Any) -> Segment:
     return Segment(row.id, row.issue_id, row.key, RenderedMessage(row.subject, row.preheader, row.html, row.text))
 
 
-def get_segment(conn: Connection, issue_id: int, key: str) -> Segment | None:
-    row = conn.execute(select(segments).where(segments.c.issue_id == issue_id, segments.c.key == key)).first()
-    return _segment(row) if row else None
+def issue_segments(conn: Connection, issue_id: int) -> dict[str, Segment]:
+    """The stored segments of an issue, by section key."""
+    return {row.key: _segment(row) for row in conn.execute(select(segments).where(segments.c.issue_id == issue_id))}
 
 
 def segments_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Segment]:
