@@ -13,13 +13,15 @@ unknown and resent only when asked (`resend_unknown`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -223,7 +225,7 @@ def send_issue(
     report = SendReport(issue=issue.slug)
     # One connection for the whole run: opening one per transaction costs more than the
     # transaction on SQLite (the last connection to close checkpoints the WAL).
-    with engine.connect() as conn:
+    with _old_objects_frozen(), engine.connect() as conn:
         _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers)
     report.elapsed = time.perf_counter() - started
     return report
@@ -244,10 +246,26 @@ def send_planned(
     started = time.perf_counter()
     report = SendReport(issue=issue.slug)
     claimable = (BatchStatus.PLANNED, BatchStatus.FAILED) if options.retry_failed else (BatchStatus.PLANNED,)
-    with engine.connect() as conn:
+    with _old_objects_frozen(), engine.connect() as conn:
         _Run(conn, issue, transport, options, report, clock, {}, progress, claimable, None).send_all()
     report.elapsed = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def _old_objects_frozen() -> Iterator[None]:
+    """Leave the objects that exist before a send out of the garbage collector's full
+    passes while it runs (`gc.freeze`), and hand them back after.
+
+    A send makes and drops millions of small objects (a dict and a few strings per
+    recipient), so the collector runs often; now and then it runs a full pass over every
+    object of the process, the imported libraries' included: 90 ms each, at 100,000
+    objects. Nothing a send makes is frozen, so its own garbage is collected as ever."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def concurrency_share(concurrency: int, processes: int) -> int:
