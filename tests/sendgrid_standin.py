@@ -64,6 +64,9 @@ class Answer:
     drop: bool = False
     #: Still validate and record the request as accepted (a 202 whose answer is lost).
     accept: bool = False
+    #: Answer normally, then close the connection without saying so first (no
+    #: `Connection: close`), as a server does with a connection it will not keep.
+    hang_up: bool = False
 
 
 @dataclass
@@ -74,6 +77,8 @@ class MailRequest:
     body: dict[str, Any]
     status: int
     message_id: str = ""
+    #: The client's port: requests with the same one came over the same connection.
+    port: int = 0
 
     @property
     def recipients(self) -> list[str]:
@@ -179,6 +184,8 @@ class SendGridStandIn(LocalServer):
         self.rejected = 0
         self.script: deque[Answer] = deque()
         self.lock = threading.Lock()
+        #: Set when a scripted `hang_up` has closed its connection.
+        self.hung_up = threading.Event()
         self._counter = itertools.count(1)
         standin = self
 
@@ -241,7 +248,7 @@ class SendGridStandIn(LocalServer):
                 handler._reply(scripted.status, scripted.body, scripted.headers)
             return
         status, reply, message_id, body, addresses = self._check(raw)
-        self._record(headers, raw, status, message_id, body, addresses)
+        self._record(headers, raw, status, message_id, body, addresses, port=handler.client_address[1])
         if scripted and scripted.delay:
             # Taken at once, answered late: as SendGrid does when it is slow to reply.
             time.sleep(scripted.delay)
@@ -249,6 +256,9 @@ class SendGridStandIn(LocalServer):
             self._drop(handler)
             return
         handler._reply(status, reply, {"X-Message-Id": message_id} if message_id else {})
+        if scripted and scripted.hang_up:
+            self._drop(handler)
+            self.hung_up.set()
 
     def _json_type(self, value: str) -> bool:
         media, _, parameter = (part.strip().lower() for part in value.partition(";"))
@@ -311,7 +321,7 @@ class SendGridStandIn(LocalServer):
         return 202, b"", uuid.uuid4().hex[:22], None, addresses
 
     def _record(self, headers: dict[str, str], raw: bytes, status: int, message_id: str = "",
-                body: dict[str, Any] | None = None, addresses: list[str] | None = None) -> None:
+                body: dict[str, Any] | None = None, addresses: list[str] | None = None, *, port: int = 0) -> None:
         if body is None and self.keep_bodies:
             try:
                 body = json.loads(raw)
@@ -324,7 +334,7 @@ class SendGridStandIn(LocalServer):
             else:
                 self.rejected += 1
             if self.keep_bodies:
-                self.mail_requests.append(MailRequest(headers, body or {}, status, message_id))
+                self.mail_requests.append(MailRequest(headers, body or {}, status, message_id, port))
 
 
 def main() -> None:

@@ -333,8 +333,11 @@ def test_a_stop_request_stops_the_helper_too(
                 stop.set()
 
     issue = issues.find_issue(engine, slug)
-    report = issues.send_pending(engine, settings, issue, transport=issues.make_transport(settings), progress=StopAfterSix(),
-                                 stop=stop)
+    transport = issues.make_transport(settings)
+    try:
+        report = issues.send_pending(engine, settings, issue, transport=transport, progress=StopAfterSix(), stop=stop)
+    finally:
+        transport.close()
     assert report.helpers == 1 and not report.complete
     states = ledger_states(engine, slug)
     assert "in_flight" not in states.values()

@@ -212,6 +212,7 @@ def test_the_same_address_is_never_twice_in_one_request(standin: SendGridStandIn
 
     transport = SendGridTransport(api_key=API_KEY, api_host=standin.url)
     assert transport.send(batch).kind.value == "accepted"
+    transport.close()
     # The stand-in holds SendGrid's line: a request naming an address twice is refused.
     body["personalizations"].append({"to": [{"email": "B@example.com"}]})
     assert standin.limits.problems(body, 100) == [
@@ -615,6 +616,7 @@ def test_a_body_is_sent_as_ready_json_and_as_plain_json_where_the_charset_is_ref
         try:
             transport = SendGridTransport(api_key=API_KEY, api_host=strict.url)
             assert [transport.send(batch(n)).kind.value for n in (1, 2)] == ["accepted", "accepted"]
+            transport.close()
             assert [r.headers["content-type"] for r in strict.mail_requests] == types
             assert [r.status for r in strict.mail_requests][-2:] == [202, 202]
             assert sum(strict.delivered.values()) == 6 and len(strict.delivered) == 6
@@ -643,7 +645,9 @@ def test_the_client_formats_a_body_as_a_short_note_not_its_700_kb() -> None:
     client_log.setLevel(logging.DEBUG)
     client_log.addHandler(handler)
     try:
-        assert SendGridTransport(api_key=API_KEY, api_host=stand_in.url).send(batch).kind.value == "accepted"
+        transport = SendGridTransport(api_key=API_KEY, api_host=stand_in.url)
+        assert transport.send(batch).kind.value == "accepted"
+        transport.close()
         [request] = stand_in.mail_requests
         assert request.body == mail_body(batch)
     finally:
@@ -654,3 +658,134 @@ def test_the_client_formats_a_body_as_a_short_note_not_its_700_kb() -> None:
     [payload] = [r.getMessage() for r in records if r.getMessage().startswith("PAYLOAD")]
     assert payload == f"PAYLOAD: <{body_bytes} bytes of JSON>"
     assert not any("reader1@" in r.getMessage() or "tok1" in r.getMessage() for r in records)
+
+
+def small_batch(batch_id: int, count: int = 3) -> Batch:
+    message = RenderedMessage(subject="Weekly", preheader="", html="<p>%%greeting%%</p>", text="%%greeting%%")
+    recipients = tuple(Recipient(n, f"r{batch_id}-{n}@example.com", {"%%greeting%%": "Hello,"}, "https://x.example/u",
+                                 "mailto:u@x.example") for n in range(count))
+    return Batch(batch_id, 1, "2026-w48", 1, message, recipients, "Weekly", "news@example.com", "")
+
+
+def test_requests_share_a_connection_and_one_the_server_closed_is_replaced(standin: SendGridStandIn) -> None:
+    """One connection carries a thread's requests one after the other. A connection the
+    server closed while it was idle (without saying so) is replaced before the next
+    request, which is therefore not lost; `close` ends the connections."""
+    transport = SendGridTransport(api_key=API_KEY, api_host=standin.url)
+    standin.answer_next(Answer(accept=True), Answer(accept=True, hang_up=True))
+    assert [transport.send(small_batch(n)).kind.value for n in (1, 2)] == ["accepted", "accepted"]
+    assert standin.hung_up.wait(5)
+    assert [transport.send(small_batch(n)).kind.value for n in (3, 4)] == ["accepted", "accepted"]
+    transport.close()
+    assert transport.send(small_batch(5)).kind.value == "accepted"  # a closed transport opens a new one
+    transport.close()
+
+    ports = [r.port for r in standin.mail_requests]
+    assert [r.status for r in standin.mail_requests] == [202] * 5
+    assert ports[0] == ports[1] and ports[2] == ports[3]  # kept
+    assert len({ports[1], ports[2], ports[4]}) == 3  # replaced after the hang-up, and after close
+    assert sum(standin.delivered.values()) == 15 and len(standin.delivered) == 15
+
+
+def test_each_sending_thread_has_its_own_connection(standin: SendGridStandIn) -> None:
+    transport = SendGridTransport(api_key=API_KEY, api_host=standin.url)
+    start = threading.Barrier(3)
+    outcomes: list[str] = []
+
+    def sender(first: int) -> None:
+        start.wait()
+        outcomes.extend(transport.send(small_batch(first + n)).kind.value for n in range(3))
+
+    threads = [threading.Thread(target=sender, args=(n * 10,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    transport.close()
+    assert outcomes == ["accepted"] * 9
+    assert len({r.port for r in standin.mail_requests}) == 3
+    assert sum(standin.delivered.values()) == 27 and len(standin.delivered) == 27
+
+
+def test_behind_a_proxy_the_client_sends_through_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `https_proxy`/`http_proxy` set, requests go through the proxy as urllib sends
+    them (the client's own opener), unless `no_proxy` names the API host."""
+    proxy = LocalServer()
+    proxy.routes["/v3/mail/send"] = Route(202, b"", headers={"X-Message-Id": "via-proxy"})
+    proxy.start()
+    try:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        # The host does not exist: only the proxy can take the request.
+        transport = SendGridTransport(api_key=API_KEY, api_host="http://api.sendgrid.invalid")
+        outcome = transport.send(small_batch(1))
+        transport.close()
+        assert (outcome.kind.value, outcome.message_id) == ("accepted", "via-proxy")
+        [request] = proxy.requests
+        assert request.headers["authorization"] == f"Bearer {API_KEY}"
+        assert json.loads(request.body)["custom_args"]["batch_id"] == "1"
+    finally:
+        proxy.stop()
+    monkeypatch.setenv("no_proxy", "api.sendgrid.invalid")
+    assert SendGridTransport(api_key=API_KEY, api_host="http://api.sendgrid.invalid")._connections is not None
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1, signed by its own key: (cert, key) files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec as curves
+    from cryptography.x509.oid import NameOID
+
+    key = curves.generate_private_key(curves.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_https_requests_verify_the_certificate_and_keep_the_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TLS, as against SendGrid: the server's certificate is checked against the
+    trusted ones (here one made for the test, trusted through SSL_CERT_FILE), and one
+    handshake serves a thread's requests. An untrusted certificate is a failed attempt,
+    never a request sent."""
+    import ssl
+
+    cert_file, key_file = self_signed(tmp_path)
+    server = SendGridStandIn(API_KEY)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    server.httpd.socket = tls.wrap_socket(server.httpd.socket, server_side=True)
+    server.start()
+    url = f"https://localhost:{server.httpd.server_address[1]}"
+    try:
+        untrusted = SendGridTransport(api_key=API_KEY, api_host=url)
+        refused = untrusted.send(small_batch(1))
+        untrusted.close()
+        assert refused.kind.value == "retryable" and "CERTIFICATE_VERIFY_FAILED" in refused.error
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+        transport = SendGridTransport(api_key=API_KEY, api_host=url)
+        assert [transport.send(small_batch(n)).kind.value for n in (2, 3, 4)] == ["accepted"] * 3
+        transport.close()
+    finally:
+        server.stop()
+    assert [r.status for r in server.mail_requests] == [202] * 3
+    assert len({r.port for r in server.mail_requests}) == 1
+    assert sum(server.delivered.values()) == 9
