@@ -143,6 +143,11 @@ _GREETING, _FIRST_NAME, _PREFERENCES_URL, _UNSUBSCRIBE_URL = (
 )
 
 
+#: Called in the planning's transaction, once the issue is locked, with the section
+#: choices about to be planned (see `send_issue`).
+BeforePlanning = Callable[[Connection, list[str]], None]
+
+
 def _plan(
     conn: Connection,
     issue: Issue,
@@ -152,12 +157,15 @@ def _plan(
     transport: str,
     report: SendReport,
     now: datetime,
+    before_planning: BeforePlanning | None = None,
 ) -> None:
     """Render each new segment once and plan batches for everyone not yet planned."""
     by_raw_key: dict[str, int | None] = {}
     with conn.begin():
         ledger.lock_issue(conn, issue.id)
         choices = ledger.unplanned_choices(conn, issue.id)
+        if before_planning is not None:
+            before_planning(conn, sorted(choices))
         stored = store.issue_segments(conn, issue.id)
         key_of: dict[str, str] = {}
         new: dict[str, RenderedMessage] = {}
@@ -205,8 +213,14 @@ def send_issue(
     sleep: Callable[[float], None] | None = None,
     progress: SendProgress | None = None,
     start_helpers: StartHelpers | None = None,
+    before_planning: BeforePlanning | None = None,
 ) -> SendReport:
     """Plan and send `issue` to every mailable subscriber who does not have it yet.
+
+    `before_planning(conn, choices)` runs in the planning's transaction, on its
+    connection, with the section choices of everyone about to be planned: what it raises
+    stops the run with nothing planned (the use case's preflight), and what it writes is
+    committed with the plan.
 
     With `options.processes` above one and `start_helpers`, helper processes send
     alongside this one once the batches are planned; their figures are added to the
@@ -226,7 +240,8 @@ def send_issue(
     # One connection for the whole run: opening one per transaction costs more than the
     # transaction on SQLite (the last connection to close checkpoints the WAL).
     with _old_objects_frozen(), engine.connect() as conn:
-        _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers)
+        _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers,
+                 before_planning)
     report.elapsed = time.perf_counter() - started
     return report
 
@@ -306,8 +321,9 @@ def _send_on(
     progress: SendProgress | None,
     report: SendReport,
     start_helpers: StartHelpers | None = None,
+    before_planning: BeforePlanning | None = None,
 ) -> None:
-    _plan(conn, issue, render, available_sections, options, transport.name, report, clock())
+    _plan(conn, issue, render, available_sections, options, transport.name, report, clock(), before_planning)
 
     claimable = [BatchStatus.PLANNED]
     if options.retry_failed:

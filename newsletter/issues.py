@@ -212,16 +212,24 @@ def _send(
     sleep: Callable[[float], None] | None,
     stop: threading.Event | None,
 ) -> SendReport:
-    # One renderer for the preflight and the planning: each segment is rendered once.
+    # One renderer for the preflight, the web version and the planning: each segment is
+    # rendered (and each template compiled) once.
     renderer = make_renderer(settings, remember=True)
     content = _content(issue, blocks)
-    if issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED):
-        # The preflight runs before a send starts (not on a resumed one); links are not
-        # asked here, as an unreachable link is only a warning.
-        preflight.require_passing(preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer), issue.slug)
+    first_send = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
+
+    def before_planning(conn: Connection, choices: list[str]) -> None:
+        """In the planning's transaction, with the choices it is about to plan (read once
+        for both): the preflight, before a send starts (not on a resumed one; links are
+        not asked, as an unreachable link is only a warning), and the public web version,
+        which then exists before the first email links to it. A failing preflight leaves
+        nothing behind."""
+        if first_send:
+            report = preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer, choices=choices)
+            preflight.require_passing(report, issue.slug)
+        _save_web_version(conn, issue, blocks, renderer, now=clock())
+
     options = send_options(settings, issue, transport, flags, stop)
-    # The public web version exists before the first email links to it.
-    archive_issue(engine, settings, issue, now=clock())
     start_helpers: StartHelpers | None = None
     if transport.name == "sendgrid":
         def start_helpers(count: int, advance: Callable[[int, int], None], must_stop: Callable[[], bool],
@@ -239,6 +247,7 @@ def _send(
         sleep=sleep,
         progress=progress,
         start_helpers=start_helpers,
+        before_planning=before_planning,
     )
 
 
@@ -281,13 +290,9 @@ def archive_pages(settings: Settings, *, archive_url: str = "") -> ArchivePages:
     )
 
 
-def archive_issue(engine: Engine, settings: Settings, issue: Issue, *, now: datetime) -> bool:
+def _save_web_version(conn: Connection, issue: Issue, blocks: tuple[SectionBlock, ...], renderer: Renderer, *,
+                      now: datetime) -> bool:
     """Store the public web version of an issue (all sections, no personal links), once.
     Called when its send starts, so that "View in browser" works from the first email."""
-    with engine.connect() as conn:
-        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
-    message = make_renderer(settings).render(_content(issue, blocks), public=True)
-    with engine.begin() as conn:
-        return save_archived(
-            conn, issue_id=issue.id, slug=issue.slug, message=message, sections=tuple(b.slug for b in blocks), now=now
-        )
+    message = renderer.render(_content(issue, blocks), public=True)
+    return save_archived(conn, issue_id=issue.id, slug=issue.slug, message=message, sections=tuple(b.slug for b in blocks), now=now)

@@ -259,11 +259,15 @@ class _Segments:
     choices: list[str] = field(default_factory=list)
 
 
-def _segments(engine: Engine, issue_id: int, available: Sequence[str]) -> _Segments:
-    """Every section set a subscriber chose, cut to the sections the issue has; the full
-    issue first (the web version, and what the preview shows by default)."""
-    with engine.connect() as conn:
-        raw = ledger.unplanned_section_keys(conn, issue_id)
+def _segments(engine: Engine, issue_id: int, available: Sequence[str], choices: Iterable[str] | None) -> _Segments:
+    """Every section set a subscriber chose (`choices`, or as stored), cut to the sections
+    the issue has; the full issue first (the web version, and what the preview shows by
+    default)."""
+    if choices is None:
+        with engine.connect() as conn:
+            raw = ledger.unplanned_section_keys(conn, issue_id)
+    else:
+        raw = sorted(choices)
     found = _Segments(keys=[tuple(available)], choices=raw)
     for key in raw:
         picked = set(people.parse_sections_key(key))
@@ -295,14 +299,17 @@ def run_preflight(
     *,
     renderer: Renderer,
     links: LinkChecker | None = None,
+    choices: Iterable[str] | None = None,
 ) -> Preflight:
     """Every check on the issue `content` as each segment of today's subscribers would get
-    it. Article links are asked only when `links` is given."""
+    it. Article links are asked only when `links` is given. `choices` are the section
+    choices of the subscribers not yet planned for the issue, when the caller has just
+    read them (as planning does); otherwise they are read here."""
     limit = settings.delivery.warn_bytes
     available = [b.slug for b in content.blocks if b.articles]
     if not available:
         return Preflight((_error("sections", f"issue {content.slug} has no article left: nothing to send"),), limit=limit)
-    segments = _segments(engine, issue_id, available)
+    segments = _segments(engine, issue_id, available, choices)
     # A problem found in several segments is listed once, naming where it was seen first.
     seen: dict[Finding, list[str]] = {}
     sizes: list[SegmentSize] = []
