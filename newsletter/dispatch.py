@@ -239,7 +239,7 @@ def send_issue(
     report = SendReport(issue=issue.slug)
     # One connection for the whole run: opening one per transaction costs more than the
     # transaction on SQLite (the last connection to close checkpoints the WAL).
-    with _old_objects_frozen(), engine.connect() as conn:
+    with _old_objects_frozen(), engine.connect() as conn, ledger.sending_cache(conn):
         _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers,
                  before_planning)
     report.elapsed = time.perf_counter() - started
@@ -261,7 +261,7 @@ def send_planned(
     started = time.perf_counter()
     report = SendReport(issue=issue.slug)
     claimable = (BatchStatus.PLANNED, BatchStatus.FAILED) if options.retry_failed else (BatchStatus.PLANNED,)
-    with _old_objects_frozen(), engine.connect() as conn:
+    with _old_objects_frozen(), engine.connect() as conn, ledger.sending_cache(conn):
         _Run(conn, issue, transport, options, report, clock, {}, progress, claimable, None).send_all()
     report.elapsed = time.perf_counter() - started
     return report
