@@ -158,8 +158,9 @@ def _plan(
     report: SendReport,
     now: datetime,
     before_planning: BeforePlanning | None = None,
-) -> None:
-    """Render each new segment once and plan batches for everyone not yet planned."""
+) -> dict[int, Segment]:
+    """Render each new segment once and plan batches for everyone not yet planned.
+    Returns the issue's segments, by id."""
     by_raw_key: dict[str, int | None] = {}
     with conn.begin():
         ledger.lock_issue(conn, issue.id)
@@ -193,6 +194,7 @@ def _plan(
     report.planned_recipients = counts.recipients
     report.unsegmented = counts.unsegmented
     log.info("issue %s planned: %d batches, %d recipients", issue.slug, counts.batches, counts.recipients)
+    return {segment.id: segment for segment in stored.values()}
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
@@ -239,7 +241,7 @@ def send_issue(
     report = SendReport(issue=issue.slug)
     # One connection for the whole run: opening one per transaction costs more than the
     # transaction on SQLite (the last connection to close checkpoints the WAL).
-    with _old_objects_frozen(), engine.connect() as conn, ledger.sending_cache(conn):
+    with _old_objects_frozen(), engine.connect() as conn:
         _send_on(conn, issue, transport, render, available_sections, options, clock, sleep, progress, report, start_helpers,
                  before_planning)
     report.elapsed = time.perf_counter() - started
@@ -323,7 +325,7 @@ def _send_on(
     start_helpers: StartHelpers | None = None,
     before_planning: BeforePlanning | None = None,
 ) -> None:
-    _plan(conn, issue, render, available_sections, options, transport.name, report, clock(), before_planning)
+    known = _plan(conn, issue, render, available_sections, options, transport.name, report, clock(), before_planning)
 
     claimable = [BatchStatus.PLANNED]
     if options.retry_failed:
@@ -341,7 +343,9 @@ def _send_on(
         else:
             report.unknown_batches = [b.id for b in in_flight]
         todo = ledger.batches_in(conn, issue.id, *claimable)
-        segments = store.segments_by_id(conn, {b.segment_id for b in todo})
+        wanted = {b.segment_id for b in todo}
+        segments = {segment_id: known[segment_id] for segment_id in wanted & known.keys()}
+        segments.update(store.segments_by_id(conn, wanted - known.keys()))
     if report.unknown_batches:
         log.warning("issue %s: %d batches in flight when a run stopped; outcome unknown", issue.slug, len(report.unknown_batches))
     if progress:
@@ -356,7 +360,8 @@ def _send_on(
         report.helpers = count
         log.info("issue %s: %d helper processes send with this one", issue.slug, count)
     try:
-        run.send_all()
+        with ledger.sending_cache(conn):
+            run.send_all()
     except BaseException:
         if helpers is not None:
             helpers.stop()

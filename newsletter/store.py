@@ -275,7 +275,10 @@ def issue_segments(conn: Connection, issue_id: int) -> dict[str, Segment]:
 
 
 def segments_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Segment]:
-    rows = conn.execute(select(segments).where(segments.c.id.in_(list(ids)))).all()
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = conn.execute(select(segments).where(segments.c.id.in_(wanted))).all()
     return {row.id: _segment(row) for row in rows}
 
 
