@@ -1,8 +1,9 @@
 """The SendGrid transport: one v3 Mail Send request per batch, with the `sendgrid` package.
 
-Owns: `SendGridTransport`, `mail_body_json`, and for the Event Webhook `WebhookVerifier`
-(its signature) and `read_events` (its events in our words). Imports `models`, `errors`
-and the `sendgrid` package; nothing else of ours.
+Owns: `SendGridTransport`, `mail_body_json`, `KeptConnections` (the client's requests
+over connections kept open), and for the Event Webhook `WebhookVerifier` (its signature)
+and `read_events` (its events in our words). Imports `models`, `errors` and the
+`sendgrid` package (with its `python_http_client`); nothing else of ours.
 
 A batch becomes one request: the segment's HTML and text once in `content`, and one
 personalization per recipient carrying their substitution values, their own
