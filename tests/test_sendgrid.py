@@ -200,6 +200,27 @@ def test_a_segment_of_1000_is_one_request_and_1001_is_two(
     assert set(standin.delivered.values()) == {1} and len(standin.delivered) == 2001
 
 
+def test_batches_are_claimed_a_round_at_a_time(
+    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
+) -> None:
+    """Batch ids (the order batches are claimed in) go first batch of every segment, then
+    second of every segment: one round reads its readers from one stretch of the table."""
+    settings = sendgrid_settings(make_settings, standin, feed_server)
+    add_readers(engine, 1001, ("drug-development",))
+    add_readers(engine, 1001, ("manufacturing",), start=1001)
+    issue = build(engine, settings)
+
+    report = send(engine, settings, issue)
+
+    assert report.recipients_sent == 2002 and report.complete
+    with engine.connect() as conn:
+        planned = conn.execute(select(batches.c.segment_id, batches.c.recipients).order_by(batches.c.id)).all()
+    first, second = planned[0].segment_id, planned[1].segment_id
+    assert first != second
+    assert [tuple(row) for row in planned] == [(first, 1000), (second, 1000), (first, 1), (second, 1)]
+    assert set(standin.delivered.values()) == {1} and len(standin.delivered) == 2002
+
+
 def test_the_same_address_is_never_twice_in_one_request(standin: SendGridStandIn) -> None:
     message = RenderedMessage(subject="Weekly", preheader="", html="<p>%%greeting%%</p>", text="%%greeting%%")
     recipients = tuple(
