@@ -36,6 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import urllib.response
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -209,23 +210,6 @@ def _client(api_key: str, api_host: str, timeout: float) -> SendGridAPIClient:
     return client
 
 
-class _Answer:
-    """A response read to its end, in the shape the client's `Response` reads (what
-    urllib's `open` returns): `getcode`, `read`, `info`."""
-
-    def __init__(self, status: int, body: bytes, headers: http.client.HTTPMessage) -> None:
-        self.status, self.body, self.headers = status, body, headers
-
-    def getcode(self) -> int:
-        return self.status
-
-    def read(self) -> bytes:
-        return self.body
-
-    def info(self) -> http.client.HTTPMessage:
-        return self.headers
-
-
 class KeptConnections:
     """The `sendgrid` client's requests over connections kept open from one request to
     the next: one per sending thread, closed by `close`.
@@ -267,7 +251,7 @@ class KeptConnections:
     def install(self, endpoint: HttpClient) -> None:
         """Make `endpoint` (the client of one API path) send through these connections."""
 
-        def make_request(opener: Any, request: urllib.request.Request, timeout: float | None = None) -> _Answer:
+        def make_request(opener: Any, request: urllib.request.Request, timeout: float | None = None) -> urllib.response.addinfourl:
             return self.open(request, timeout or endpoint.timeout)
 
         endpoint._make_request = make_request
@@ -290,7 +274,9 @@ class KeptConnections:
         conn.timeout = timeout
         return conn
 
-    def open(self, request: urllib.request.Request, timeout: float | None) -> _Answer:
+    def open(self, request: urllib.request.Request, timeout: float | None) -> urllib.response.addinfourl:
+        """The answer read to its end, as urllib's opener returns it (what the client's
+        `Response` reads); an error status raised as the client's exception."""
         conn = self._connection(timeout)
         try:
             conn.request(request.get_method(), request.selector, body=request.data, headers=dict(request.header_items()))
@@ -306,7 +292,7 @@ class KeptConnections:
             # exception by the client's own function, as its `_make_request` does.
             error = urllib.error.HTTPError(request.full_url, response.status, response.reason, response.headers, io.BytesIO(body))
             raise http_errors.handle_error(error) from None
-        return _Answer(response.status, body, response.headers)
+        return urllib.response.addinfourl(io.BytesIO(body), response.headers, request.full_url, response.status)
 
     def close(self) -> None:
         with self._lock:
