@@ -490,9 +490,17 @@ def subscribers_add(
     unknown = sorted(set(chosen) - set(known))
     if unknown:
         raise ConfigError(f"--sections: unknown section {unknown[0]!r} (known: {', '.join(known)})")
+    address, display = people.normalize_email(email), people.check_name(name)
     engine = database(cfg)
     with engine.begin() as conn:
-        created, _ = people.upsert_subscribers(conn, [people.NewSubscriber(email, tuple(chosen), name=name, source="cli")], now=_now())
+        if not people.may_create(conn, address, own_consent=False):
+            raise people.NotAllowedError(
+                "this address is on the suppression list (it bounced, complained, was suppressed or erased); "
+                "it is not added. Only the person can subscribe again, through the subscribe form."
+            )
+        created, _ = people.upsert_subscribers(
+            conn, [people.NewSubscriber(address, tuple(chosen), name=display, source="cli")], now=_now()
+        )
     console.print("Added." if created else "Updated.")
 
 

@@ -54,6 +54,11 @@ class SiteSettings(_Table):
     def _check_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL such as https://news.example.com")
+        # Personal links are this URL and a token, one value for the HTML and the text
+        # part alike (see `links`): nothing in it may need escaping in HTML.
+        bad = re.search(r"[\s&<>\"'%]", value)
+        if bad:
+            raise ValueError(f"the URL may not hold {bad.group(0)!r} (spaces, &, <, >, quotes and % are refused)")
         return value.rstrip("/")
 
     @field_validator("timezone")

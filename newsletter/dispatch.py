@@ -1,6 +1,6 @@
 """Sending an issue: plan its batches, then claim, send, retry and record each one.
 
-Owns: `send_issue`, `SendOptions`, `SendReport`, `SendProgress`, `substitutions_for`.
+Owns: `send_issue`, `SendOptions`, `SendReport`, `SendProgress`.
 Imports `ledger`, `store`, `models`, `errors`, `transports` and what `subscribers` exports.
 
 Exactly once: all batches are planned and committed before the first one is sent. A batch
@@ -32,7 +32,8 @@ from subscribers import parse_sections_key
 
 from . import ledger, store
 from .errors import DeliveryError, TransportAuthError
-from .models import TAGS, Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
+from .links import recipient
+from .models import Batch, BatchStatus, Issue, IssueStatus, Outcome, OutcomeKind, Recipient, RenderedMessage, Segment
 from .transports import Transport
 
 log = logging.getLogger(__name__)
@@ -123,24 +124,6 @@ StartHelpers = Callable[[int, Callable[[int, int], None], Callable[[], bool], Ca
 #: Helpers are started only for this many batches per sending process, or more: starting a
 #: process costs about half a second, which a small send would never win back.
 BATCHES_PER_PROCESS = 16
-
-
-def substitutions_for(token: str, name: str, *, base_url: str) -> dict[str, str]:
-    """The values of a recipient's substitution tags. Names lose `%` so that no value
-    can itself look like a tag."""
-    words = name.replace("%", "").split(maxsplit=1)
-    first = words[0] if words else ""
-    return {
-        _GREETING: f"Hello {first}," if first else "Hello,",
-        _FIRST_NAME: first,
-        _PREFERENCES_URL: f"{base_url}/preferences/{token}",
-        _UNSUBSCRIBE_URL: f"{base_url}/unsubscribe/{token}",
-    }
-
-
-_GREETING, _FIRST_NAME, _PREFERENCES_URL, _UNSUBSCRIBE_URL = (
-    TAGS["greeting"], TAGS["first_name"], TAGS["preferences_url"], TAGS["unsubscribe_url"]
-)
 
 
 #: Called in the planning's transaction, once the issue is locked, with the section
@@ -459,7 +442,7 @@ class _Run:
         answer is (`_record`)."""
         options = self.options
         base_url = options.base_url
-        unsubscribe, mailto = f"{base_url}/unsubscribe/", f"mailto:{options.unsubscribe_mailto}?subject=unsubscribe-"
+        mailto = options.unsubscribe_mailto
         conn = self.conn
         while True:
             with conn.begin():
@@ -472,10 +455,7 @@ class _Run:
                 # One pass over a thousand rows: this loop is per recipient.
                 for delivery_id, subscriber_id, email, name, token, mailable in ledger.batch_recipients(conn, row.id):
                     if mailable:
-                        recipients.append(
-                            Recipient(subscriber_id, email, substitutions_for(token, name, base_url=base_url),
-                                      unsubscribe + token, mailto + token)
-                        )
+                        recipients.append(recipient(subscriber_id, email, token, name, base_url=base_url, mailto=mailto))
                     else:
                         drop.append(delivery_id)
                 if row.segment_id not in self.segments:

@@ -28,11 +28,12 @@ from typing import Any
 import nh3
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from . import issues, store
+import subscribers as people
+
+from . import issues, links, store
 from .config import Settings
-from .dispatch import substitutions_for
 from .errors import EditError, IssueError
-from .models import Article, Batch, Issue, IssueStatus, Recipient, RenderedMessage, SectionBlock
+from .models import Article, Batch, Issue, IssueStatus, RenderedMessage, SectionBlock
 from .preflight import LinkChecker, Preflight, require_passing, run_preflight
 from .render import IssueContent
 from .sections import assign_section, make_rules
@@ -314,7 +315,7 @@ def add_item(engine: Engine, settings: Settings, *, title: str, link: str, secti
 
 def sample_message(message: RenderedMessage, settings: Settings) -> RenderedMessage:
     """The message with its substitution tags filled as for an editor named Editor."""
-    values = substitutions_for("preview", "Editor", base_url=settings.site.base_url)
+    values = links.substitutions("preview", "Editor", base_url=settings.site.base_url)
     return RenderedMessage(personalize(message.subject, values), personalize(message.preheader, values),
                            personalize(message.html, values), personalize(message.text, values))
 
@@ -395,13 +396,22 @@ def send_test(engine: Engine, settings: Settings, *, transport: Transport, secti
     message = issues.render_issue(engine, settings, draft.issue, sections=sections)
     message = type(message)(TEST_PREFIX + message.subject, message.preheader, message.html, message.text)
     base, mailto = settings.site.base_url, settings.unsubscribe_mailto
+    # The one gate: a test never goes to an address that bounced or complained.
+    with engine.connect() as conn:
+        for number, address in enumerate(recipients, start=1):
+            try:
+                normalized = people.normalize_email(address)
+            except people.InvalidEmailError:
+                raise EditError(f"test address #{number} is not a valid email address") from None
+            if people.standing(conn, normalized) is people.Standing.SUPPRESSED:
+                raise EditError(f"test address #{number} is on the suppression list (it bounced or complained); "
+                                "a test is not sent to it")
     # A batch id of its own per test, so the outbox never takes one test for another.
     batch_id = int(clock().timestamp() * 1000)
     batch = Batch(
         id=batch_id, issue_id=draft.issue.id, issue_slug=f"{draft.issue.slug}-test", segment_id=0, message=message,
         recipients=tuple(
-            Recipient(number, address, substitutions_for("test", "Editor", base_url=base), f"{base}/unsubscribe/test",
-                      f"mailto:{mailto}?subject=unsubscribe-test")
+            links.recipient(number, address, "test", "Editor", base_url=base, mailto=mailto)
             for number, address in enumerate(recipients, start=1)
         ),
         sender_name=settings.sender.name, sender_address=settings.sender.address, reply_to=settings.sender.reply_to,

@@ -2,7 +2,7 @@
 
 Owns: `Article`, `FeedItem`, `IssueStatus`, `Issue`, `Segment`, `RenderedMessage`,
 `Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`, `EventKind`, `DeliveryEvent`,
-and the substitution tags (`TAGS`, `TAG_PATTERN`): the renderer writes them, the transports
+and the substitution tags (`TAGS`, `TEXT_TAGS`, `ALL_TAGS`, `TAG_PATTERN`): the renderer writes them, the transports
 fill them for each recipient. Imports nothing of ours.
 """
 
@@ -16,7 +16,18 @@ from typing import NamedTuple
 
 #: The per-recipient values a rendered segment leaves as tags (`%%unsubscribe_url%%`).
 TAG_NAMES = ("greeting", "first_name", "preferences_url", "unsubscribe_url")
+#: The tags of the HTML part, whose values are HTML-escaped (`links.substitutions`).
 TAGS = {name: f"%%{name}%%" for name in TAG_NAMES}
+#: The tags of the plain-text part, whose values are as typed. The URLs are the same in
+#: both parts, so they share the HTML part's tags (see `links`).
+TEXT_TAGS = {
+    "greeting": "%%text_greeting%%",
+    "first_name": "%%text_first_name%%",
+    "preferences_url": TAGS["preferences_url"],
+    "unsubscribe_url": TAGS["unsubscribe_url"],
+}
+#: Every tag a transport fills.
+ALL_TAGS = frozenset(TAGS.values()) | frozenset(TEXT_TAGS.values())
 TAG_PATTERN = re.compile(r"%%[a-z_]+%%")
 
 

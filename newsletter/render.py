@@ -4,8 +4,10 @@ Owns: `Renderer`, `IssueContent`, `builtin_templates`, `intro_html`, `compile_mj
 `models` (where the substitution `TAGS` are defined, for the transports too), `errors`.
 
 Per-recipient values never enter a render: the templates write substitution tags such as
-`%%unsubscribe_url%%` (see `TAGS`), which the transport fills for each recipient. That is
-what makes one render per segment possible.
+`%%unsubscribe_url%%` (see `TAGS`, and `TEXT_TAGS` in the text part), which the transport
+fills for each recipient with values encoded for the part (`links`). That is what makes
+one render per segment possible. Content never becomes a tag: every value a template
+prints goes through `neutralize`, which breaks up `%%` in anything but our own tags.
 """
 
 from __future__ import annotations
@@ -23,10 +25,47 @@ import jinja2
 import mjml
 import nh3
 from markdown_it import MarkdownIt
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from .errors import RenderError
-from .models import TAGS, RenderedMessage, SectionBlock
+from .models import TAGS, TEXT_TAGS, RenderedMessage, SectionBlock
+
+
+class Tag(str):
+    """A substitution tag a template writes on purpose (`tags.greeting`): the only text
+    `neutralize` lets through with its `%%` intact."""
+
+    __slots__ = ()
+
+
+_HTML_TAGS = {name: Tag(tag) for name, tag in TAGS.items()}
+_TEXT_TAGS = {name: Tag(tag) for name, tag in TEXT_TAGS.items()}
+_DOUBLE_PERCENT = re.compile(r"%(?=%)")
+#: What stands for the first `%` of `%%` in content: an entity in HTML (the reader sees
+#: `%%`, a substitution never matches), a zero-width space after it in plain text.
+_HTML_PERCENT = "&#37;"
+_TEXT_PERCENT = "%\u200b"
+
+
+def neutralize(text: str, *, html: bool) -> str:
+    """Content (an article's title, an editor's subject) with every `%%` broken up, so
+    that no transport's substitution can take it for a tag: content is printed, never
+    expanded. Jinja never expands it either: values are data, not template source."""
+    if "%%" not in text:
+        return text
+    return _DOUBLE_PERCENT.sub(_HTML_PERCENT if html else _TEXT_PERCENT, text)
+
+
+@jinja2.pass_eval_context
+def _finalize(eval_ctx: jinja2.nodes.EvalContext, value: Any) -> Any:
+    """Every `{{ … }}` of every template goes through here: text with `%%` is content
+    (an article, an editor's text) and is neutralized, unless it is one of our `Tag`s."""
+    if not isinstance(value, str) or isinstance(value, Tag) or "%%" not in value:
+        return value
+    if not eval_ctx.autoescape:
+        return neutralize(value, html=False)
+    # Escape first (a Markup value stays as it is), then break up the `%%`.
+    return Markup(neutralize(str(escape(value)), html=True))
 
 # Every MJML tag MRML knows; anything else named mj-* is a typo that MRML would print raw.
 MJML_TAGS = frozenset(
@@ -161,6 +200,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             trim_blocks=False,
             keep_trailing_newline=True,
+            finalize=_finalize,
         )
         self.env.filters["localdate"] = self._localdate
         self.env.filters["wordwrap"] = self._wordwrap()
@@ -225,8 +265,11 @@ class Renderer:
         articles = [a for b in blocks for a in b.articles]
         if not articles:
             raise RenderError(f"issue {content.slug}: nothing to render for sections {', '.join(sections or [])}")
-        subject = content.subject or f"{self.site['name']}: {articles[0].title}"
-        preheader = content.preheader or " · ".join(a.title for a in articles[1:3]) or articles[0].summary
+        # The subject and the preheader are headers and inbox text: content, neutralized.
+        subject = neutralize(content.subject or f"{self.site['name']}: {articles[0].title}", html=False)
+        preheader = neutralize(
+            content.preheader or " · ".join(a.title for a in articles[1:3]) or articles[0].summary, html=False
+        )
         context = {
             "site": self.site,
             "subject": subject,
@@ -238,9 +281,10 @@ class Renderer:
             "section_names": [b.name for b in blocks],
             "web_url": self.web_url(content.slug),
             "subscribe_url": f"{self.base_url}/subscribe",
-            "tags": TAGS,
+            "tags": _HTML_TAGS,
             "public": public,
         }
         html = compile_mjml(self._render("email/digest.mjml.j2", context), "email/digest.mjml.j2")
-        text = self._render("email/digest.txt.j2", context)
+        # Each part has its own tags, so each gets its values encoded for it (`links`).
+        text = self._render("email/digest.txt.j2", {**context, "tags": _TEXT_TAGS})
         return RenderedMessage(subject=subject, preheader=preheader, html=html, text=text)

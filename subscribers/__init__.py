@@ -7,6 +7,7 @@ from .errors import (
     ConfirmationExpiredError,
     ImportFileError,
     InvalidEmailError,
+    InvalidNameError,
     InvalidSectionError,
     NotAllowedError,
     SubscriberError,
@@ -27,7 +28,6 @@ from .importer import (
     ColumnMap,
     ImportReport,
     erase,
-    erased_key,
     export_csv,
     import_csv,
     is_erased,
@@ -38,6 +38,7 @@ from .optin import (
     ConfirmationMail,
     ConfirmResult,
     MailKind,
+    check_subscription,
     SendMail,
     confirm_subscription,
     request_subscription,
@@ -53,6 +54,8 @@ from .preferences import (
     unsubscribe,
 )
 from .store import (
+    NAME_CHARS,
+    check_name,
     consent_history,
     consent_version,
     count_by_status,
@@ -64,11 +67,17 @@ from .store import (
     subscribers_by_id,
     upsert_subscribers,
 )
-from .suppression import is_suppressed, mailable_clause, suppress
+from .suppression import Standing, erased_key, is_suppressed, mailable_clause, may_create, standing, suppress
 from .tables import UTCDateTime, consents, metadata, subscribers, suppressions
 from .tokens import rotate_token
 
 __all__ = [
+    "NAME_CHARS",
+    "Standing",
+    "check_name",
+    "check_subscription",
+    "may_create",
+    "standing",
     "PAUSE_CHOICES",
     "ColumnMap",
     "ConfirmResult",
@@ -80,6 +89,7 @@ __all__ = [
     "ImportFileError",
     "ImportReport",
     "InvalidEmailError",
+    "InvalidNameError",
     "InvalidSectionError",
     "MailKind",
     "NewSubscriber",

@@ -2,6 +2,7 @@
 
     SubscriberError
      ├── InvalidEmailError      an address that is not a valid email address
+     ├── InvalidNameError       a name that is too long or holds control characters
      ├── InvalidSectionError    a section slug the site does not have
      ├── UnknownSubscriberError no subscriber with that address or token
      ├── ConfirmationExpiredError  a confirmation link older than its time limit
@@ -18,6 +19,11 @@ class SubscriberError(Exception):
 
 class InvalidEmailError(SubscriberError):
     """The address given is not a valid email address; the message says why."""
+
+
+class InvalidNameError(SubscriberError):
+    """A name that is too long or holds control characters (a line break above all); the
+    message says which."""
 
 
 class UnknownSubscriberError(SubscriberError):

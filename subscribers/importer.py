@@ -16,7 +16,6 @@ Rules an import keeps:
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,16 +24,17 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection, delete, insert, select
 
-from .errors import ImportFileError, InvalidEmailError, SubscriberError
+from .errors import ImportFileError, InvalidEmailError, InvalidNameError, SubscriberError
 from .models import ConsentAction, Origin, Status, Subscriber, sections_key
 from .store import (
+    check_name,
     get_subscriber,
     normalize_email,
     record_consent,
     subscribers_by_id,
     update_subscriber,
 )
-from .suppression import is_suppressed, suppress
+from .suppression import ERASED, Standing, erased_key, is_suppressed, may_create, standing, suppress
 from .tables import consents, subscribers, suppressions
 from .tokens import new_token
 
@@ -65,14 +65,9 @@ class ImportReport:
     dry_run: bool = False
 
 
-def erased_key(email: str) -> str:
-    """What the suppression list keeps of an erased address: a hash, not the address."""
-    return "sha256:" + hashlib.sha256(email.encode("utf-8")).hexdigest()
-
-
 def is_erased(conn: Connection, email: str) -> bool:
     """Whether the (normalized) address belonged to someone who was erased."""
-    return is_suppressed(conn, erased_key(email))
+    return standing(conn, email) is not Standing.CLEAR and not is_suppressed(conn, email)
 
 
 def _section_lookup(known: Mapping[str, str]) -> dict[str, str]:
@@ -137,8 +132,12 @@ def import_csv(
             report.rejected.append((line, f"the same address as line {seen[email]}"))
             continue
         seen[email] = line
-        name = " ".join((row.get(columns.name) or "").split())[:200] if columns.name else ""
-        if is_suppressed(conn, email) or is_erased(conn, email):
+        try:
+            name = check_name(row.get(columns.name) or "") if columns.name else ""
+        except InvalidNameError as exc:
+            report.rejected.append((line, str(exc)))
+            continue
+        if not may_create(conn, email, own_consent=False):
             report.skipped.append((line, "on the suppression list"))
             continue
         existing = conn.execute(select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == email)).first()
@@ -221,10 +220,22 @@ def erase(conn: Connection, email: str, *, now: datetime) -> None:
     point at it). A hash of the address goes on the suppression list, so no import brings
     them back. Raises `UnknownSubscriberError` when there is no such subscriber."""
     subscriber = get_subscriber(conn, email)
+    # An address that bounced or complained stays suppressed after the erasure: the hash
+    # keeps why, so no path creates or mails it again.
+    suppressed = conn.execute(
+        select(suppressions.c.reason).where(suppressions.c.email == subscriber.email)
+    ).scalar_one_or_none()
+    if suppressed is not None:
+        reason = f"erased:{suppressed}"[:50]
+    elif subscriber.status in (Status.BOUNCED, Status.COMPLAINED):
+        reason = f"erased:{subscriber.status.value}"
+    else:
+        reason = ERASED
     conn.execute(delete(consents).where(consents.c.subscriber_id == subscriber.id))
     # The plain address may be on the suppression list too; only the hash stays.
     conn.execute(delete(suppressions).where(suppressions.c.email == subscriber.email))
-    suppress(conn, erased_key(subscriber.email), reason="erased", now=now)
+    conn.execute(delete(suppressions).where(suppressions.c.email == erased_key(subscriber.email)))
+    suppress(conn, erased_key(subscriber.email), reason=reason, now=now)
     update_subscriber(
         conn, subscriber.id, email=f"erased-{subscriber.id}@erased.invalid", name="", sections=(),
         status=Status.UNSUBSCRIBED, token=new_token(), unsubscribed_at=now, paused_until=None,

@@ -16,7 +16,6 @@ complained addresses are sent nothing at all.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,20 +26,19 @@ from sqlalchemy import Connection, insert, select
 from .errors import ConfirmationExpiredError, InvalidSectionError, NotAllowedError
 from .models import ConsentAction, Origin, Status, Subscriber
 from .store import (
+    check_name,
     normalize_email,
     record_consent,
     subscriber_by_token,
     subscriber_by_id,
     update_subscriber,
 )
-from .suppression import is_suppressed
+from .suppression import forget_erasure, may_create
 from .tables import subscribers
 from .tokens import new_token, rotate_token
 
 log = logging.getLogger(__name__)
 
-NAME_CHARS = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class MailKind(StrEnum):
@@ -65,11 +63,6 @@ class ConfirmationMail:
 SendMail = Callable[[ConfirmationMail], None]
 
 
-def clean_name(name: str) -> str:
-    """A display name without control characters or line breaks, trimmed to the column."""
-    return " ".join(_CONTROL.sub(" ", name).split())[:NAME_CHARS]
-
-
 def check_sections(chosen: Sequence[str], known: Collection[str]) -> tuple[str, ...]:
     """The chosen section slugs, free of duplicates, or `InvalidSectionError` naming the
     first one the site does not have."""
@@ -78,6 +71,18 @@ def check_sections(chosen: Sequence[str], known: Collection[str]) -> tuple[str, 
             shown = slug if len(slug) <= 40 else slug[:40] + "…"
             raise InvalidSectionError(f"{shown!r} is not one of this newsletter's sections")
     return tuple(sorted(set(chosen)))
+
+
+def check_subscription(
+    *, email: str, name: str, sections: Sequence[str], known_sections: Collection[str]
+) -> tuple[str, str, tuple[str, ...]]:
+    """(address, name, sections) as they would be stored, or the error naming what is
+    wrong with the request. Touches no database: the web app runs it before it answers,
+    and does the rest after, so that no answer depends on who is subscribed."""
+    address = normalize_email(email)
+    display = check_name(name)
+    chosen = check_sections(sections, known_sections) or tuple(sorted(known_sections))
+    return address, display, chosen
 
 
 def request_subscription(
@@ -93,14 +98,12 @@ def request_subscription(
 ) -> None:
     """Ask to subscribe `email` to `sections` (none chosen means every known section).
 
-    Raises `InvalidEmailError` or `InvalidSectionError` for bad input, before anything is
-    written. Otherwise it answers nothing, whatever the address's standing (see the module
+    Raises `InvalidEmailError`, `InvalidNameError` or `InvalidSectionError` for bad
+    input, before anything is written (`check_subscription` runs the same checks alone). Otherwise it answers nothing, whatever the address's standing (see the module
     docstring), and hands at most one `ConfirmationMail` to `send`.
     """
-    address = normalize_email(email)
-    chosen = check_sections(sections, known_sections) or tuple(sorted(known_sections))
-    display = clean_name(name)
-    if is_suppressed(conn, address):
+    address, display, chosen = check_subscription(email=email, name=name, sections=sections, known_sections=known_sections)
+    if not may_create(conn, address, own_consent=True):
         log.info("subscription request for a suppressed address ignored")
         return
     row = conn.execute(select(subscribers.c.id).where(subscribers.c.email == address)).first()
@@ -179,6 +182,8 @@ def confirm_subscription(
     if now - sent > max_age:
         raise ConfirmationExpiredError("this confirmation link has expired")
     update_subscriber(conn, subscriber.id, status=Status.ACTIVE, confirmed_at=now, unsubscribed_at=None)
+    # A person who was erased and came back through the form has now consented again.
+    forget_erasure(conn, subscriber.email)
     record_consent(
         conn, subscriber.id, ConsentAction.CONFIRMED, sections=subscriber.sections, origin=origin, now=now
     )
@@ -195,7 +200,7 @@ def resend_confirmation(
     Raises `UnknownSubscriberError` for an unknown token.
     """
     subscriber = subscriber_by_token(conn, token)
-    if subscriber.status is not Status.PENDING or is_suppressed(conn, subscriber.email):
+    if subscriber.status is not Status.PENDING or not may_create(conn, subscriber.email, own_consent=True):
         return
     fresh = rotate_token(conn, subscriber.id)
     update_subscriber(conn, subscriber.id, confirmation_sent_at=now)

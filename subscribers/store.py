@@ -1,11 +1,12 @@
 """All queries about subscribers and suppression, on a connection the caller gives.
 
 Owns: creating, reading and counting subscribers, and the consent log. Imports `models`,
-`errors`, `tables`, `tokens` of this package only. Callers own the transaction.
+`errors`, `suppression`, `tables`, `tokens` of this package only. Callers own the transaction.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, func, insert, select, update
 
-from .errors import InvalidEmailError, UnknownSubscriberError
+from .errors import InvalidEmailError, InvalidNameError, UnknownSubscriberError
 from .models import (
     ConsentAction,
     ConsentRecord,
@@ -24,8 +25,29 @@ from .models import (
     parse_sections_key,
     sections_key,
 )
+from .suppression import blocked_addresses
 from .tables import consents, subscribers
 from .tokens import looks_like_token, new_token
+
+
+#: The longest name a subscriber may give.
+NAME_CHARS = 100
+# C0 and C1 control characters, and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_name(name: str) -> str:
+    """The name with its spaces tidied, or `InvalidNameError` saying what is wrong: longer
+    than `NAME_CHARS` characters, or holding a control character (a line break in a name
+    is how a header injection starts, so it is refused, not cleaned)."""
+    bad = _CONTROL.search(name)
+    if bad is not None:
+        what = "a line break" if bad.group(0) in "\r\n\u2028\u2029" else f"a control character (U+{ord(bad.group(0)):04X})"
+        raise InvalidNameError(f"the name holds {what}; write it on one line")
+    tidy = " ".join(name.split())
+    if len(tidy) > NAME_CHARS:
+        raise InvalidNameError(f"the name has {len(tidy)} characters; at most {NAME_CHARS} are allowed")
+    return tidy
 
 
 def normalize_email(address: str) -> str:
@@ -67,14 +89,20 @@ def upsert_subscribers(
     conn: Connection, items: Iterable[NewSubscriber], *, now: datetime, chunk: int = 5000
 ) -> tuple[int, int]:
     """Create the subscribers that do not exist yet and refresh the sections and name of
-    those that do. Returns (created, updated). Every address is validated first, so one bad
-    address raises `InvalidEmailError` before anything is written for its chunk."""
+    those that do. Returns (created, updated). Every address and name is validated first,
+    so one bad value raises `InvalidEmailError` or `InvalidNameError` before anything is
+    written for its chunk. An address that is suppressed or was erased is left out (see
+    `suppression.blocked_addresses`): neither counted nor written."""
     created = updated = 0
     batch: list[NewSubscriber] = []
 
     def flush() -> None:
         nonlocal created, updated
         normalized = {normalize_email(item.email): item for item in batch}
+        for item in normalized.values():
+            check_name(item.name)
+        for email in blocked_addresses(conn, normalized):
+            del normalized[email]
         existing = {
             row.email: row.id
             for row in conn.execute(

@@ -1,17 +1,35 @@
-"""The one gate every send consults: who may be mailed right now.
+"""The one gate that decides who may be created or mailed.
 
-Owns: `mailable_clause`, `MAILABLE_STATUSES`, `suppress`, `is_suppressed`. Imports
-`models` and `tables` only. A subscriber is mailable when active, or paused with the
-pause over, and their address is not on the suppression list.
-The sender applies this gate twice: when it plans the batches of an issue, and again for
-each batch just before it goes out, so an unsubscribe or a bounce takes effect at once.
+Owns: `mailable_clause`, `MAILABLE_STATUSES`, `suppress`, `is_suppressed`, `Standing`,
+`standing`, `may_create`, `erased_key`, `blocked_addresses`. Imports `models` and `tables`
+only.
+
+Two questions, one module:
+- *May this address be mailed right now?* A subscriber is mailable when active, or paused
+  with the pause over, and their address is not on the suppression list
+  (`mailable_clause`). The sender applies it twice: when it plans the batches of an issue,
+  and again for each batch just before it goes out, so an unsubscribe or a bounce takes
+  effect at once.
+- *May a row be created for this address, or a confirmation sent to it?* (`standing`,
+  `may_create`). Every path that creates people or mails an address outside an issue asks
+  it: the subscribe form and its JSON twin, the CSV import, `subscribers add`, the
+  confirmation resend, and test sends.
+
+Erasing a person keeps no address, only `erased_key` of it with a reason: `erased` when
+they had simply left or were active, `erased:<why>` when their address was
+suppressed, had bounced or complained. The latter stays suppressed for ever; the former only
+keeps imports and the CLI from bringing the person back (the public form may start a fresh
+double opt-in: that is their own new consent).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, exists, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, delete, exists, func, insert, literal, or_, select
 
 from .models import Status
 from .tables import UTCDateTime, subscribers, suppressions
@@ -72,3 +90,64 @@ def is_suppressed(conn: Connection, email: str) -> bool:
     return conn.execute(
         select(suppressions.c.email).where(suppressions.c.email == email)
     ).first() is not None
+
+
+#: The reason a plain erasure keeps. The erasure of a suppressed, bounced or complained
+#: address keeps `erased:<why>` instead, and stays suppressed.
+ERASED = "erased"
+
+
+def erased_key(email: str) -> str:
+    """What the suppression list keeps of an erased address: a hash, not the address."""
+    return "sha256:" + hashlib.sha256(email.encode("utf-8")).hexdigest()
+
+
+class Standing(StrEnum):
+    """What the suppression list says of an address."""
+
+    #: Nothing: the address may be created and mailed (its row's status still counts).
+    CLEAR = "clear"
+    #: Bounced, complained or put on the list by hand, possibly before an erasure: no
+    #: path creates a row for it or mails it, ever.
+    SUPPRESSED = "suppressed"
+    #: Erased at the person's request, without a bounce or complaint: imports and the
+    #: CLI never bring it back; the public form may start a fresh double opt-in.
+    ERASED = "erased"
+
+
+def standing(conn: Connection, email: str) -> Standing:
+    """The standing of an (already normalized) address; one query."""
+    rows = conn.execute(
+        select(suppressions.c.email, suppressions.c.reason).where(suppressions.c.email.in_((email, erased_key(email))))
+    ).all()
+    if not rows:
+        return Standing.CLEAR
+    if any(row.email == email or row.reason != ERASED for row in rows):
+        return Standing.SUPPRESSED
+    return Standing.ERASED
+
+
+def may_create(conn: Connection, email: str, *, own_consent: bool) -> bool:
+    """Whether a subscriber row may be created for the address, or a confirmation sent to
+    it. `own_consent` is True only on the public form, where the person asks themselves."""
+    found = standing(conn, email)
+    return found is Standing.CLEAR or (found is Standing.ERASED and own_consent)
+
+
+def blocked_addresses(conn: Connection, emails: Iterable[str]) -> set[str]:
+    """Of the (normalized) addresses, those that an import or the CLI may not create:
+    suppressed, or erased for any reason. One query per call."""
+    by_key = {}
+    for email in emails:
+        by_key[email] = email
+        by_key[erased_key(email)] = email
+    if not by_key:
+        return set()
+    found = conn.execute(select(suppressions.c.email).where(suppressions.c.email.in_(list(by_key))))
+    return {by_key[row.email] for row in found}
+
+
+def forget_erasure(conn: Connection, email: str) -> None:
+    """Drop a plain erasure's hash once the person has confirmed a new subscription
+    themselves (never the hash of an address that bounced or complained)."""
+    conn.execute(delete(suppressions).where(suppressions.c.email == erased_key(email), suppressions.c.reason == ERASED))

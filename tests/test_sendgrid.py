@@ -5,6 +5,8 @@ the ledger."""
 
 from __future__ import annotations
 
+import html
+
 import json
 import logging
 import threading
@@ -147,6 +149,8 @@ def test_one_request_per_batch_with_each_readers_values_and_headers(
     assert person["substitutions"] == {
         "%%greeting%%": "Hello Reader2,",
         "%%first_name%%": "Reader2",
+        "%%text_greeting%%": "Hello Reader2,",
+        "%%text_first_name%%": "Reader2",
         "%%preferences_url%%": f"https://news.example.com/preferences/{token}",
         "%%unsubscribe_url%%": f"https://news.example.com/unsubscribe/{token}",
     }
@@ -441,11 +445,14 @@ def test_readers_names_reach_sendgrid_exactly_as_stored(
     assert sorted(got) == [f"reader{n}@example.com" for n in range(5)]
     for email, person in got.items():
         first = stored[email].name.replace("%", "").split()[0]
-        assert person["substitutions"]["%%first_name%%"] == first
-        assert person["substitutions"]["%%greeting%%"] == f"Hello {first},"
+        # As stored in the text part; HTML-escaped in the HTML part (trust issue, 1).
+        assert person["substitutions"]["%%text_first_name%%"] == first
+        assert person["substitutions"]["%%text_greeting%%"] == f"Hello {first},"
+        assert person["substitutions"]["%%first_name%%"] == html.escape(first)
+        assert person["substitutions"]["%%greeting%%"] == f"Hello {html.escape(first)},"
         assert person["substitutions"]["%%unsubscribe_url%%"] == f"https://news.example.com/unsubscribe/{stored[email].token}"
         assert person["custom_args"] == {"subscriber_id": str(stored[email].id)}
-    assert got["reader0@example.com"]["substitutions"]["%%first_name%%"] == "Zoë"
+    assert got["reader0@example.com"]["substitutions"]["%%text_first_name%%"] == "Zoë"
     assert got["reader1@example.com"]["substitutions"]["%%first_name%%"] == "Back\\slash"
 
 

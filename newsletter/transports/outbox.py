@@ -10,7 +10,7 @@ sent again.
 Speed: the MIME body of a segment is quoted-printable encoded once, in pieces split at the
 substitution tags, and each recipient's file is those pieces joined with their own encoded
 values (each piece ends in a soft line break, so the join is valid quoted-printable).
-The Subject header is RFC 2047-encoded once per segment too, unless it holds a tag: the
+The Subject header is RFC 2047-encoded once per segment too (it holds no personal value): the
 standard library's `Header.encode` costs about 3 ms for a 120-character title, which
 was three quarters of the time spent per recipient (see docs/benchmarks.md). The Date
 header is formatted once per batch.
@@ -27,8 +27,8 @@ from email.quoprimime import body_encode
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
+from ..links import list_unsubscribe
 from ..models import TAG_PATTERN, Batch, Outcome, OutcomeKind, Recipient, RenderedMessage
-from . import personalize
 
 CRLF = "\r\n"
 
@@ -74,8 +74,9 @@ class MessageTemplate:
         self.domain = domain
         self.text = _EncodedBody(message.text)
         self.html = _EncodedBody(message.html)
-        # A subject without tags is the same for every recipient: encode it once.
-        self.encoded_subject = None if TAG_PATTERN.search(self.subject) else _encode_subject(self.subject)
+        # The subject is the same for every recipient (no personal value goes in a
+        # header, see `links`): encode it once.
+        self.encoded_subject = _encode_subject(self.subject)
         self._date: tuple[datetime, str] | None = None
 
     def _date_header(self, now: datetime) -> str:
@@ -90,11 +91,11 @@ class MessageTemplate:
             f"From: {self.sender}",
             f"To: {recipient.email}",
             *([f"Reply-To: {self.reply_to}"] if self.reply_to else []),
-            f"Subject: {self.encoded_subject or _encode_subject(personalize(self.subject, values))}",
+            f"Subject: {self.encoded_subject}",
             f"Date: {self._date_header(now)}",
             f"Message-ID: <{batch.issue_slug}.{batch.id}.{recipient.subscriber_id}@{self.domain}>",
             "MIME-Version: 1.0",
-            f"List-Unsubscribe: <{recipient.unsubscribe_url}>, <{recipient.unsubscribe_mailto}>",
+            f"List-Unsubscribe: {list_unsubscribe(recipient)}",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             f"X-Newsletter-Issue: {batch.issue_slug}",
             f"X-Newsletter-Batch: {batch.id}",

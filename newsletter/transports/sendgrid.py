@@ -51,7 +51,8 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from ..errors import TransportAuthError
-from ..models import TAG_NAMES, TAGS, Batch, DeliveryEvent, EventKind, Outcome, OutcomeKind
+from ..links import list_unsubscribe
+from ..models import ALL_TAGS, Batch, DeliveryEvent, EventKind, Outcome, OutcomeKind
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
     seen: set[str] = set()
     people: list[str] = []
     keys: dict[str, str] = {}
-    greeting, first_name, preferences_url, unsubscribe_url = _TAG_KEYS
     for r in batch.recipients:
         folded = r.email.lower()
         if folded in seen:
@@ -104,13 +104,12 @@ def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
             continue
         seen.add(folded)
         values = r.substitutions
-        unsubscribe = _quote(f"<{r.unsubscribe_url}>, <{r.unsubscribe_mailto}>")
+        unsubscribe = _quote(list_unsubscribe(r))
         if len(values) == len(_TAG_KEYS):
             try:
                 people.append(
                     _NEWSLETTER_PERSONALIZATION
-                    % (_quote(r.email), _quote(values[greeting]), _quote(values[first_name]), _quote(values[preferences_url]),
-                       _quote(values[unsubscribe_url]), unsubscribe, r.subscriber_id)
+                    % (_quote(r.email), *map(_quote, map(values.__getitem__, _TAG_KEYS)), unsubscribe, r.subscriber_id)
                 )
                 continue
             except KeyError:
@@ -154,12 +153,12 @@ _PERSONALIZATION = (
     '"headers":{"List-Unsubscribe":%s,"List-Unsubscribe-Post":"' + ONE_CLICK + '"},'
     '"custom_args":{"subscriber_id":"%d"}}'
 )
-#: The tags of a newsletter's recipient (`models.TAGS`), in the order of
-#: `_NEWSLETTER_PERSONALIZATION`.
-_TAG_KEYS = tuple(TAGS[name] for name in TAG_NAMES)
+#: The tags of a newsletter's recipient (`models.ALL_TAGS`, valued by
+#: `links.substitutions`), in the order of `_NEWSLETTER_PERSONALIZATION`.
+_TAG_KEYS = tuple(sorted(ALL_TAGS))
 #: `_PERSONALIZATION` for a recipient whose substitutions are exactly `_TAG_KEYS`, as
-#: every newsletter recipient's are: one format of seven values instead of a join of
-#: four pairs, which halves the time a thousand personalizations take (3.7 ms → 2.0).
+#: every newsletter recipient's are: one format of all values instead of a join of
+#: pairs, which halves the time a thousand personalizations take (3.7 ms → 2.0).
 _NEWSLETTER_PERSONALIZATION = _PERSONALIZATION.replace(
     "{%s}", "{" + ",".join(json.dumps(tag).replace("%", "%%") + ":%s" for tag in _TAG_KEYS) + "}", 1
 )

@@ -144,6 +144,9 @@ def error_response(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, people.InvalidEmailError):
         status, title = 422, "Please check your email address"
         message = "That does not look like a valid email address. " + _reason(str(exc))
+    elif isinstance(exc, people.InvalidNameError):
+        status, title = 422, "Please check your name"
+        message = f"The name cannot be used: {exc}."
     elif isinstance(exc, people.InvalidSectionError):
         status, title, message = 400, "Unknown section", f"{exc}."
     elif isinstance(exc, people.NotAllowedError):

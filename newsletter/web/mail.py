@@ -23,6 +23,7 @@ import subscribers as people
 from .. import issues
 from ..config import Settings
 from ..errors import NewsletterError, RenderError
+from ..links import PersonalLinks, personal_links
 from ..models import Batch, OutcomeKind, Recipient, RenderedMessage
 from ..render import compile_mjml
 from ..transports import Transport
@@ -50,13 +51,8 @@ class ConfirmationMailer:
         # renderer's autoescape rules say of `.txt.j2` names.
         self.text_env = self.env.overlay(autoescape=False)
 
-    def links(self, token: str) -> dict[str, str]:
-        base = self.settings.site.base_url
-        return {
-            "confirm_url": f"{base}/confirm/{token}",
-            "preferences_url": f"{base}/preferences/{token}",
-            "unsubscribe_url": f"{base}/unsubscribe/{token}",
-        }
+    def links(self, token: str) -> PersonalLinks:
+        return personal_links(token, base_url=self.settings.site.base_url, mailto=self.settings.unsubscribe_mailto)
 
     def render(self, mail: people.ConfirmationMail) -> RenderedMessage:
         """The email for `mail`; `RenderError` naming the template when one is wrong."""
@@ -68,7 +64,7 @@ class ConfirmationMailer:
             "name": mail.name,
             "sections": [names[s] for s in names if s in mail.sections],
             "confirm_days": self.settings.web.confirm_days,
-            **self.links(mail.token),
+            **self.links(mail.token).as_dict(),
         }
         if mail.kind is people.MailKind.CONFIRM:
             subject = f"Please confirm your subscription to {site.name}"
@@ -100,12 +96,13 @@ class ConfirmationMailer:
                 try:
                     message = self.render(mail)
                     mail_id = _mail_id()
+                    personal = self.links(mail.token)
                     recipient = Recipient(
                         subscriber_id=mail.subscriber_id,
                         email=mail.email,
                         substitutions={},
-                        unsubscribe_url=self.links(mail.token)["unsubscribe_url"],
-                        unsubscribe_mailto=f"mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe-{mail.token}",
+                        unsubscribe_url=personal.unsubscribe_url,
+                        unsubscribe_mailto=personal.unsubscribe_mailto,
                     )
                     batch = Batch(
                         id=mail_id,

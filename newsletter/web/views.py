@@ -11,6 +11,7 @@ work runs in a thread (SQLAlchemy is synchronous) inside one transaction per req
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from .limits import RateLimiter
 from .mail import ConfirmationMailer
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 SUBSCRIBED_TEXT = (
     "Thank you. If this address can receive our newsletter, an email is on its way to it: "
@@ -163,6 +165,10 @@ def _subscribe_fields(request: Request, body: bytes) -> tuple[str, str, list[str
 
 
 async def subscribe(request: Request) -> Response:
+    """Validate the request, answer, and only then look the address up and write: every
+    answer is the same, and costs the same, whoever the address belongs to (new, pending,
+    subscribed, unsubscribed, suppressed or erased). What depends on the address's
+    standing runs after the response (`_subscribe_after`)."""
     ctx = web(request)
     origin = origin_of(request, "subscribe-form")
     _limit(ctx.ip_limiter, f"ip:{origin.ip}")
@@ -171,10 +177,29 @@ async def subscribe(request: Request) -> Response:
     request.state.form_values = {"email": email, "name": name, "sections": sections}
     if not email:
         raise people.InvalidEmailError("Please enter your email address.")
-    address = people.normalize_email(email)
-    mails: list[people.ConfirmationMail] = []
+    address, display, chosen = people.check_subscription(
+        email=email, name=name, sections=sections, known_sections=ctx.known_sections()
+    )
+    task = None
     if not bot:
         _limit(ctx.address_limiter, _address_key(address))
+        task = BackgroundTask(_subscribe_after, ctx, address, display, chosen, origin)
+    if wants_json(request):
+        return JSONResponse(
+            {"ok": True, "message": SUBSCRIBED_TEXT}, status_code=202, headers=cors_headers(request), background=task
+        )
+    response = ctx.page(request, "subscribed.html", {"message": SUBSCRIBED_TEXT})
+    response.background = task
+    return response
+
+
+async def _subscribe_after(
+    ctx: WebContext, address: str, name: str, sections: tuple[str, ...], origin: people.Origin
+) -> None:
+    """The part of a subscribe that depends on who the address is: after the answer.
+    A failure is logged without the address; the visitor has had their answer."""
+    mails: list[people.ConfirmationMail] = []
+    try:
         await ctx.transaction(
             lambda conn: people.request_subscription(
                 conn,
@@ -187,15 +212,10 @@ async def subscribe(request: Request) -> Response:
                 send=mails.append,
             )
         )
-    # The same answer whatever happened; the email goes out after the answer.
-    task = BackgroundTask(ctx.mailer.send, mails)
-    if wants_json(request):
-        return JSONResponse(
-            {"ok": True, "message": SUBSCRIBED_TEXT}, status_code=202, headers=cors_headers(request), background=task
-        )
-    response = ctx.page(request, "subscribed.html", {"message": SUBSCRIBED_TEXT})
-    response.background = task
-    return response
+    except Exception:
+        log.exception("a subscription request could not be stored")
+        return
+    await run_in_threadpool(ctx.mailer.send, mails)
 
 
 async def confirm(request: Request) -> Response:
