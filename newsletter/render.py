@@ -265,11 +265,8 @@ class Renderer:
         articles = [a for b in blocks for a in b.articles]
         if not articles:
             raise RenderError(f"issue {content.slug}: nothing to render for sections {', '.join(sections or [])}")
-        # The subject and the preheader are headers and inbox text: content, neutralized.
-        subject = neutralize(content.subject or f"{self.site['name']}: {articles[0].title}", html=False)
-        preheader = neutralize(
-            content.preheader or " · ".join(a.title for a in articles[1:3]) or articles[0].summary, html=False
-        )
+        subject = content.subject or f"{self.site['name']}: {articles[0].title}"
+        preheader = content.preheader or " · ".join(a.title for a in articles[1:3]) or articles[0].summary
         context = {
             "site": self.site,
             "subject": subject,
@@ -287,4 +284,8 @@ class Renderer:
         html = compile_mjml(self._render("email/digest.mjml.j2", context), "email/digest.mjml.j2")
         # Each part has its own tags, so each gets its values encoded for it (`links`).
         text = self._render("email/digest.txt.j2", {**context, "tags": _TEXT_TAGS})
-        return RenderedMessage(subject=subject, preheader=preheader, html=html, text=text)
+        # The subject is a header and the preheader inbox text: content, neutralized as
+        # plain text (in the parts, `_finalize` did it for each part).
+        return RenderedMessage(
+            subject=neutralize(subject, html=False), preheader=neutralize(preheader, html=False), html=html, text=text
+        )

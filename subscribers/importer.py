@@ -115,8 +115,10 @@ def import_csv(
     report = ImportReport(dry_run=dry_run)
     seen: dict[str, int] = {}
     origin = Origin(form=source[:50])
+    # A row's line is where it starts: a quoted cell may hold a line break of its own.
+    ended = reader.line_num
     for row in reader:
-        line = reader.line_num
+        line, ended = ended + 1, reader.line_num
         try:
             email = normalize_email(row.get(columns.email) or "")
             chosen = (
