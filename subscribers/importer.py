@@ -34,7 +34,7 @@ from .store import (
     subscribers_by_id,
     update_subscriber,
 )
-from .suppression import ERASED, Standing, erased_key, is_suppressed, may_create, standing, suppress
+from .suppression import ERASED, erased_key, is_suppressed, may_create, suppress
 from .tables import consents, subscribers, suppressions
 from .tokens import new_token
 
@@ -67,7 +67,7 @@ class ImportReport:
 
 def is_erased(conn: Connection, email: str) -> bool:
     """Whether the (normalized) address belonged to someone who was erased."""
-    return standing(conn, email) is not Standing.CLEAR and not is_suppressed(conn, email)
+    return is_suppressed(conn, erased_key(email))
 
 
 def _section_lookup(known: Mapping[str, str]) -> dict[str, str]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import html as htmllib
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,12 +34,14 @@ from newsletter.web import create_app
 from tests.conftest import NOW
 from tests.helpers import outbox_messages, parts
 from tests.sendgrid_standin import SendGridStandIn
+from tests.test_browser import free_port
+from tests.test_sendgrid import standin  # noqa: F401  (the fixture)
+from tests.test_sendgrid import API_KEY
 from tests.test_web import BASE, SECRET, Client, link_token
 
 HOSTILE = "<a href=https://phish.example/login><b>URGENT: verify</b></a>"
 INJECTION = "Eve\r\nBcc: x@evil.example"
 TEMPLATE_TITLE = "Template {{ 7*7 }} %%nosuchtag%%"
-API_KEY = "SG.trust-test-key"
 ZWSP = "\u200b"
 runner = CliRunner()
 
@@ -55,12 +56,9 @@ def add_articles(engine: Engine, *, title: str = "FDA approves oral GLP-1") -> N
         store.upsert_articles(conn, items, source="test", now=when)
 
 
-@pytest.fixture
-def standin() -> Iterator[SendGridStandIn]:
-    srv = SendGridStandIn(API_KEY)
-    srv.start()
-    yield srv
-    srv.stop()
+def add_reader(engine: Engine, email: str, sections: tuple[str, ...], name: str) -> None:
+    with engine.begin() as conn:
+        people.upsert_subscribers(conn, [people.NewSubscriber(email, sections, name=name)], now=NOW)
 
 
 def web_client(settings: Settings, engine: Engine) -> Client:
@@ -172,8 +170,8 @@ def test_a_stored_name_with_a_line_break_adds_no_header(
 ) -> None:
     """A row written before names were checked (or by hand) still reaches no header."""
     settings = trust_settings(make_settings)
+    add_reader(engine, "eve@example.com", ("news", "manufacturing"), "Eve")
     with engine.begin() as conn:
-        people.upsert_subscribers(conn, [people.NewSubscriber("eve@example.com", ("news", "manufacturing"), name="Eve")], now=NOW)
         conn.execute(update(people.subscribers).values(name=INJECTION))
     add_articles(engine)
     if transport == "sendgrid":
@@ -268,13 +266,6 @@ def test_an_erased_address_comes_back_only_through_its_own_double_opt_in(
 # [4] The subscribe form's timing tells who is subscribed -----------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_the_subscribe_answer_does_not_wait_for_the_database(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -338,8 +329,7 @@ def test_article_text_that_looks_like_a_template_is_printed_as_it_is(
     engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, transport: str
 ) -> None:
     settings = trust_settings(make_settings)
-    with engine.begin() as conn:
-        people.upsert_subscribers(conn, [people.NewSubscriber("ann@example.com", ("drug-development", "manufacturing"), name="Ann")], now=NOW)
+    add_reader(engine, "ann@example.com", ("drug-development", "manufacturing"), "Ann")
     add_articles(engine, title=TEMPLATE_TITLE)
     if transport == "sendgrid":
         settings = sendgrid_variant(make_settings, standin)
