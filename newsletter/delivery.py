@@ -17,6 +17,7 @@ from . import db, store
 from .config import Settings
 from .dispatch import SendOptions, SendProgress, SendReport, concurrency_share, send_planned
 from .errors import ConfigError, IssueError
+from .links import list_id
 from .models import Issue
 from .transports import Transport
 
@@ -69,6 +70,7 @@ def send_options(settings: Settings, issue: Issue, transport: Transport, flags: 
         worker=flags.worker,
         concurrency=settings.sendgrid.concurrency if transport.name == "sendgrid" else 1,
         categories=(settings.site.name[:255], f"issue-{issue.slug}"),
+        list_id=list_id(settings.site.name, settings.sender.address),
         processes=settings.delivery.processes,
         stop=stop,
     )

@@ -61,6 +61,8 @@ class SendOptions:
     resend_unknown: bool = False
     sandbox: bool = False
     categories: tuple[str, ...] = ()
+    #: The List-Id header of every message (`links.list_id`).
+    list_id: str = ""
     #: Batches in flight at once, shared out among the sending processes.
     concurrency: int = 1
     #: Processes sending the issue together: this one and helpers it starts (see
@@ -480,6 +482,7 @@ class _Run:
                 reply_to=options.reply_to,
                 categories=options.categories,
                 sandbox=options.sandbox,
+                list_id=options.list_id,
             )
 
     def _attempt(self, batch: Batch) -> _Attempt:

@@ -416,6 +416,8 @@ def send_test(engine: Engine, settings: Settings, *, transport: Transport, secti
         ),
         sender_name=settings.sender.name, sender_address=settings.sender.address, reply_to=settings.sender.reply_to,
         categories=("test",),
+        # The headers a reader's copy has, so the test shows them.
+        list_id=links.list_id(settings.site.name, settings.sender.address),
     )
     outcome = transport.send(batch)
     if outcome.kind.value != "accepted":

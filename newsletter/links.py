@@ -1,7 +1,7 @@
 """Every personal URL and per-recipient value, each encoded for the part it lands in.
 
 Owns: `PersonalLinks`, `personal_links`, `substitutions`, `recipient`, `list_unsubscribe`,
-`first_name`. Imports `models`.
+`list_id`, `first_name`. Imports `models`.
 
 A rendered segment leaves a substitution tag wherever a reader's own value goes; the
 transports fill the tags for each recipient from the one dictionary `substitutions`
@@ -29,7 +29,9 @@ A new personal value is added here and in the tables of `models`, nowhere else: 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from email.utils import formataddr
 from html import escape
 
 from .models import TAGS, TEXT_TAGS, Recipient
@@ -108,3 +110,21 @@ def list_unsubscribe(recipient: Recipient) -> str:
     """The value of the List-Unsubscribe header (RFC 2369; one-click per RFC 8058 with
     List-Unsubscribe-Post): the HTTPS link first, the mailto: second."""
     return f"<{recipient.unsubscribe_url}>, <{recipient.unsubscribe_mailto}>"
+
+
+def list_unsubscribe_folded(recipient: Recipient) -> str:
+    """`list_unsubscribe` folded after its comma (RFC 5322 2.2.3), for a header written
+    as it is sent: the two URIs together run to about 200 characters; folded, each stands
+    on a line of its own (a URI itself cannot be folded)."""
+    return f"<{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>"
+
+
+def list_id(site_name: str, sender_address: str) -> str:
+    """The value of the List-Id header (RFC 2919) of a digest: the site's name as the
+    phrase (quoted or RFC 2047-encoded as it needs) and `<label.domain>`, where the label
+    is the name in lowercase ASCII letters, digits and hyphens and the domain is the
+    sender's. Mail clients and filters group the issues by it."""
+    ascii_name = unicodedata.normalize("NFKD", site_name).encode("ascii", "ignore").decode()
+    label = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:63].strip("-") or "newsletter"
+    domain = sender_address.rpartition("@")[2].strip().lower() or "localhost"
+    return formataddr((site_name, f"{label}.{domain}"), charset="utf-8")

@@ -145,6 +145,8 @@ class Batch:
     reply_to: str
     categories: tuple[str, ...] = ()
     sandbox: bool = False
+    #: The List-Id header's value (`links.list_id`); empty for mail that is not an issue.
+    list_id: str = ""
 
 
 class BatchStatus(StrEnum):

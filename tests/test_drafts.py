@@ -165,6 +165,7 @@ def test_a_test_send_goes_to_the_editors_and_never_counts_as_delivery(editor: Ed
     subjects = {m["To"]: str(m["Subject"]) for m in sent}
     assert subjects["ed@example.com"] == "[TEST] Pharma Weekly: Story dd0"
     assert subjects["other@example.com"] == "[TEST] Pharma Weekly: Story mf0"
+    assert {m["List-Id"] for m in sent} == {"Pharma Weekly <pharma-weekly.example.com>"}
     _, html = parts(next(m for m in sent if m["To"] == "other@example.com"))
     assert "Story mf0" in html and "Story dd0" not in html and "Hello Editor," in html
     with engine.connect() as conn:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from email import policy
 from email.parser import BytesParser
+from dataclasses import replace
 from pathlib import Path
 
-from newsletter.links import substitutions
+from newsletter.links import list_id, substitutions
 from newsletter.models import Batch, OutcomeKind, Recipient, RenderedMessage
 from newsletter.models import TAGS, TEXT_TAGS
 from newsletter.transports.outbox import OutboxTransport
@@ -62,6 +63,27 @@ def test_each_recipient_gets_a_readable_personal_message(tmp_path: Path) -> None
     assert "Hello," in parts(second)[1] and second["Subject"] == "Pharma Weekly: Café ☕ 한국 — news"  # type: ignore[arg-type]
     for f in files:
         assert all(len(line) <= 998 for line in f.read_bytes().split(b"\r\n"))
+
+
+def test_list_id_is_written_and_list_unsubscribe_folded(tmp_path: Path) -> None:
+    """RFC 2919's List-Id on every digest, and the ~200-character List-Unsubscribe
+    folded after its comma so each URI stands on a line of its own."""
+    named = replace(batch([recipient(1)], MESSAGE), list_id=list_id("Pharma Wöchentlich", "news@Example.com"))
+    OutboxTransport(tmp_path).send(named)
+    raw = (tmp_path / "2026-w48" / "batch-000007" / "s1.eml").read_bytes()
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    at = next(i for i, line in enumerate(head) if line.startswith(b"List-Unsubscribe:"))
+    assert head[at] == f"List-Unsubscribe: <https://news.example.com/unsubscribe/{'tok1' * 6}>,".encode()
+    assert head[at + 1] == f" <mailto:unsub@example.com?subject=unsubscribe-{'tok1' * 6}>".encode()
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert message["List-Id"] == "Pharma Wöchentlich <pharma-wochentlich.example.com>"
+    assert b"List-Id: =?utf-8?" in raw  # the phrase is RFC 2047-encoded, the header ASCII
+    assert message["List-Unsubscribe"] == (
+        f"<https://news.example.com/unsubscribe/{'tok1' * 6}>, <mailto:unsub@example.com?subject=unsubscribe-{'tok1' * 6}>"
+    )
+    # Mail that is not an issue (a confirmation, a test) carries no List-Id.
+    OutboxTransport(tmp_path / "plain").send(batch([recipient(2)], MESSAGE))
+    assert b"List-Id" not in next((tmp_path / "plain").rglob("*.eml")).read_bytes()
 
 
 def test_a_batch_is_written_once(tmp_path: Path) -> None:

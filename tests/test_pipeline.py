@@ -91,6 +91,7 @@ def test_pipeline_renders_once_per_segment_and_never_sends_twice(
     assert by_to["reader2@example.com"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert f"<https://news.example.com/unsubscribe/{token}>" in by_to["reader2@example.com"]["List-Unsubscribe"]
     assert "<mailto:" in by_to["reader2@example.com"]["List-Unsubscribe"]
+    assert by_to["reader2@example.com"]["List-Id"] == "Pharma Weekly <pharma-weekly.example.com>"
 
     # A second send of the same issue sends nothing; a newcomer gets it, once.
     again = issues.send_pending(engine, settings, built.issue, transport=issues.make_transport(settings), clock=lambda: NOW)

@@ -163,6 +163,7 @@ def test_one_request_per_batch_with_each_readers_values_and_headers(
     assert body["custom_args"]["issue_id"] == str(issue.id) and body["custom_args"]["issue"] == "2026-w48"
     assert body["categories"] == ["Pharma Weekly", "issue-2026-w48"]
     assert body["asm"] == {"group_id": 4242}
+    assert body["headers"] == {"List-Id": "Pharma Weekly <pharma-weekly.example.com>"}
     assert body["mail_settings"] == {"sandbox_mode": {"enable": True}}
     assert body["from"] == {"email": "news@example.com", "name": "Pharma Weekly"}
     text, html = body["content"]

@@ -27,7 +27,7 @@ from email.quoprimime import body_encode
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
-from ..links import list_unsubscribe
+from ..links import list_unsubscribe_folded
 from ..models import TAG_PATTERN, Batch, Outcome, OutcomeKind, Recipient, RenderedMessage
 
 CRLF = "\r\n"
@@ -67,7 +67,7 @@ class _EncodedBody:
 class MessageTemplate:
     """A segment's message prepared once for many recipients."""
 
-    def __init__(self, message: RenderedMessage, *, sender: str, reply_to: str, domain: str) -> None:
+    def __init__(self, message: RenderedMessage, *, sender: str, reply_to: str, domain: str, list_id: str = "") -> None:
         self.subject = message.subject
         self.sender = sender
         self.reply_to = reply_to
@@ -77,6 +77,7 @@ class MessageTemplate:
         # The subject is the same for every recipient (no personal value goes in a
         # header, see `links`): encode it once.
         self.encoded_subject = _encode_subject(self.subject)
+        self.list_id = [f"List-Id: {list_id}"] if list_id else []
         self._date: tuple[datetime, str] | None = None
 
     def _date_header(self, now: datetime) -> str:
@@ -95,7 +96,8 @@ class MessageTemplate:
             f"Date: {self._date_header(now)}",
             f"Message-ID: <{batch.issue_slug}.{batch.id}.{recipient.subscriber_id}@{self.domain}>",
             "MIME-Version: 1.0",
-            f"List-Unsubscribe: {list_unsubscribe(recipient)}",
+            *self.list_id,
+            f"List-Unsubscribe: {list_unsubscribe_folded(recipient)}",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             f"X-Newsletter-Issue: {batch.issue_slug}",
             f"X-Newsletter-Batch: {batch.id}",
@@ -142,7 +144,9 @@ class OutboxTransport:
         if template is None:
             sender = formataddr((batch.sender_name, batch.sender_address), charset="utf-8")
             domain = batch.sender_address.rpartition("@")[2] or "localhost"
-            template = MessageTemplate(batch.message, sender=sender, reply_to=batch.reply_to, domain=domain)
+            template = MessageTemplate(
+                batch.message, sender=sender, reply_to=batch.reply_to, domain=domain, list_id=batch.list_id
+            )
             self._templates = {key: template}
         temporary = final.parent / f".{final.name}.{os.getpid()}.tmp"
         now = datetime.now(UTC)

@@ -135,6 +135,9 @@ def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
         shared["categories"] = categories
     if asm_group_id is not None:
         shared["asm"] = {"group_id": asm_group_id}
+    if batch.list_id:
+        # Headers shared by every personalization; SendGrid adds each personalization's own.
+        shared["headers"] = {"List-Id": batch.list_id}
     if batch.sandbox:
         shared["mail_settings"] = {"sandbox_mode": {"enable": True}}
     return '{"personalizations":[' + ",".join(people) + "]," + json.dumps(shared)[1:]
