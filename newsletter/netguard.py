@@ -49,8 +49,8 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("is_loopback", "a loopback address"),
     ("is_link_local", "a link-local address"),
     ("is_multicast", "a multicast address"),
-    ("is_private", "a private address"),
     ("is_reserved", "a reserved address"),
+    ("is_private", "a private address"),
 )
 
 
@@ -58,11 +58,17 @@ def refusal(address: Address) -> str:
     """Why `address` is not reached by default ("a loopback address"), or "" for a public one.
 
     An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is judged as the IPv4 address it
-    carries. Addresses that are none of the kinds above but still not globally reachable
-    (shared address space 100.64.0.0/10, for one) are refused too.
+    carries, and so are the IPv4 addresses inside 6to4 and Teredo addresses. Addresses
+    that are none of the kinds above but still not globally reachable (shared address
+    space 100.64.0.0/10, for one) are refused too.
     """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return refusal(address.ipv4_mapped)
+        # The host a 6to4 or Teredo address reaches is its IPv4 address (Teredo: the client's).
+        inner = address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if inner is not None and refusal(inner):
+            return refusal(inner)
     for attribute, kind in KINDS:
         if getattr(address, attribute):
             return kind
