@@ -149,7 +149,9 @@ class FolderSettings(_Table):
 
 
 class IngestSettings(_Table):
-    timeout: float = Field(20.0, gt=0, description="Seconds to wait for a feed before giving up on it.")
+    timeout: float = Field(
+        20.0, gt=0, description="Seconds to wait for a connection or for each read of a source; see deadline for the whole fetch."
+    )
     max_bytes: int = Field(10_000_000, gt=0, description="Largest feed body accepted, in bytes.")
     summary_chars: int = Field(300, ge=40, description="Summaries are cut on a word boundary to this many characters.")
     user_agent: str = Field("newsletter/0.1 (+https://github.com/)", description="User-Agent sent with every fetch.")

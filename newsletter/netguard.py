@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -222,10 +223,12 @@ class _GuardedBackend(SyncBackend):
 
 def make_client(
     policy: NetworkPolicy, *, timeout: float, headers: Mapping[str, str] | None = None, max_redirects: int = 5,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.Client:
     """An httpx client that reaches only what `policy` allows, follows up to `max_redirects`
-    redirects (each one checked), and waits at most `timeout` seconds for each read."""
-    transport = httpx.HTTPTransport(trust_env=False)
+    redirects (each one checked), and waits at most `timeout` seconds for each read.
+    `verify` is httpx's: True checks certificates against its bundled authorities."""
+    transport = httpx.HTTPTransport(trust_env=False, verify=verify)
     # httpx takes no network backend, so the pool it made is replaced by one that has ours;
     # everything else (TLS context with httpx's certificates, HTTP/1.1) is as httpx sets it.
     default = transport._pool

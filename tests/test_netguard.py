@@ -9,6 +9,7 @@ gives the real default: no network allowed beyond the public internet.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -179,6 +180,61 @@ def test_proxies_from_the_environment_are_not_used(
         client.get(f"{other.url}/")
     assert str(caught.value) == refused("127.0.0.2")
     assert (local.requests, other.requests) == ([], [])
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate for the name `localhost` only, its key), as PEM files."""
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("Test CA")).issuer_name(name("Test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - DAY).not_valid_after(now + DAY)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - DAY).not_valid_after(now + DAY)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_tls_keeps_the_host_name_for_sni_and_the_certificate_while_connecting_to_the_checked_address(
+    tmp_path: Path, local: LocalServer
+) -> None:
+    ca, certificate, key = _certificates(tmp_path)
+    names: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    context.sni_callback = lambda sock, server_name, ctx: names.append(server_name)
+    local.routes["/feed.xml"] = feed("Over TLS", "tls")
+    local.httpd.socket = context.wrap_socket(local.httpd.socket, server_side=True)
+    port = local.httpd.server_address[1]
+    trust = ssl.create_default_context(cafile=str(ca))
+    with netguard.make_client(netguard.NetworkPolicy.from_cidrs(LOOPBACK), timeout=5, verify=trust) as client:
+        # `localhost` resolves (also to ::1, refused and skipped) and is reached at 127.0.0.1.
+        response = client.get(f"https://localhost:{port}/feed.xml")
+        assert response.status_code == 200 and b"Over TLS" in response.content
+        assert names == ["localhost"] and local.requests[0].headers["host"] == f"localhost:{port}"
+        # The certificate is checked against the URL's name: it does not name 127.0.0.1.
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.get(f"https://127.0.0.1:{port}/feed.xml")
+    with netguard.make_client(netguard.NetworkPolicy(), timeout=5, verify=trust) as client, \
+            pytest.raises(AddressRefusedError):
+        client.get(f"https://localhost:{port}/feed.xml")
 
 
 # --- sources -------------------------------------------------------------------------
