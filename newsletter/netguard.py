@@ -1,7 +1,7 @@
 """The one way out to the network: an httpx client that reaches only public addresses,
 and an overall deadline for each fetch.
 
-Owns: `NetworkPolicy`, `make_client`, `deadline`, `refusal`, `check_address`. Imports
+Owns: `NetworkPolicy`, `make_client`, `deadline`, `time_left`, `refusal`, `check_address`. Imports
 `errors`. Every outbound request the project makes for content (feeds, WordPress sites,
 the preflight's link checks, the images a screenshot loads) goes through `make_client`.
 
@@ -136,6 +136,13 @@ def deadline(seconds: float, *, setting: str = "[ingest] deadline") -> Iterator[
         yield
     finally:
         _deadline.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds left before the current fetch's deadline (None outside `deadline`); raises
+    `DeadlineError` when it has passed."""
+    current = _deadline.get()
+    return None if current is None else current.remaining()
 
 
 def _bounded(timeout: float | None) -> tuple[float | None, _Deadline | None]:

@@ -375,6 +375,25 @@ def test_a_dripping_feed_is_cut_at_the_deadline_and_the_next_source_is_read(
     assert stored_titles(engine) == ["Still read"]
 
 
+def test_wordpress_retries_stop_where_waiting_would_pass_the_deadline(
+    engine: Engine, make_settings: Callable[..., Settings], local: LocalServer
+) -> None:
+    site = WordPressSite(local, three_pages())
+    site.failures = {1: [500] * 5}
+    settings = make_settings(
+        wordpress=[{"name": "Site", "url": site.url}],
+        ingest={"allow_networks": LOOPBACK, "deadline": 1.5, "retries": 5, "retry_backoff": 1},
+    )
+    started = time.monotonic()
+    [report] = ingest_sources(engine, settings, clock=lambda: NOW)
+    # Tried at 0 s and after 1 s; the next wait (2 s) would end past the 1.5 s deadline.
+    assert time.monotonic() - started < 1.5
+    assert report.error == (
+        "HTTP 500 Internal Server Error (tried 2 times); not tried again: the next try would pass [ingest] deadline"
+    )
+    assert len(site.requests()) == 2
+
+
 def test_the_deadline_holds_for_a_client_used_directly(drip: DripServer) -> None:
     policy = netguard.NetworkPolicy.from_cidrs(LOOPBACK)
     started = time.monotonic()
