@@ -978,13 +978,18 @@ def draft_screenshot(
     """Write PNGs of the draft as desktop (600 px) and mobile (375 px) readers see it,
     taken with headless Chromium."""
     from . import drafts
+    from .netguard import NetworkPolicy
     from .screenshots import take_screenshots
 
     cfg = settings()
     engine = database(cfg)
     draft = drafts.current_draft(engine, cfg)
     message = issues.render_issue(engine, cfg, draft.issue, sections=_sections_option(cfg, sections))
-    for path in take_screenshots(drafts.sample_message(message, cfg).html, folder, stem=draft.issue.slug, chromium=cfg.path(cfg.preview.chromium)):
+    shots = take_screenshots(
+        drafts.sample_message(message, cfg).html, folder, stem=draft.issue.slug, chromium=cfg.path(cfg.preview.chromium),
+        policy=NetworkPolicy.from_cidrs(cfg.ingest.allow_networks), user_agent=cfg.ingest.user_agent,
+    )
+    for path in shots:
         console.print(f"Wrote {path}", highlight=False)
 
 

@@ -12,15 +12,16 @@ Precedence, highest first:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -31,6 +32,18 @@ SPECIAL_ENV = {
     "NEWSLETTER_DATABASE_URL": ("database", "url"),
     "NEWSLETTER_SECRET_KEY": ("security", "secret_key"),
 }
+
+
+def _comma_list(value: Any) -> Any:
+    """A list setting given as one string (as the environment gives it) split on commas:
+    NEWSLETTER_WEB__CORS_ORIGINS="https://a.com,https://b.com"."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+# A list of strings that the environment may give as one comma-separated string.
+CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
 
 
 class _Table(BaseModel):
@@ -136,12 +149,37 @@ class FolderSettings(_Table):
 
 
 class IngestSettings(_Table):
-    timeout: float = Field(20.0, gt=0, description="Seconds to wait for a feed before giving up on it.")
+    timeout: float = Field(
+        20.0, gt=0, description="Seconds to wait for a connection or for each read of a source; see deadline for the whole fetch."
+    )
     max_bytes: int = Field(10_000_000, gt=0, description="Largest feed body accepted, in bytes.")
     summary_chars: int = Field(300, ge=40, description="Summaries are cut on a word boundary to this many characters.")
     user_agent: str = Field("newsletter/0.1 (+https://github.com/)", description="User-Agent sent with every fetch.")
     retries: int = Field(2, ge=0, le=10, description="WordPress: times a request is tried again after a 5xx, 429, timeout or lost connection.")
     retry_backoff: float = Field(1.0, ge=0, le=60, description="WordPress: seconds before the first retry; doubled for each later one.")
+    deadline: float = Field(
+        60.0, gt=0, le=3600,
+        description="Seconds one source's whole fetch (every request, redirect, retry and read) may take, besides "
+        "the per-read timeout; past it the source is reported failed and the others are still read.",
+    )
+    allow_networks: CommaList = Field(
+        default_factory=list,
+        description="CIDR networks (such as 10.1.0.0/16 or 127.0.0.1/32) that fetches may reach although they are "
+        "loopback, private, link-local or otherwise internal; empty (the default): only public addresses are reached.",
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=True)
+            except ValueError as exc:
+                hint = ""
+                if "host bits set" in str(exc):
+                    hint = f"; did you mean {ipaddress.ip_network(entry, strict=False)}?"
+                raise ValueError(f"{entry!r} is not a CIDR network such as 10.1.0.0/16 or 127.0.0.1/32{hint}") from None
+        return value
 
 
 class SelectionSettings(_Table):
@@ -236,7 +274,7 @@ class WebSettings(_Table):
         "127.0.0.1",
         description="Comma-separated proxy addresses whose X-Forwarded-For is believed for the client's IP; * for any.",
     )
-    cors_origins: list[str] = Field(
+    cors_origins: CommaList = Field(
         default_factory=list,
         description="Websites (https://www.example.com) whose pages may POST /subscribe from a browser script.",
     )
@@ -248,14 +286,6 @@ class WebSettings(_Table):
     subscribe_per_address: int = Field(3, ge=1, description="Confirmation emails one address may be sent per window.")
     brand_color: str = Field("#0b5394", description="Colour of the header and buttons of the pages, as #rrggbb.")
     logo_url: str = Field("", description="An https:// URL of a logo shown on the pages; empty for the site name only.")
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        # The environment gives one string: NEWSLETTER_WEB__CORS_ORIGINS="https://a.com,https://b.com".
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return value
 
     @field_validator("cors_origins")
     @classmethod

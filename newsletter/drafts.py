@@ -34,6 +34,7 @@ from . import issues, links, store
 from .config import Settings
 from .errors import EditError, IssueError
 from .models import Article, Batch, Issue, IssueStatus, RenderedMessage, SectionBlock
+from .netguard import NetworkPolicy
 from .preflight import LinkChecker, Preflight, require_passing, run_preflight
 from .render import IssueContent
 from .sections import assign_section, make_rules
@@ -321,7 +322,10 @@ def sample_message(message: RenderedMessage, settings: Settings) -> RenderedMess
 
 
 def link_checker(settings: Settings, *, ttl: float = 0.0) -> LinkChecker:
-    return LinkChecker(timeout=settings.preview.link_timeout, user_agent=settings.ingest.user_agent, ttl=ttl)
+    return LinkChecker(
+        timeout=settings.preview.link_timeout, user_agent=settings.ingest.user_agent,
+        policy=NetworkPolicy.from_cidrs(settings.ingest.allow_networks), ttl=ttl,
+    )
 
 
 def check_draft(engine: Engine, settings: Settings, *, links: LinkChecker | None = None) -> tuple[Draft, Preflight]:

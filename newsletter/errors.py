@@ -4,6 +4,8 @@
      ├── ConfigError          the configuration file or environment is wrong
      ├── StorageError         the database cannot be opened or migrated
      ├── SourceError          one source could not be fetched or parsed
+     │    ├── AddressRefusedError  the address is not public and not in [ingest] allow_networks
+     │    └── DeadlineError        the fetch passed its overall deadline ([ingest] deadline)
      ├── RenderError          a template failed (names the template and line)
      ├── EmptyIssueError      no articles in the window: no issue is built
      ├── IssueError           no such issue, or not in a state for that action
@@ -30,6 +32,14 @@ class StorageError(NewsletterError):
 
 class SourceError(NewsletterError):
     """A source could not be fetched or parsed; the message says which and why."""
+
+
+class AddressRefusedError(SourceError):
+    """An outbound request would reach a loopback, private or otherwise internal address."""
+
+
+class DeadlineError(SourceError):
+    """A fetch was still going when its overall deadline passed."""
 
 
 class RenderError(NewsletterError):

@@ -2,7 +2,7 @@
 
 Owns: `ingest_sources` (and its older name `ingest_feeds`), `SourceReport` (also
 `FeedReport`), `configured_sources`, `source_statuses`, `section_categories`, `make_client`. Imports
-`config`, `store`, `sections` and `sources`.
+`config`, `netguard`, `store`, `sections` and `sources`.
 
 Sources are read in configuration order: `[[feeds]]`, then `[[wordpress]]`, then
 `[[folders]]`. One source failing never stops the others, and nothing stored is removed.
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import Engine
 
-from . import store
+from . import netguard, store
 from .config import Settings
 from .sections import fold
 from .sources.feeds import FetchResult, fetch_feed
@@ -92,11 +92,11 @@ def section_categories(settings: Settings) -> dict[str, tuple[str, ...] | None]:
 
 
 def make_client(settings: Settings) -> httpx.Client:
-    """The HTTP client every source uses: timeouts, redirects, our User-Agent."""
-    return httpx.Client(
-        timeout=httpx.Timeout(settings.ingest.timeout),
-        follow_redirects=True,
-        max_redirects=5,
+    """The HTTP client every source uses: the network guard (public addresses and
+    `[ingest] allow_networks` only), timeouts, redirects, our User-Agent."""
+    return netguard.make_client(
+        netguard.NetworkPolicy.from_cidrs(settings.ingest.allow_networks),
+        timeout=settings.ingest.timeout,
         headers={"User-Agent": settings.ingest.user_agent, "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"},
     )
 
@@ -150,7 +150,9 @@ def ingest_sources(
         for source in configured_sources(settings):
             with engine.connect() as conn:
                 state = store.source_states(conn, [source.key]).get(source.key)
-            result = _fetch(source, state, settings, http, clock())
+            # The deadline bounds the whole source: every page, retry, redirect and read.
+            with netguard.deadline(settings.ingest.deadline):
+                result = _fetch(source, state, settings, http, clock())
             now = clock()
             with engine.begin() as conn:
                 counts = store.upsert_articles(conn, result.items, source=source.name, now=now)

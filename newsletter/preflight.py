@@ -2,7 +2,7 @@
 
 Owns: `Finding`, `Preflight`, `SegmentSize`, `LinkChecker`, `run_preflight`,
 `require_passing` and one `check_*` function per check. Imports `config`, `errors`,
-`models`, `render`, `ledger` (the distinct section choices of the subscribers),
+`models`, `netguard` (every link is asked through its guarded client), `render`, `ledger` (the distinct section choices of the subscribers),
 `transports.outbox` (to see the headers a message is written with) and what `subscribers`
 exports.
 
@@ -37,10 +37,11 @@ from sqlalchemy import Engine
 
 import subscribers as people
 
-from . import ledger, links
+from . import ledger, links, netguard
 from .config import Settings
-from .errors import IssueError, RenderError
+from .errors import AddressRefusedError, DeadlineError, IssueError, RenderError
 from .models import ALL_TAGS, TAG_PATTERN, TAGS, Article, Batch, RenderedMessage
+from .netguard import NetworkPolicy
 from .render import IssueContent, Renderer
 from .transports.outbox import MessageTemplate
 
@@ -210,11 +211,16 @@ def check_sections(settings: Settings, available: Sequence[str], choices: Iterab
 
 class LinkChecker:
     """Asks each article link whether it answers: HEAD, then GET when HEAD fails. Results
-    are remembered for `ttl` seconds, so a page reloaded while editing does not ask again."""
+    are remembered for `ttl` seconds, so a page reloaded while editing does not ask again.
 
-    def __init__(self, *, timeout: float, user_agent: str, ttl: float = 0.0,
+    Links are asked through the network guard: a link to an internal address (loopback,
+    private, link-local, ...) outside `policy` is not asked, and reported as refused. Each
+    request is over within `timeout` seconds, however slowly the server answers."""
+
+    def __init__(self, *, timeout: float, user_agent: str, policy: NetworkPolicy, ttl: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout = timeout
+        self.policy = policy
         self.user_agent = user_agent
         self.ttl = ttl
         self.clock = clock
@@ -225,14 +231,17 @@ class LinkChecker:
         problem = ""
         for method in ("HEAD", "GET"):
             try:
-                with client.stream(method, url) as response:
+                with netguard.deadline(self.timeout, setting="[preview] link_timeout"), \
+                        client.stream(method, url) as response:
                     if response.status_code < 400:
                         return ""
                     problem = f"answered {response.status_code} {response.reason_phrase}".strip()
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, DeadlineError):
                 problem = f"did not answer within {self.timeout:g} s"
             except httpx.HTTPError as exc:
                 problem = f"cannot be reached ({type(exc).__name__})"
+            except AddressRefusedError as exc:
+                return f"was not asked ({exc})"
         return problem
 
     def check(self, articles: Sequence[Article]) -> list[Finding]:
@@ -241,7 +250,7 @@ class LinkChecker:
         todo = [u for u in urls if u not in self._seen or now - self._seen[u][0] > self.ttl]
         if todo:
             headers = {"user-agent": self.user_agent}
-            with httpx.Client(timeout=self.timeout, follow_redirects=True, headers=headers) as client, \
+            with netguard.make_client(self.policy, timeout=self.timeout, headers=headers) as client, \
                     ThreadPoolExecutor(max_workers=8) as pool:
                 for url, problem in zip(todo, pool.map(lambda u: self._probe(client, u), todo), strict=True):
                     self._seen[url] = (now, problem)

@@ -1,15 +1,25 @@
 """PNG pictures of an email as desktop (600 px) and mobile (375 px) readers see it, taken
 with headless Chromium through Playwright, to share with colleagues.
 
-Owns: `take_screenshots`, `CHROMIUM_ARGS`. Imports `errors`. Playwright is imported only
-when a picture is taken; it drives the system's Chromium and never downloads a browser.
+Owns: `take_screenshots`, `CHROMIUM_ARGS`. Imports `errors` and `netguard`. Playwright is
+imported only when a picture is taken; it drives the system's Chromium and never downloads
+a browser.
+
+Chromium reaches the network only through us: every request the page makes (an article's
+image, whose URL a feed chose) is answered by the network guard's client, so an image at
+`http://169.254.169.254/` or `http://127.0.0.1:6379/` is never asked for unless
+`[ingest] allow_networks` allows it. JavaScript is off, as in email clients.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from .errors import ConfigError, RenderError
+import httpx
+
+from . import netguard
+from .errors import ConfigError, RenderError, SourceError
 
 CHROMIUM_ARGS = (
     "--no-sandbox",
@@ -19,11 +29,37 @@ CHROMIUM_ARGS = (
     "--disable-sync",
 )
 WIDTHS = (("desktop", 600), ("mobile", 375))
+# Seconds for one image, and its largest size: a picture is not worth waiting longer for.
+IMAGE_SECONDS = 5.0
+IMAGE_BYTES = 10_000_000
 
 
-def take_screenshots(html: str, folder: Path, *, stem: str, chromium: Path) -> list[Path]:
+def _answer(client: httpx.Client, route: Any) -> None:
+    """Answer one request of the page with what the guarded client fetched, or refuse it."""
+    url = route.request.url
+    if not url.startswith(("http://", "https://")):
+        route.abort("blockedbyclient")
+        return
+    try:
+        with netguard.deadline(IMAGE_SECONDS, setting="screenshots"), client.stream("GET", url) as response:
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > IMAGE_BYTES:
+                    raise SourceError(f"over {IMAGE_BYTES:,} bytes")
+            kind = response.headers.get("content-type", "application/octet-stream")
+    except (httpx.HTTPError, SourceError):
+        route.abort("blockedbyclient")
+        return
+    route.fulfill(status=response.status_code, headers={"content-type": kind}, body=body)
+
+
+def take_screenshots(
+    html: str, folder: Path, *, stem: str, chromium: Path, policy: netguard.NetworkPolicy, user_agent: str = "",
+) -> list[Path]:
     """Write `<stem>-desktop.png` and `<stem>-mobile.png` (whole page) into `folder`; the
-    paths written. Images that do not load within a few seconds are left out."""
+    paths written. Images that do not load within a few seconds, and images at addresses
+    `policy` refuses, are left out."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -37,11 +73,14 @@ def take_screenshots(html: str, folder: Path, *, stem: str, chromium: Path) -> l
         raise ConfigError(f"--out {folder}: cannot be created ({exc.strerror})") from None
     written = []
     try:
-        with sync_playwright() as playwright:
+        client = netguard.make_client(policy, timeout=IMAGE_SECONDS, headers={"User-Agent": user_agent} if user_agent else {})
+        with client, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=list(CHROMIUM_ARGS))
             try:
                 for name, width in WIDTHS:
-                    page = browser.new_page(viewport={"width": width, "height": 800})
+                    page = browser.new_page(viewport={"width": width, "height": 800}, java_script_enabled=False)
+                    # Chromium connects to nothing itself: the guarded client answers every request.
+                    page.route("**/*", lambda route: _answer(client, route))
                     page.set_content(html, wait_until="domcontentloaded")
                     try:
                         page.wait_for_load_state("load", timeout=5000)

@@ -85,9 +85,17 @@ def write_config(path: Path, tables: dict[str, Any]) -> Path:
     return path
 
 
+# What a test that reads from the local `server` fixture needs in `[ingest] allow_networks`:
+# the network guard refuses loopback addresses by default (see newsletter/netguard.py).
+LOCAL_NETWORKS = ["127.0.0.1/32"]
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
-    """Settings for a test: the test's database, an outbox in tmp_path, and any tables given."""
+def make_settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    """Settings for a test: the test's database, an outbox in tmp_path, and any tables given.
+
+    Only a test that uses the local `server` fixture is allowed to reach 127.0.0.1
+    (`[ingest] allow_networks`); every other test keeps the default, which refuses it."""
 
     def make(**tables: Any) -> Settings:
         base: dict[str, Any] = {
@@ -96,6 +104,8 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
             "database": {"url": database_url},
             "delivery": {"outbox_dir": str(tmp_path / "outbox")},
         }
+        if "server" in request.fixturenames:
+            base["ingest"] = {"allow_networks": LOCAL_NETWORKS}
         for key, value in tables.items():
             base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
         return load_settings(write_config(tmp_path / "newsletter.toml", base), environ={})

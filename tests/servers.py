@@ -1,6 +1,7 @@
 """Real local HTTP servers for tests: feeds, WordPress, SendGrid are played by these.
 
-`LocalServer` runs a `ThreadingHTTPServer` on 127.0.0.1 with a free port in a thread.
+`LocalServer` runs a `ThreadingHTTPServer` on 127.0.0.1 (or another loopback address
+given) with a free port in a thread.
 Routes map a path to a `Route` (status, headers, body) or to a callable that takes the
 `Request` and returns a `Route`. Every request is recorded.
 """
@@ -38,7 +39,7 @@ Handler = Route | Callable[[Request], Route]
 
 
 class LocalServer:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
         server = self
@@ -74,7 +75,7 @@ class LocalServer:
 
             do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _handle
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), _Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -6,6 +6,8 @@ links and images. Imports `models`, `errors` and `sources.clean`.
 Fetching honours ETag and Last-Modified, follows redirects, gives up after a timeout,
 and stops reading at a size cap, so a 50 MB "feed" costs no more than the cap.
 A `file:` URL reads a local file, for feeds produced on the same machine (and the demo).
+The client given is the network guard's (`ingest.make_client`): an internal address it
+refuses and a fetch past its deadline arrive here as `SourceError`s, reported like any other.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """WordPress sites through their REST API: posts with featured images and category names.
 
 Owns: `fetch_wordpress`, `parse_posts`, `posts_endpoint`. Imports `models`, `errors`,
-`sources.clean` and `sources.feeds` (for `FetchResult`).
+`netguard` (the time left before the deadline), `sources.clean` and `sources.feeds` (for
+`FetchResult`).
 
 `GET {base}/wp-json/wp/v2/posts` with `after=` (posts published since a cursor),
 `per_page=100`, `_embed` (featured image, category terms, author) and `_fields` (only the
 fields we read). Pages are followed through `X-WP-TotalPages`; a 400 on a later page (the
 posts shrank while we paged) ends paging quietly. When a site strips `_embedded` terms,
 category ids are looked up once per run in `/wp-json/wp/v2/categories`. A 5xx, a 429, a
-timeout or a lost connection is tried again with a doubling delay. Posts become `FeedItem`s
+timeout or a lost connection is tried again with a doubling delay, unless the wait would
+pass the fetch's deadline (`netguard.deadline`). Posts become `FeedItem`s
 exactly as feed items do, with the same guid WordPress puts in its RSS feed (`?p=123`) and
 the canonical link, so the site's feed and its API never give the same article twice.
 """
@@ -26,6 +28,7 @@ import httpx
 
 from ..errors import SourceError
 from ..models import FeedItem
+from ..netguard import time_left
 from .clean import canonical_url, first_image, plain_text, safe_url, shorten, why_left_out
 from .feeds import FetchResult
 
@@ -70,10 +73,15 @@ class _Fetcher:
                 trouble = "timed out"
             except httpx.TransportError as exc:
                 trouble = f"connection failed: {exc or type(exc).__name__}"
+            tries = f" (tried {attempt + 1} times)" if attempt else ""
             if attempt >= self.retries:
-                tries = f" (tried {attempt + 1} times)" if attempt else ""
                 raise SourceError(trouble + tries)
-            self.sleep(self.backoff * 2**attempt)
+            delay = self.backoff * 2**attempt
+            left = time_left()
+            if left is not None and delay >= left:
+                # Waiting would only end at the deadline: say what the trouble was instead.
+                raise SourceError(f"{trouble}{tries}; not tried again: the next try would pass [ingest] deadline")
+            self.sleep(delay)
             attempt += 1
 
     def _json(self, response: httpx.Response) -> Any:
