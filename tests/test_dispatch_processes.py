@@ -29,7 +29,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.ingest import ingest_feeds
 from newsletter.tables import batches, deliveries
 from newsletter.tables import issues as issue_table
-from tests.conftest import NOW, POSTGRES_URL, write_config
+from tests.conftest import LOCAL_NETWORKS, NOW, POSTGRES_URL, write_config
 from tests.helpers import Item, rss
 from tests.sendgrid_standin import Answer, SendGridStandIn
 from tests.servers import LocalServer, Route
@@ -53,6 +53,7 @@ def prepare(folder: Path, database_url: str, feed_url: str, standin: SendGridSta
         "delivery": {"transport": "sendgrid", "batch_size": batch_size, "processes": processes},
         "sendgrid": {"api_host": standin.url, "concurrency": concurrency},
         "feeds": [{"name": "Pharma", "url": feed_url}],
+        "ingest": {"allow_networks": LOCAL_NETWORKS},
     })
     settings = load_settings(config, environ={})
     engine = issues.open_database(settings)
