@@ -1,7 +1,8 @@
 """Bodies that break parsers, sent to every POST route of the app's route table.
 
-The sweep takes the routes from `newsletter.web.app.ROUTES`, so a route added later is
-covered without touching this file. Every bad body is sent in every content type, by a
+The sweep takes the routes from the route tables (`newsletter.web.app.ROUTES`, and the
+editors' preview's `PREVIEW_ROUTES`), so a route added later is covered without touching
+this file. Every bad body is sent in every content type, by a
 client that wants JSON and by one that wants a page, signed for the webhook so that its
 parser is reached too: each answer is a 4xx with one clear line, in JSON or as the styled
 page as the client asked, and nothing is logged with a traceback."""
@@ -21,6 +22,7 @@ import subscribers as people
 from newsletter.config import Settings
 from newsletter.web import create_app
 from newsletter.web.app import ROUTES
+from newsletter.web.preview import PREVIEW_ROUTES, create_preview_app
 from tests.conftest import NOW
 from tests.test_events import Signer
 from tests.test_web import BASE, SECRET, Client, page_text
@@ -28,6 +30,7 @@ from tests.test_web import BASE, SECRET, Client, page_text
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 POST_ROUTES = [r for r in ROUTES if isinstance(r, Route) and "POST" in (r.methods or set())]
+PREVIEW_POST_ROUTES = [r for r in PREVIEW_ROUTES if isinstance(r, Route) and "POST" in (r.methods or set())]
 
 
 def nested_multipart(depth: int) -> bytes:
@@ -135,6 +138,22 @@ def test_no_bad_body_gets_a_5xx_or_a_traceback_on_any_post_route(
                 check_answer(answer, json_client=json_client or sent_json, what=f"{url} {name} as {content_type!r}")
     tracebacks = [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert tracebacks == []
+
+
+@pytest.mark.parametrize("route", PREVIEW_POST_ROUTES, ids=[r.path for r in PREVIEW_POST_ROUTES])
+def test_no_bad_body_gets_a_5xx_on_the_preview_either(
+    engine: Engine, make_settings: Callable[..., Settings], route: Route, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    preview = Client(create_preview_app(make_settings(), engine=engine, clock=lambda: NOW), base_url="http://127.0.0.1")
+    for name, body in BAD_BODIES.items():
+        for content_type in CONTENT_TYPES:
+            answer = preview.post(route.path, content=body, headers={"Content-Type": content_type} if content_type else {})
+            what = f"{route.path} {name} as {content_type!r}"
+            # The preview answers editors in one plain line.
+            assert 400 <= answer.status_code < 500, f"{what}: {answer.status_code} {answer.text[:300]}"
+            assert answer.text and "\n" not in answer.text.strip() and "Traceback" not in answer.text, what
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
 
 
 def test_deep_json_on_subscribe_is_a_clear_400_for_scripts_and_for_people(app: App) -> None:
