@@ -185,16 +185,15 @@ def _status(value: str) -> people.Status:
 
 def _read_csv(file: Path) -> str:
     """The text of the CSV file (standard input for -), or one line saying why not."""
-    if str(file) == "-":
-        return sys.stdin.read()
+    where = "standard input" if str(file) == "-" else str(file)
     try:
-        return file.read_text(encoding="utf-8-sig")
+        return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"no such file: {file}") from None
     except IsADirectoryError:
         raise ConfigError(f"{file}: is a folder, not a CSV file") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8") from None
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot be read: {exc.strerror or exc}") from None
 

@@ -108,6 +108,9 @@ def test_a_missing_or_unreadable_csv_file_is_named_in_one_line(
     latin.write_bytes("email,name\nzoe@example.com,Zo\xeb\n".encode("latin-1"))
     code, output = run(settings, "import", str(latin))
     assert code == 2 and "not UTF-8 text (byte 30 cannot be read)" in output and "Traceback" not in output
+    result = runner.invoke(app, ["--config", str(settings.base_dir / "newsletter.toml"), "subscribers", "import", "-"],
+                           input="email\nzo\xeb@example.com\n".encode("latin-1"))
+    assert result.exit_code == 2 and "standard input: not UTF-8 text" in result.output
     source = tmp_path / "people.csv"
     source.write_text(CSV)
     code, output = run(settings, "import", str(source), "--email-column", "E-mail", "--rejects", str(tmp_path / "no" / "r.csv"))
