@@ -1,8 +1,7 @@
 """The `newsletter` command line (Typer + Rich). Sits on top: may import anything.
 
 Owns: the commands and the one place where errors become messages and exit codes:
-1 for a failed run (a bad feed, a failed batch), 2 for wrong configuration or input, and
-3 (`cli_subscribers.EXIT_REJECTED`) for an import that rejected rows.
+1 for a failed run (a bad feed, a failed batch), 2 for wrong configuration or input.
 """
 
 from __future__ import annotations

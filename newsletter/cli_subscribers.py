@@ -21,8 +21,10 @@ import subscribers as people
 from .errors import ConfigError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
-#: The exit status of an import that rejected rows (the valid ones are imported).
-EXIT_REJECTED = 3
+#: The exit status of an import that rejected rows (the valid ones are imported). 1 and 2
+#: are the CLI's own (a failed run, wrong configuration or input), 3 a database that
+#: cannot be used.
+EXIT_REJECTED = 4
 
 
 def register(group: typer.Typer, *, cli: Any) -> None:
@@ -45,7 +47,7 @@ def register(group: typer.Typer, *, cli: Any) -> None:
     ) -> None:
         """Import subscribers whose consent you hold, as active. Every row is checked first;
         rejected rows are listed with their line and why (and written to --rejects), and the
-        exit status is then 3. Suppressed, erased and unsubscribed addresses are never
+        exit status is then 4. Suppressed, erased and unsubscribed addresses are never
         brought back. All or nothing: one transaction."""
         cfg = settings()
         known = cfg.section_names()

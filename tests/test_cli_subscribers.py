@@ -41,13 +41,13 @@ def test_import_reports_rejected_rows_and_a_dry_run_imports_nothing(
     source.write_text(CSV)
     columns = ["--email-column", "E-mail", "--name-column", "Full name", "--sections-column", "Topics"]
     code, output = run(settings, "import", str(source), *columns, "--dry-run")
-    assert code == 3 and "Would import: 2 new, 0 updated; 0 left out, 2 rejected." in output
+    assert code == 4 and "Would import: 2 new, 0 updated; 0 left out, 2 rejected." in output
     assert "│    3 │ rejected │" in output and "│    5 │ rejected │" in output
     with engine.connect() as conn:
         assert people.count_by_status(conn) == {}
 
     code, output = run(settings, "import", str(source), *columns, "--json")
-    assert code == 3
+    assert code == 4
     report = json.loads(output)
     assert (report["created"], [r["line"] for r in report["rejected"]]) == (2, [3, 5])
     with engine.connect() as conn:
@@ -60,7 +60,7 @@ def test_import_reports_rejected_rows_and_a_dry_run_imports_nothing(
     assert code == 2 and "no column 'email'" in output
 
 
-def test_rejected_rows_exit_3_and_go_to_the_rejects_file_with_their_line_and_reason(
+def test_rejected_rows_exit_4_and_go_to_the_rejects_file_with_their_line_and_reason(
     engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings()
@@ -69,7 +69,7 @@ def test_rejected_rows_exit_3_and_go_to_the_rejects_file_with_their_line_and_rea
     rejects = tmp_path / "rejects.csv"
     columns = ["--email-column", "E-mail", "--name-column", "Full name", "--sections-column", "Topics"]
     code, output = run(settings, "import", str(source), *columns, "--rejects", str(rejects))
-    assert code == 3 and "Imported: 2 new, 0 updated; 0 left out, 4 rejected." in output
+    assert code == 4 and "Imported: 2 new, 0 updated; 0 left out, 4 rejected." in output
     assert f"Wrote 4 rejected rows to {rejects}" in output
     with rejects.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
