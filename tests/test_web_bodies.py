@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from starlette.convertors import IntegerConvertor
 from starlette.routing import Route
 
 import subscribers as people
@@ -102,7 +103,8 @@ def app(engine: Engine, make_settings: Callable[..., Settings]) -> App:
 
 
 def url_of(route: Route, token: str) -> str:
-    values = {name: "1" if type(convertor).__name__ == "IntegerConvertor" else token
+    # Every path parameter of a POST route is a subscriber's token or a number today.
+    values = {name: "1" if isinstance(convertor, IntegerConvertor) else token
               for name, convertor in route.param_convertors.items()}
     return route.path_format.format(**values)
 
@@ -205,7 +207,7 @@ def test_the_answer_follows_the_accept_header_and_its_q_values(app: App, accept:
     })
     assert answer.status_code == 422
     if json_answer:
-        assert answer.json() == {"error": answer.json()["error"]} and "email" in answer.json()["error"]
+        assert set(answer.json()) == {"error"} and "email" in answer.json()["error"]
     else:
         assert answer.headers["content-type"].startswith("text/html") and 'role="alert"' in answer.text
 
