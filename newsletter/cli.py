@@ -633,12 +633,16 @@ def archive_export(
 def serve(
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on [default: web.host].")] = None,
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port to listen on [default: web.port].")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes; set web.rate_limit_storage so that they share the rate limits.")] = 1,
 ) -> None:
     """Run the subscriber web app: subscribe, confirm, preferences, one-click unsubscribe."""
     from .web.server import serve as run_server
 
     cfg = settings()
-    run_server(cfg, host=host, port=port, announce=lambda url: console.print(f"Serving {cfg.site.name} on {url} (public URL {cfg.site.base_url})"))
+    run_server(
+        cfg, host=host, port=port, workers=workers, config_path=state.config,
+        announce=lambda url: console.print(f"Serving {cfg.site.name} on {url} (public URL {cfg.site.base_url})"),
+    )
 
 
 @app.command("schedule")

@@ -21,6 +21,10 @@ import subscribers as people
 from .errors import ConfigError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
+#: The exit status of an import that rejected rows (the valid ones are imported). 1 and 2
+#: are the CLI's own (a failed run, wrong configuration or input), 3 a database that
+#: cannot be used.
+EXIT_REJECTED = 4
 
 
 def register(group: typer.Typer, *, cli: Any) -> None:
@@ -38,47 +42,40 @@ def register(group: typer.Typer, *, cli: Any) -> None:
         sections_column: Annotated[str, typer.Option("--sections-column", help="Column with section slugs or names (separated by , ; or |); empty: --sections for everyone.")] = "",
         sections: Annotated[str, typer.Option("--sections", help="Comma-separated slugs for rows without a sections column [default: all].")] = "",
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row and report; import nothing.")] = False,
+        rejects: Annotated[Path | None, typer.Option("--rejects", help="Write the rejected rows, with their line and reason, to this CSV file.")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Import subscribers whose consent you hold, as active. Every row is checked first;
-        rejected rows are listed with their line and why. Suppressed, erased and unsubscribed
-        addresses are never brought back. All or nothing: one transaction."""
+        rejected rows are listed with their line and why (and written to --rejects), and the
+        exit status is then 4. Suppressed, erased and unsubscribed addresses are never
+        brought back. All or nothing: one transaction."""
         cfg = settings()
         known = cfg.section_names()
         chosen = [s.strip() for s in sections.split(",") if s.strip()] or list(known)
         unknown = sorted(set(chosen) - set(known))
         if unknown:
             raise ConfigError(f"--sections: unknown section {unknown[0]!r} (known: {', '.join(known)})")
-        try:
-            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: cannot be read as UTF-8 text: {exc}") from None
+        text = _read_csv(file)
         engine = database(cfg)
         with engine.begin() as conn:
             report = people.import_csv(
                 conn, io.StringIO(text), columns=people.ColumnMap(email_column, name_column, sections_column),
                 known_sections=known, default_sections=chosen, now=now(), source=f"import:{file.name}", dry_run=dry_run,
             )
+        if rejects is not None:
+            _write_rejects(report, rejects)
         if as_json:
             print_json({
                 "created": report.created, "updated": report.updated, "dry_run": report.dry_run,
                 "skipped": [{"line": n, "why": w} for n, w in report.skipped],
                 "rejected": [{"line": n, "why": w} for n, w in report.rejected],
             })
-            return
-        verb = "Would import" if dry_run else "Imported"
-        console.print(f"{verb}: {report.created} new, {report.updated} updated; "
-                      f"{len(report.skipped)} left out, {len(report.rejected)} rejected.")
-        if report.skipped or report.rejected:
-            table = Table(title="Rows not imported")
-            table.add_column("line", justify="right")
-            table.add_column("kind")
-            table.add_column("why")
-            for line, why in report.rejected:
-                table.add_row(str(line), "[red]rejected[/red]", escape(why))
-            for line, why in report.skipped:
-                table.add_row(str(line), "left out", escape(why))
-            console.print(table)
+        else:
+            _print_report(report, console)
+            if rejects is not None:
+                console.print(f"Wrote {len(report.rejected)} rejected rows to {escape(str(rejects))}", highlight=False)
+        if report.rejected:
+            raise typer.Exit(EXIT_REJECTED)
 
     @group.command("export")
     @handled
@@ -187,3 +184,41 @@ def _status(value: str) -> people.Status:
     except ValueError:
         raise ConfigError(f"--status: expected one of {', '.join(s.value for s in people.Status)}, got {value!r}") from None
 
+
+def _read_csv(file: Path) -> str:
+    """The text of the CSV file (standard input for -), or one line saying why not."""
+    where = "standard input" if str(file) == "-" else str(file)
+    try:
+        return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {file}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a folder, not a CSV file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _write_rejects(report: people.ImportReport, path: Path) -> None:
+    try:
+        with path.open("w", encoding="utf-8", newline="") as out:
+            people.write_rejects(report, out)
+    except OSError as exc:
+        raise ConfigError(f"--rejects: {path} cannot be written: {exc.strerror or exc}") from None
+
+
+def _print_report(report: people.ImportReport, console: Any) -> None:
+    verb = "Would import" if report.dry_run else "Imported"
+    console.print(f"{verb}: {report.created} new, {report.updated} updated; "
+                  f"{len(report.skipped)} left out, {len(report.rejected)} rejected.")
+    if report.skipped or report.rejected:
+        table = Table(title="Rows not imported")
+        table.add_column("line", justify="right")
+        table.add_column("kind")
+        table.add_column("why")
+        for line, why in report.rejected:
+            table.add_row(str(line), "[red]rejected[/red]", escape(why))
+        for line, why in report.skipped:
+            table.add_row(str(line), "left out", escape(why))
+        console.print(table)

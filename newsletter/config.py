@@ -1,7 +1,7 @@
 """One frozen, validated settings object from `newsletter.toml` and the environment.
 
-Owns: `Settings` and its tables, `load_settings`, `default_sections`. This is the only
-module that reads `os.environ`. Imports `errors` only.
+Owns: `Settings` and its tables, `load_settings`, `hand_to_workers`, `default_sections`.
+This is the only module that reads (or writes) `os.environ`. Imports `errors` only.
 
 Precedence, highest first:
 1. `SENDGRID_API_KEY`, `NEWSLETTER_DATABASE_URL`, `NEWSLETTER_SECRET_KEY`;
@@ -284,6 +284,11 @@ class WebSettings(_Table):
     rate_window_seconds: int = Field(3600, ge=1, description="The window the two subscribe limits below count in.")
     subscribe_per_ip: int = Field(30, ge=1, description="Subscribe requests one IP address may make per window.")
     subscribe_per_address: int = Field(3, ge=1, description="Confirmation emails one address may be sent per window.")
+    rate_limit_storage: str = Field(
+        "",
+        description="Where the two limits above are counted: empty for each process's memory, or a Redis URL "
+        "(redis://127.0.0.1:6379/0) that every worker and server shares.",
+    )
     brand_color: str = Field("#0b5394", description="Colour of the header and buttons of the pages, as #rrggbb.")
     logo_url: str = Field("", description="An https:// URL of a logo shown on the pages; empty for the site name only.")
 
@@ -293,6 +298,14 @@ class WebSettings(_Table):
         for origin in value:
             if not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"expected origins such as https://www.example.com (no path), got {origin!r}")
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"(redis|rediss|redis\+unix)://", value):
+            raise ValueError("expected a Redis URL such as redis://127.0.0.1:6379/0, or nothing for memory")
         return value
 
     @field_validator("brand_color")
@@ -533,3 +546,11 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
     except ValidationError as exc:
         lines = [_format_error(e, str(config_path), names) for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
+
+
+def hand_to_workers(path: str | Path | None) -> None:
+    """Make `load_settings()` in the worker processes started after this (they inherit the
+    environment; `serve --workers` spawns them) read the file this process was given.
+    Without a `path` they read what this process read: the same variables, the same folder."""
+    if path is not None:
+        os.environ["NEWSLETTER_CONFIG"] = str(Path(path).resolve())

@@ -33,6 +33,7 @@ from .importer import (
     is_erased,
     list_subscribers,
     remove,
+    write_rejects,
 )
 from .optin import (
     ConfirmationMail,
@@ -139,4 +140,5 @@ __all__ = [
     "suppressions",
     "unsubscribe",
     "upsert_subscribers",
+    "write_rejects",
 ]

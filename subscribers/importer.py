@@ -1,7 +1,7 @@
 """Bulk work on people: CSV import and export, listing, removal and erasure (GDPR).
 
-Owns: `import_csv`, `ImportReport`, `ColumnMap`, `export_csv`, `list_subscribers`,
-`remove`, `erase`, `is_erased`. Imports `models`, `errors`, `store`, `suppression`,
+Owns: `import_csv`, `ImportReport`, `ColumnMap`, `write_rejects`, `export_csv`,
+`list_subscribers`, `remove`, `erase`, `is_erased`. Imports `models`, `errors`, `store`, `suppression`,
 `tables`, `tokens` of this package. The CLI turns these into commands.
 
 Rules an import keeps:
@@ -63,6 +63,15 @@ class ImportReport:
     #: Rows that are wrong (line, why).
     rejected: list[tuple[int, str]] = field(default_factory=list)
     dry_run: bool = False
+    #: The file's header, and the cells of each rejected row by its line (for `write_rejects`).
+    columns: list[str] = field(default_factory=list)
+    rejected_cells: dict[int, list[str]] = field(default_factory=dict)
+
+    def reject(self, line: int, why: str, row: Mapping[str | None, Any]) -> None:
+        self.rejected.append((line, why))
+        extra = row.get(None)
+        cells = [str(row.get(name) or "") for name in self.columns]
+        self.rejected_cells[line] = cells + ([str(c) for c in extra] if isinstance(extra, list) else [])
 
 
 def is_erased(conn: Connection, email: str) -> bool:
@@ -112,7 +121,7 @@ def import_csv(
                 f"the file has no column {column!r} for {role} (its columns: {', '.join(header) or 'none'})"
             )
     lookup = _section_lookup(known_sections)
-    report = ImportReport(dry_run=dry_run)
+    report = ImportReport(dry_run=dry_run, columns=list(header))
     seen: dict[str, int] = {}
     origin = Origin(form=source[:50])
     # A row's line is where it starts: a quoted cell may hold a line break of its own.
@@ -125,19 +134,19 @@ def import_csv(
                 _parse_sections(row.get(columns.sections) or "", lookup) if columns.sections else ()
             ) or tuple(sorted(default_sections))
         except InvalidEmailError:
-            report.rejected.append((line, "not a valid email address"))
+            report.reject(line, "not a valid email address", row)
             continue
         except SubscriberError as exc:
-            report.rejected.append((line, str(exc)))
+            report.reject(line, str(exc), row)
             continue
         if email in seen:
-            report.rejected.append((line, f"the same address as line {seen[email]}"))
+            report.reject(line, f"the same address as line {seen[email]}", row)
             continue
         seen[email] = line
         try:
             name = check_name(row.get(columns.name) or "") if columns.name else ""
         except InvalidNameError as exc:
-            report.rejected.append((line, str(exc)))
+            report.reject(line, str(exc), row)
             continue
         if not may_create(conn, email, own_consent=False):
             report.skipped.append((line, "on the suppression list"))
@@ -177,6 +186,22 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _defused(cells: Iterable[str]) -> list[str]:
+    # A spreadsheet runs a cell that starts like a formula; a leading ' makes it text.
+    return ["'" + c if c[:1] in ("=", "+", "-", "@") else c for c in cells]
+
+
+def write_rejects(report: ImportReport, out: TextIO) -> int:
+    """Write the rejected rows of an import as CSV: their line in the file, why they were
+    rejected, then their cells under the file's own header (formula-looking cells
+    defused), ready to be fixed and imported again. Returns the number of rows."""
+    writer = csv.writer(out)
+    writer.writerow(["line", "reason", *report.columns])
+    for line, why in report.rejected:
+        writer.writerow([str(line), *_defused([why, *report.rejected_cells.get(line, [])])])
+    return len(report.rejected)
+
+
 def export_csv(conn: Connection, out: TextIO, *, statuses: Iterable[Status] | None = None) -> int:
     """Write subscribers as CSV (`EXPORT_COLUMNS`), in id order; returns the row count.
     Formula-looking cells are prefixed with ' so a spreadsheet does not run them."""
@@ -187,8 +212,7 @@ def export_csv(conn: Connection, out: TextIO, *, statuses: Iterable[Status] | No
         query = query.where(subscribers.c.status.in_([s.value for s in statuses]))
     count = 0
     for row in conn.execute(query):
-        cells = [_cell(v) for v in row]
-        writer.writerow(["'" + c if c[:1] in ("=", "+", "-", "@") else c for c in cells])
+        writer.writerow(_defused(_cell(v) for v in row))
         count += 1
     return count
 

@@ -3,6 +3,7 @@ rejected rows, dry runs, export, list, show with the consent history, remove and
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 import subscribers as people
 from newsletter.cli import app
 from newsletter.config import Settings
+from tests.conftest import NOW
 
 runner = CliRunner()
 CSV = (
@@ -39,12 +41,13 @@ def test_import_reports_rejected_rows_and_a_dry_run_imports_nothing(
     source.write_text(CSV)
     columns = ["--email-column", "E-mail", "--name-column", "Full name", "--sections-column", "Topics"]
     code, output = run(settings, "import", str(source), *columns, "--dry-run")
-    assert code == 0 and "Would import: 2 new, 0 updated; 0 left out, 2 rejected." in output
+    assert code == 4 and "Would import: 2 new, 0 updated; 0 left out, 2 rejected." in output
     assert "│    3 │ rejected │" in output and "│    5 │ rejected │" in output
     with engine.connect() as conn:
         assert people.count_by_status(conn) == {}
 
     code, output = run(settings, "import", str(source), *columns, "--json")
+    assert code == 4
     report = json.loads(output)
     assert (report["created"], [r["line"] for r in report["rejected"]]) == (2, [3, 5])
     with engine.connect() as conn:
@@ -55,6 +58,63 @@ def test_import_reports_rejected_rows_and_a_dry_run_imports_nothing(
 
     code, output = run(settings, "import", str(source), "--email-column", "email")
     assert code == 2 and "no column 'email'" in output
+
+
+def test_rejected_rows_exit_4_and_go_to_the_rejects_file_with_their_line_and_reason(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    source = tmp_path / "people.csv"
+    source.write_text(CSV + '"=HYPERLINK(""https://evil.example"")",Eve,news,extra cell\nann@example.com,Again,news\n')
+    rejects = tmp_path / "rejects.csv"
+    columns = ["--email-column", "E-mail", "--name-column", "Full name", "--sections-column", "Topics"]
+    code, output = run(settings, "import", str(source), *columns, "--rejects", str(rejects))
+    assert code == 4 and "Imported: 2 new, 0 updated; 0 left out, 4 rejected." in output
+    assert f"Wrote 4 rejected rows to {rejects}" in output
+    with rejects.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows == [
+        ["line", "reason", "E-mail", "Full name", "Topics"],
+        ["3", "not a valid email address", "not-an-address", "Bob", "insights"],
+        ["5", "unknown section 'sports'", "dee@example.com", "Dee", "sports"],
+        # A cell that a spreadsheet would run as a formula is written as text.
+        ["6", "not a valid email address", "'=HYPERLINK(\"https://evil.example\")", "Eve", "news", "extra cell"],
+        ["7", "the same address as line 2", "ann@example.com", "Again", "news"],
+    ]
+    with engine.connect() as conn:
+        assert people.count_by_status(conn) == {people.Status.ACTIVE: 2}
+
+    # Without rejected rows the status is 0, and the rejects file holds its header alone;
+    # rows left out on purpose (already subscribed or gone) are not rejections.
+    clean = tmp_path / "clean.csv"
+    with engine.begin() as conn:
+        people.suppress(conn, "gone@example.com", reason="bounce", now=NOW)
+    clean.write_text("email\nnew@example.com\ngone@example.com\n")
+    code, output = run(settings, "import", str(clean), "--rejects", str(rejects))
+    assert code == 0 and "1 left out, 0 rejected" in output
+    assert rejects.read_text(encoding="utf-8").splitlines() == ["line,reason,email"]
+
+
+def test_a_missing_or_unreadable_csv_file_is_named_in_one_line(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    missing = tmp_path / "nowhere" / "people.csv"
+    code, output = run(settings, "import", str(missing))
+    assert code == 2 and output.strip() == f"error: no such file: {missing}"
+    code, output = run(settings, "import", str(tmp_path))
+    assert code == 2 and output.strip() == f"error: {tmp_path}: is a folder, not a CSV file"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("email,name\nzoe@example.com,Zo\xeb\n".encode("latin-1"))
+    code, output = run(settings, "import", str(latin))
+    assert code == 2 and "not UTF-8 text (byte 30 cannot be read)" in output and "Traceback" not in output
+    result = runner.invoke(app, ["--config", str(settings.base_dir / "newsletter.toml"), "subscribers", "import", "-"],
+                           input="email\nzo\xeb@example.com\n".encode("latin-1"))
+    assert result.exit_code == 2 and "standard input: not UTF-8 text" in result.output
+    source = tmp_path / "people.csv"
+    source.write_text(CSV)
+    code, output = run(settings, "import", str(source), "--email-column", "E-mail", "--rejects", str(tmp_path / "no" / "r.csv"))
+    assert code == 2 and f"--rejects: {tmp_path / 'no' / 'r.csv'} cannot be written: No such file or directory" in output
 
 
 def test_export_list_show_remove_and_erase(engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path) -> None:

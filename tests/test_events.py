@@ -177,9 +177,13 @@ def test_a_request_without_the_signature_headers_is_unauthorized(hook: Hook) -> 
 @SIGNATURE_ONLY
 def test_a_signed_request_outside_the_replay_window_is_refused(hook: Hook) -> None:
     raw = json.dumps(hook.events("spamreport", "reader0@example.com")).encode()
-    for offset in (-601, 601, -3600):
+    for offset in (-601, -3600):
         answer = hook.client.post(HOOK, content=raw, headers=hook.signer.headers(raw, timestamp=int(NOW.timestamp()) + offset))
         assert answer.status_code == 403 and answer.json() == {"error": "The request is older than the replay window."}
+    for offset in (601, 86_400):
+        answer = hook.client.post(HOOK, content=raw, headers=hook.signer.headers(raw, timestamp=int(NOW.timestamp()) + offset))
+        assert answer.status_code == 403
+        assert answer.json() == {"error": "The request's timestamp is in the future, beyond the replay window."}
     assert hook.stored() == 0 and hook.status("reader0@example.com") is people.Status.ACTIVE
     inside = hook.client.post(HOOK, content=raw, headers=hook.signer.headers(raw, timestamp=int(NOW.timestamp()) - 590))
     assert inside.status_code == 200
@@ -210,8 +214,10 @@ def test_a_signed_body_that_is_not_a_list_of_events_is_a_bad_request(hook: Hook)
     for body, error in expected.items():
         answer = hook.post(None, body=body)
         assert answer.status_code == 400 and answer.json() == {"error": error}
-    # A body that is not UTF-8 cannot carry SendGrid's signature at all.
-    assert hook.post(None, body=b"\xff\xfe[]").status_code == 403
+    # The signature covers the raw bytes: a validly signed body that is not UTF-8 is
+    # refused for what it is, not for its signature.
+    not_utf8 = hook.post(None, body=b"\xff\xfe[]")
+    assert not_utf8.status_code == 400 and not_utf8.json() == {"error": "The body is not valid JSON: it is not UTF-8."}
     assert hook.stored() == 0
 
 

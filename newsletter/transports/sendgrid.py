@@ -23,6 +23,7 @@ What each answer means (the ledger in `dispatch` decides what to do with it):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import io
@@ -43,7 +44,8 @@ from enum import StrEnum
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from python_http_client import exceptions as http_errors
 from python_http_client.client import Client as HttpClient
@@ -414,11 +416,14 @@ class SignatureProblem(StrEnum):
     MISSING = "missing"
     INVALID = "invalid"
     STALE = "stale"
+    FUTURE = "future"
 
 
 class WebhookVerifier:
     """Checks the Signed Event Webhook: ECDSA P-256 over the timestamp header followed by
-    the raw body, with the `sendgrid` package's `EventWebhook`.
+    the raw body. The key is read by the `sendgrid` package's `EventWebhook`; the check
+    itself runs on the bytes received (that helper takes text, which a body that is not
+    UTF-8 is not), so a signed body that cannot be used is the caller's 400, not a 403.
 
     `public_key` is the verification key as SendGrid shows it (base64 DER); `ValueError`
     when it is not a P-256 public key, so a wrong key stops the app at start-up.
@@ -432,23 +437,30 @@ class WebhookVerifier:
         key = self._webhook.public_key
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             raise ValueError("not an ECDSA P-256 public key, which is what SendGrid signs with")
+        self._key = key
         self.max_age = max_age
 
     def problem(self, body: bytes, signature: str | None, timestamp: str | None, *, now: float) -> SignatureProblem | None:
         """None when the request is SendGrid's and fresh, else what is wrong with it."""
         if not signature or not timestamp:
             return SignatureProblem.MISSING
+        # The signature covers the raw bytes, whatever they are: whether they make a
+        # usable body is for the caller to say after this (400, not 403).
         try:
-            # The helper signs text; decoding as UTF-8 and encoding back gives the very
-            # bytes received, and a body that is not UTF-8 cannot be SendGrid's.
-            payload = body.decode("utf-8")
-            valid = self._webhook.verify_signature(payload, signature, timestamp)
-        except (UnicodeDecodeError, ValueError, TypeError):
-            valid = False
-        if not valid:
+            self._key.verify(
+                base64.b64decode(signature, validate=True),
+                timestamp.encode("utf-8") + body,
+                ec.ECDSA(hashes.SHA256()),
+            )
+        except (InvalidSignature, ValueError, TypeError):
             return SignatureProblem.INVALID
-        if not timestamp.isdigit() or abs(now - int(timestamp)) > self.max_age:
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
             return SignatureProblem.STALE
+        age = now - int(timestamp)
+        if age > self.max_age:
+            return SignatureProblem.STALE
+        if -age > self.max_age:
+            return SignatureProblem.FUTURE
         return None
 
 

@@ -38,7 +38,7 @@ from ..transports import Transport
 from . import archive, views, webhooks
 from .errors import LinkNotValidError, RateLimitedError, WebError
 from .forms import CsrfSigner
-from .limits import RateLimiter
+from .limits import Counters, RateLimiter
 from .mail import ConfirmationMailer
 
 log = logging.getLogger("newsletter.web")
@@ -213,8 +213,10 @@ def create_app(
     transport: Callable[[], Transport] | None = None,
 ) -> Starlette:
     """The web app for `settings`. `engine` defaults to the configured database (its
-    schema brought up to date); `clock`, `monotonic` (for rate limits) and `transport`
-    (a factory) can be given so tests need no patching.
+    schema brought up to date); `clock`, `monotonic` (when to try a failed rate-limit
+    storage again) and `transport` (a factory) can be given so tests need no patching.
+    Rate limits count in `web.rate_limit_storage` (Redis) or in memory, on the wall clock
+    (the `limits` library's own).
 
     Raises `ConfigError` when no secret key is configured: forms cannot be signed without.
     """
@@ -226,14 +228,23 @@ def create_app(
         )
     verifier = webhooks.event_verifier(settings)
     web = settings.web
+    # Keys carry the site's address, so two newsletters can share one Redis.
+    try:
+        counters = Counters(web.rate_limit_storage, namespace=settings.site.base_url, timer=monotonic)
+    except ValueError as exc:
+        raise ConfigError(f"web.rate_limit_storage: {exc}") from None
     context = views.WebContext(
         settings=settings,
         engine=engine or issues.open_database(settings),
         clock=clock,
         pages=_pages(settings),
         csrf=CsrfSigner(secret.get_secret_value(), max_age=web.form_minutes * 60),
-        ip_limiter=RateLimiter(limit=web.subscribe_per_ip, window=web.rate_window_seconds, clock=monotonic),
-        address_limiter=RateLimiter(limit=web.subscribe_per_address, window=web.rate_window_seconds, clock=monotonic),
+        ip_limiter=RateLimiter(
+            limit=web.subscribe_per_ip, window=web.rate_window_seconds, name="subscribe-ip", counters=counters
+        ),
+        address_limiter=RateLimiter(
+            limit=web.subscribe_per_address, window=web.rate_window_seconds, name="subscribe-address", counters=counters
+        ),
         mailer=ConfirmationMailer(settings, transport=transport),
     )
     app = Starlette(

@@ -1,9 +1,12 @@
 """Reading request bodies safely, and the CSRF tokens of our forms.
 
-Owns: `read_body`, `parse_form`, `parse_json`, `FormData`, `CsrfSigner`. Imports `errors`
-of this package.
+Owns: `read_body`, `parse_form`, `parse_json`, `load_json`, `FormData`, `CsrfSigner`.
+Imports `errors` of this package.
 
-Bodies are read with a hard size limit before anything parses them. Forms are parsed here
+Bodies are read with a hard size limit before anything parses them, and every way a
+body can break a parser (nesting deep enough to exhaust the stack, bytes that are not
+UTF-8, the wrong kind of value at the top, a field too long) is a `BadRequestError` with
+one line saying which: never a traceback, never a 500. Forms are parsed here
 rather than by `python-multipart`: the pages send only a few short text fields, and RFC
 8058 one-click requests arrive as `application/x-www-form-urlencoded` or
 `multipart/form-data`, both of which the standard library reads.
@@ -20,7 +23,7 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .errors import BadRequestError, FormExpiredError, PayloadTooLargeError, UnsupportedMediaError
 
@@ -38,11 +41,14 @@ async def read_body(request: Request, *, limit: int) -> bytes:
         raise PayloadTooLargeError(f"The request body is larger than {limit:,} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit:,} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"The request body is larger than {limit:,} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequestError("The request body ended before it was complete.") from None
     return b"".join(chunks)
 
 
@@ -51,9 +57,10 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def parse_form(request: Request, body: bytes) -> FormData:
+def parse_form(request: Request, body: bytes, *, accept: tuple[str, ...] = FORM_TYPES) -> FormData:
     """The fields of a urlencoded or multipart form; `UnsupportedMediaError` for any other
-    content type, `BadRequestError` for a body that does not parse."""
+    content type (naming the types in `accept`, all the endpoint takes), `BadRequestError`
+    for a body that does not parse."""
     kind = media_type(request)
     if not body and not kind:
         # A POST without a body (a form with no fields) is an empty form.
@@ -63,12 +70,18 @@ def parse_form(request: Request, body: bytes) -> FormData:
             pairs = parse_qsl(
                 body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS
             )
-        except (UnicodeDecodeError, ValueError):
-            raise BadRequestError("The form data could not be read.") from None
+        except UnicodeDecodeError:
+            raise BadRequestError("The form data could not be read: it is not UTF-8.") from None
+        except ValueError:
+            raise BadRequestError(f"The form data could not be read: more than {MAX_FIELDS} fields.") from None
     elif kind == "multipart/form-data":
-        pairs = _parse_multipart(request.headers.get("content-type", ""), body)
+        try:
+            pairs = _parse_multipart(request.headers.get("content-type", ""), body)
+        except RecursionError:
+            raise BadRequestError("The multipart form data is nested too deeply.") from None
     else:
-        raise UnsupportedMediaError(f"Send the form as {' or '.join(FORM_TYPES)}.")
+        kinds = ", ".join(accept[:-1]) + " or " + accept[-1] if len(accept) > 1 else accept[0]
+        raise UnsupportedMediaError(f"Send the form as {kinds}.")
     fields: FormData = {}
     for key, value in pairs:
         fields.setdefault(key, []).append(value)
@@ -98,12 +111,24 @@ def _parse_multipart(content_type: str, body: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+def load_json(body: bytes) -> Any:
+    """Any JSON value, or `BadRequestError` saying what is wrong with the body: not UTF-8,
+    not JSON, or nested so deeply that the parser would exhaust the stack."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError("The body is not valid JSON: it is not UTF-8.") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadRequestError("The body is not valid JSON: it is nested too deeply.") from None
+    except ValueError:
+        raise BadRequestError("The body is not valid JSON.") from None
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
     """A JSON object, or `BadRequestError` saying what is wrong."""
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequestError("The body is not valid JSON.") from None
+    value = load_json(body)
     if not isinstance(value, dict):
         raise BadRequestError("Send a JSON object such as {\"email\": \"you@example.com\"}.")
     return value

@@ -28,7 +28,7 @@ import subscribers as people
 
 from ..config import Settings
 from .errors import BadRequestError, RateLimitedError
-from .forms import CsrfSigner, FormData, media_type, one, parse_form, parse_json, read_body
+from .forms import FORM_TYPES, CsrfSigner, FormData, media_type, one, parse_form, parse_json, read_body
 from .limits import RateLimiter
 from .mail import ConfirmationMailer
 
@@ -99,11 +99,43 @@ def cors_headers(request: Request) -> dict[str, str]:
     return {}
 
 
+def _is_json(kind: str) -> bool:
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def _quality(accept: str, kind: str) -> float:
+    """The weight an Accept header gives `kind`: that of its most specific match
+    (type/subtype before type/* before */*), 0 when nothing matches."""
+    main = kind.split("/", 1)[0]
+    best, weight = -1, 0.0
+    for item in accept.split(","):
+        pattern, *params = [p.strip() for p in item.split(";")]
+        pattern = pattern.lower()
+        rank = 2 if pattern == kind else 1 if pattern == f"{main}/*" else 0 if pattern == "*/*" else -1
+        if rank <= best:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        best, weight = rank, q
+    return weight
+
+
 def wants_json(request: Request) -> bool:
+    """Whether to answer in JSON: the client sent JSON, or its Accept header weighs
+    JSON above HTML (q-values honoured; no Accept, or */* alone, means a page)."""
+    if _is_json(media_type(request)):
+        return True
     accept = request.headers.get("accept", "")
-    return media_type(request) == "application/json" or (
-        accept.startswith("application/json") and "text/html" not in accept
-    )
+    if not accept.strip():
+        return False
+    json_q = _quality(accept, "application/json")
+    return json_q > 0 and json_q > _quality(accept, "text/html")
 
 
 def _limit(limiter: RateLimiter, key: str) -> None:
@@ -153,7 +185,7 @@ def _subscribe_fields(request: Request, body: bytes) -> tuple[str, str, list[str
             raise BadRequestError("\"sections\" must be a list of section names such as [\"news\"].")
         bot = False
     else:
-        fields = parse_form(request, body)
+        fields = parse_form(request, body, accept=(*FORM_TYPES, "application/json"))
         email, name, sections = one(fields, "email", limit=400), one(fields, "name", limit=400), fields.get("sections", [])
         # A field people never see: only scripts that fill in every box fill it in.
         bot = bool(one(fields, "website"))

@@ -6,15 +6,16 @@ missing or wrong verification key stops the app at start-up. Imports `config`, `
 `forms` and `errors`.
 
 In order: the body is read up to `sendgrid.webhook_max_bytes` (413 beyond); the signature
-over the timestamp and the raw body is checked (401 without one, 403 when wrong or older
-than `sendgrid.webhook_max_age_seconds`); the body must be JSON (415, 400); then every
+over the timestamp and the raw bytes of the body is checked (401 without one, 403 when
+wrong, older than `sendgrid.webhook_max_age_seconds` or as far in the future); only then
+is the body read as JSON (415 for another content type, 400 for a body that is not UTF-8,
+not JSON, nested too deeply or not a list of events); then every
 event is taken in within one transaction (see `events.ingest_events`). Nothing is stored
 before all of that passed. The answer counts what happened, without addresses.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -29,7 +30,7 @@ from ..events import IngestReport, ingest_events
 from ..models import DeliveryEvent
 from ..transports.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureProblem, WebhookVerifier, read_events
 from .errors import BadRequestError, SignatureError, UnauthorizedError, UnsupportedMediaError, WebError
-from .forms import media_type, read_body
+from .forms import load_json, media_type, read_body
 from .views import web
 
 log = logging.getLogger("newsletter.web.webhooks")
@@ -43,6 +44,14 @@ class RetryLaterError(WebError):
 class WebhookOffError(WebError):
     status = 404
     title = "Not found"
+
+
+#: What a request with a signature that does not hold is told (403).
+REFUSALS = {
+    SignatureProblem.INVALID: "The signature does not match the body.",
+    SignatureProblem.STALE: "The request is older than the replay window.",
+    SignatureProblem.FUTURE: "The request's timestamp is in the future, beyond the replay window.",
+}
 
 
 def event_verifier(settings: Settings) -> WebhookVerifier | None:
@@ -71,10 +80,7 @@ def event_verifier(settings: Settings) -> WebhookVerifier | None:
 
 
 def _events(body: bytes, received_at: Any) -> list[DeliveryEvent]:
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequestError("The body is not valid JSON.") from None
+    data = load_json(body)
     try:
         return read_events(data, received_at=received_at)
     except ValueError as exc:
@@ -98,10 +104,7 @@ async def sendgrid_events(request: Request) -> Response:
             raise UnauthorizedError("Event Webhook requests must be signed.")
         if problem is not None:
             log.warning("event webhook request refused: signature %s", problem.value)
-            raise SignatureError(
-                "The request is older than the replay window." if problem is SignatureProblem.STALE
-                else "The signature does not match the body."
-            )
+            raise SignatureError(REFUSALS[problem])
     if media_type(request) != "application/json":
         raise UnsupportedMediaError("Send the events as application/json.")
     events = await run_in_threadpool(_events, body, now)
