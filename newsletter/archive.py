@@ -17,6 +17,7 @@ import html
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -94,6 +95,14 @@ def list_archived(conn: Connection, *, section: str | None = None, offset: int =
     return [a for a in found if section is None or section in a.sections]
 
 
+def archive_generation(conn: Connection) -> tuple[int, datetime | None]:
+    """What changes whenever an issue joins the archive (it is only ever added to): the
+    number of archived issues and the newest one's date. One indexed query, so a cache of
+    the archive's pages can check it on every request."""
+    row = conn.execute(select(func.count(), func.max(archive.c.published_at)).select_from(archive)).one()
+    return int(row[0]), row[1]
+
+
 def count_archived(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(archive)).scalar_one())
 
@@ -120,7 +129,7 @@ class Page:
     media_type: str
     last_modified: datetime | None
 
-    @property
+    @cached_property
     def etag(self) -> str:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 

@@ -30,13 +30,19 @@ log = logging.getLogger(__name__)
 PAUSE_CHOICES: dict[int, str] = {7: "1 week", 14: "2 weeks", 30: "1 month", 90: "3 months"}
 
 
+def pause_has_ended(subscriber: Subscriber, *, now: datetime) -> bool:
+    """Whether `subscriber` is paused until a time that has passed (`load_preferences`
+    then ends the pause)."""
+    return subscriber.status is Status.PAUSED and subscriber.paused_until is not None and subscriber.paused_until <= now
+
+
 def load_preferences(conn: Connection, token: str, *, now: datetime) -> Subscriber:
     """The subscriber behind `token` as they stand now: a pause that has run out is ended
     (the send path already treats them as active, see `mailable_clause`).
 
     Raises `UnknownSubscriberError` for an unknown token."""
     subscriber = subscriber_by_token(conn, token)
-    if subscriber.status is Status.PAUSED and subscriber.paused_until and subscriber.paused_until <= now:
+    if pause_has_ended(subscriber, now=now):
         update_subscriber(conn, subscriber.id, status=Status.ACTIVE, paused_until=None)
         return subscriber_by_id(conn, subscriber.id)
     return subscriber

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from .errors import InvalidEmailError, InvalidNameError, UnknownSubscriberError
 from .models import (
@@ -191,6 +191,27 @@ def subscriber_by_token(conn: Connection, token: str) -> Subscriber:
     if row is None:
         raise UnknownSubscriberError("no subscriber with that token")
     return _row_to_subscriber(row)
+
+
+#: One statement for a page that shows a subscriber and signs a form for them: the row
+#: and its newest consent id (`consent_version`), built once (a statement's construction
+#: costs more than its execution from SQLAlchemy's compiled cache).
+_BY_TOKEN_WITH_VERSION = select(
+    subscribers,
+    select(func.max(consents.c.id))
+    .where(consents.c.subscriber_id == subscribers.c.id)
+    .scalar_subquery()
+    .label("consent_version"),
+).where(subscribers.c.token == bindparam("token"))
+
+
+def subscriber_for_form(conn: Connection, token: str) -> tuple[Subscriber, int]:
+    """The subscriber behind `token` and their `consent_version`, in one query, or
+    `UnknownSubscriberError`. For pages that only read; nothing is written."""
+    row = conn.execute(_BY_TOKEN_WITH_VERSION, {"token": token}).first() if looks_like_token(token) else None
+    if row is None:
+        raise UnknownSubscriberError("no subscriber with that token")
+    return _row_to_subscriber(row), int(row.consent_version or 0)
 
 
 def update_subscriber(conn: Connection, subscriber_id: int, **values: Any) -> None:

@@ -8,15 +8,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import feedparser
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select, update
 from typer.testing import CliRunner
 
 import subscribers as people
 from newsletter import issues, store
-from newsletter.archive import PAGE_SIZE, export_archive
+from newsletter.archive import PAGE_SIZE, Page, export_archive
 from newsletter.cli import app
 from newsletter.config import Settings
 from newsletter.models import FeedItem
+from newsletter.tables import articles
 from subscribers import subscribers as subscribers_table
 from tests.conftest import NOW
 
@@ -177,3 +178,53 @@ def test_the_web_app_serves_the_archive_with_caching_headers(engine: Engine, mak
     for missing in ("/archive/2001-w01", "/archive/sports/feed.xml", "/archive/page/9/"):
         response = client.get(missing)
         assert response.status_code == 404 and "Traceback" not in response.text
+
+
+def test_archive_pages_are_kept_and_a_new_issue_shows_at_once(engine: Engine, make_settings: Callable[..., Settings]) -> None:
+    """The web app builds each archive page once; an issue sent by another process (here
+    straight through the database) is on the next answer, and a corrected article title
+    once the kept page is older than `CACHE_SECONDS`."""
+    from newsletter.web import create_app
+    from newsletter.web.archive import PageCache
+    from tests.test_web import Client
+
+    settings = make_settings(security={"secret_key": "archive-test-secret-0123456789"})
+    send_weeks(engine, settings, 1)
+    client = Client(create_app(settings, engine=engine), base_url="https://news.example.com")
+    first = client.get("/archive/")
+    assert 'href="2026-w48"' in first.text and 'href="2026-w49"' not in first.text
+    assert client.get("/archive/").content == first.content
+
+    # Another process sends next week's issue.
+    with engine.begin() as conn:
+        store.upsert_articles(conn, [
+            FeedItem("late", "https://p.example.com/late", "A later story", "", NOW + 6 * DAY, ("Insights",), "S", ""),
+        ], source="t", now=NOW + 7 * DAY)
+    built = issues.build_issue(engine, settings, now=NOW + 7 * DAY)
+    issues.send_pending(engine, settings, built.issue, transport=issues.make_transport(settings), clock=lambda: NOW + 7 * DAY)
+    second = client.get("/archive/")
+    assert 'href="2026-w49"' in second.text and second.headers["etag"] != first.headers["etag"]
+    assert "A later story" in client.get("/archive/feed.xml").text
+
+    # A kept page is built again after its time, so a corrected title shows then.
+    clock = [0.0]
+    cache = PageCache(seconds=60, clock=lambda: clock[0])
+    pages = issues.archive_pages(settings)
+    builds: list[int] = []
+
+    def build(conn: Connection) -> Page | None:
+        builds.append(1)
+        return pages.index(conn, 1)
+
+    with engine.connect() as conn:
+        kept = cache.page(conn, "index", build)
+        assert cache.page(conn, "index", build) is kept and len(builds) == 1
+        conn.execute(update(articles).where(articles.c.guid == "late").values(title="A later story, corrected"))
+        conn.commit()
+        assert cache.page(conn, "index", build) is kept
+        clock[0] = 61.0
+        fresh = cache.page(conn, "index", build)
+        assert fresh is not None and "A later story, corrected" in fresh.body.decode() and len(builds) == 2
+        # Unknown pages are never kept, so made-up addresses cannot fill the memory.
+        assert cache.page(conn, ("issue", "1999-w01"), lambda c: pages.issue(c, "1999-w01")) is None
+        assert ("issue", "1999-w01") not in cache.pages

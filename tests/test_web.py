@@ -381,6 +381,20 @@ def test_the_preference_center_shows_the_choices_accessibly_with_the_branding(ma
     assert page.headers["cache-control"] == "no-store"
 
 
+def test_a_pause_that_has_run_out_ends_when_the_page_is_opened(site: Site) -> None:
+    """The preference page reads without writing, except when a pause has run out: then
+    it ends the pause first and shows the reader active, with a form that still works."""
+    token = site.confirmed("pat@example.com", ["events"])
+    site.client.post(f"/preferences/{token}", data={"csrf": site.csrf(token), "action": "pause", "pause_days": "30"})
+    assert site.subscriber("pat@example.com").status is people.Status.PAUSED
+    site.now[0] += timedelta(days=31)
+    page = site.client.get(f"/preferences/{token}").text
+    assert "Resume now" not in page and "paused until" not in page
+    assert site.subscriber("pat@example.com").status is people.Status.ACTIVE
+    saved = site.client.post(f"/preferences/{token}", data={"csrf": site.csrf(token), "action": "save", "sections": ["news"]})
+    assert saved.status_code == 303 and site.subscriber("pat@example.com").sections == ("news",)
+
+
 def test_changing_sections_pausing_resuming_leaving_and_coming_back(site: Site) -> None:
     token = site.confirmed("ann@example.com", ["events", "news"])
     saved = site.client.post(

@@ -1,12 +1,22 @@
 """The archive's pages in the web app: the list of issues, each issue's web version (the
 "View in browser" link of every email), and the Atom feeds, with ETag and Last-Modified.
 
-Owns: the archive endpoints. Imports `archive`, `issues` and this package's `views`.
-The same `ArchivePages` build the static export, so both always agree.
+Owns: the archive endpoints and `PageCache`. Imports `archive`, `issues` and this
+package's `views`. The same `ArchivePages` build the static export, so both always agree.
+
+The archive is the same for every visitor, so each page is built once and kept: every
+request asks the database only for the archive's generation (`archive_generation`, one
+indexed query), and a page built for an older generation is built again. A new issue in
+the archive, published by this process or by `newsletter send` elsewhere, is therefore
+seen at once. Article titles and links are read from the articles, which a later ingest
+may correct: a kept page is also built again after `CACHE_SECONDS`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Hashable
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from sqlalchemy import Connection
@@ -14,11 +24,40 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from .. import issues
-from ..archive import ArchivePages, Page
+from ..archive import ArchivePages, Page, archive_generation
 from .errors import WebError
 from .views import web
 
 CACHE = "public, max-age=300"
+#: How long a kept page is served before it is built again even when no issue was added.
+CACHE_SECONDS = 60.0
+#: Pages kept at most; past it the cache starts afresh (unknown addresses are never kept).
+CACHE_ENTRIES = 512
+
+
+class PageCache:
+    """Built archive pages by what they show, each with the archive generation it was
+    built for and when."""
+
+    def __init__(self, *, seconds: float = CACHE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.pages: dict[Hashable, tuple[tuple[int, datetime | None], float, Page]] = {}
+
+    def page(self, conn: Connection, key: Hashable, build: Callable[[Connection], Page | None]) -> Page | None:
+        """The page for `key`, built by `build` unless a fresh one for the archive as it
+        is now is kept."""
+        generation = archive_generation(conn)
+        now = self.clock()
+        kept = self.pages.get(key)
+        if kept is not None and kept[0] == generation and now - kept[1] < self.seconds:
+            return kept[2]
+        page = build(conn)
+        if page is not None:
+            if len(self.pages) >= CACHE_ENTRIES:
+                self.pages.clear()
+            self.pages[key] = (generation, now, page)
+        return page
 
 
 class NotFoundError(WebError):
@@ -30,8 +69,16 @@ def _pages(request: Request) -> ArchivePages:
     state = request.app.state
     if not hasattr(state, "archive_pages"):
         state.archive_pages = issues.archive_pages(web(request).settings)
+        state.archive_cache = PageCache()
     pages: ArchivePages = state.archive_pages
     return pages
+
+
+async def _cached(request: Request, key: Hashable, build: Callable[[Connection], Page | None]) -> Response:
+    """The answer for the page `key`, from the cache or built (a read of the database)."""
+    _pages(request)
+    cache: PageCache = request.app.state.archive_cache
+    return _answer(request, await web(request).read(lambda conn: cache.page(conn, key, build)))
 
 
 def _not_modified(request: Request, page: Page) -> bool:
@@ -64,40 +111,24 @@ async def archive_redirect(request: Request) -> Response:
 
 async def archive_index(request: Request) -> Response:
     pages = _pages(request)
-
-    def build(conn: Connection) -> Page | None:
-        return pages.index(conn, 1)
-
-    return _answer(request, await web(request).transaction(build))
+    return await _cached(request, ("index", 1), lambda conn: pages.index(conn, 1))
 
 
 async def archive_page(request: Request) -> Response:
     number = request.path_params["number"]
     pages = _pages(request)
-
-    def build(conn: Connection) -> Page | None:
-        return pages.index(conn, number) if number > 1 else None
-
     if number == 1:
         return RedirectResponse("/archive/", status_code=308)
-    return _answer(request, await web(request).transaction(build))
+    return await _cached(request, ("index", number), lambda conn: pages.index(conn, number))
 
 
 async def archive_issue(request: Request) -> Response:
     slug = request.path_params["slug"]
     pages = _pages(request)
-
-    def build(conn: Connection) -> Page | None:
-        return pages.issue(conn, slug)
-
-    return _answer(request, await web(request).transaction(build))
+    return await _cached(request, ("issue", slug), lambda conn: pages.issue(conn, slug))
 
 
 async def archive_feed(request: Request) -> Response:
     section = request.path_params.get("section")
     pages = _pages(request)
-
-    def build(conn: Connection) -> Page | None:
-        return pages.feed(conn, section)
-
-    return _answer(request, await web(request).transaction(build))
+    return await _cached(request, ("feed", section), lambda conn: pages.feed(conn, section))
