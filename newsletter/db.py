@@ -53,7 +53,7 @@ _POSTGRES_PROBLEMS = {
     "25006": "it is read-only (a read-only transaction or a standby server)",
     "53100": "the server's disk is full",
     "53": "the server is out of resources",
-    "55P03": "a lock is held by another connection past the lock timeout",
+    "55P03": "it is locked by another connection past the lock timeout",
     "57014": "a statement ran past its timeout",
     "57P": "the server is shutting down or starting up",
 }

@@ -250,6 +250,9 @@ def create_app(
         exception_handlers={
             WebError: error_response,
             people.SubscriberError: error_response,
+            # Here, not only under Exception: Starlette raises what reaches that handler
+            # again after answering, into the server's log as a traceback.
+            StorageError: error_response,
             HTTPException: error_response,
             Exception: error_response,
         },
