@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 import subscribers as people
 from newsletter import db, store
 from newsletter.cli import app
-from newsletter.config import Settings, load_settings
+from newsletter.config import Settings
 from newsletter.errors import DatabaseUnavailableError
 from newsletter.models import FeedItem
 from tests.conftest import NOW, POSTGRES_URL, write_config
@@ -325,3 +325,72 @@ def test_an_unreachable_postgres_server_is_one_line_without_the_password(tmp_pat
     debug = cli(config, "subscribers", "add", VICTIM, debug=True)
     assert_debug_traceback(debug)
     assert "sekrit-pw" not in debug.stderr
+
+
+# Logs -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def every_logger_at_debug(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every logger there is at DEBUG, those that set a level of their own included (the
+    HTTP client under `sendgrid`, SQLAlchemy's), all captured."""
+    caplog.set_level(logging.DEBUG)
+    loggers = [logger for logger in logging.root.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+    yield caplog
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
+
+
+@pytest.mark.parametrize("transport", ["outbox", "sendgrid"])
+def test_logs_at_debug_never_carry_an_address_or_a_token(
+    every_logger_at_debug: pytest.LogCaptureFixture, engine: Engine, database_url: str,
+    make_settings: Callable[..., Settings], standin: SendGridStandIn, transport: str,
+) -> None:
+    """A subscribe through the form and its confirmation, a subscriber added by the CLI, a
+    send, and storage failures in the CLI (with --debug too) and the web, every logger at
+    DEBUG: no captured line holds an address, a token, the API key or the secret key."""
+    caplog = every_logger_at_debug
+    settings = trust_settings(make_settings)
+    config = settings.base_dir / "newsletter.toml"
+    client = web_client(settings, engine)
+    assert client.post("/subscribe", data={"email": VICTIM, "name": "Vic Tim", "sections": ["drug-development"]}).status_code == 200
+    confirm = link_token(outbox_messages(settings.outbox_dir)[-1], "confirm")
+    with engine.begin() as conn:
+        # Through the use case, not the page: the test's own HTTP client logs the URLs it asks for.
+        people.confirm_subscription(conn, confirm, now=NOW, max_age=timedelta(days=2),
+                                    origin=people.Origin(ip="203.0.113.50", user_agent="test", form="confirm"))
+    shown = [cli(config, "subscribers", "add", "second@example.org", "--name", "Sec Ond")]
+    add_articles(engine)
+    send_issue(engine, settings if transport == "outbox" else sendgrid_variant(make_settings, standin))
+    if transport == "sendgrid":
+        assert {p["to"][0]["email"] for r in standin.accepted for p in r.body["personalizations"]} == {VICTIM, "second@example.org"}
+    else:
+        assert {m["To"] for m in outbox_messages(settings.outbox_dir / "2026-w48")} == {VICTIM, "second@example.org"}
+
+    with write_lock_held(database_url) as (url, _):
+        env_config = config_for(settings.base_dir / "locked.toml", url, settings.base_dir)
+        shown += [cli(env_config, "subscribers", "add", "third@example.org"),
+                  cli(env_config, "subscribers", "add", "third@example.org", debug=True)]
+        short = db.open_engine(url)
+        assert web_client(settings, short).post("/subscribe", data={"email": "fourth@example.org", "name": "F"}).status_code == 200
+        short.dispose()
+    assert [o.code for o in shown] == [0, 3, 3]
+
+    with engine.connect() as conn:
+        tokens = list(conn.execute(select(people.subscribers.c.token)).scalars())
+    secrets = [VICTIM, "second@example.org", "third@example.org", "fourth@example.org", confirm, *tokens, API_KEY, SECRET]
+    secrets += [s.replace("@", "%40") for s in secrets if "@" in s]
+    formatter = logging.Formatter()
+    lines = [formatter.format(record) for record in caplog.records] + [o.stdout + o.stderr for o in shown]
+    leaks = [(secret, line) for line in lines for secret in secrets if secret in line]
+    assert not leaks, leaks[:3]
+    # The capture saw what it had to: SQL statements (their parameters hidden) and the failures.
+    assert any("SQL parameters hidden" in line for line in lines)
+    assert any("locked by another connection" in line for line in lines if "Traceback" in line)
+    assert any(r.name == "newsletter.web.views" and r.exc_info for r in caplog.records)
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(people.subscribers.c.email)).scalars())
+    assert stored == {VICTIM, "second@example.org"}  # the failures wrote nothing
