@@ -2,8 +2,8 @@
 
 Owns: the commands and the one place where errors become messages and exit codes:
 1 for a failed run (a bad feed, a failed batch), 2 for wrong configuration or input,
-3 for a database that cannot be used (read-only, locked, full, unreachable). The
-traceback is printed only with `--debug`.
+3 for a database that cannot be used now (read-only, locked, full, unreachable) or that
+refused a statement. The traceback is printed only with `--debug`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .archive import export_archive
 from .config import Settings, load_settings
 from .demo import demo_subscribers, prepare_demo
 from .dispatch import SendReport
-from .errors import ConfigError, EmptyIssueError, NewsletterError, StorageError
+from .errors import ConfigError, DatabaseUnavailableError, EmptyIssueError, NewsletterError, StorageError
 from .models import BatchStatus
 from .ingest import FeedReport, configured_sources, ingest_sources, source_statuses
 
@@ -115,7 +115,7 @@ def handled(func: F) -> F:
             return func(*args, **kwargs)
         except (ConfigError, people.SubscriberError) as exc:
             _fail(exc, str(exc), 2)
-        except StorageError as exc:
+        except DatabaseUnavailableError as exc:
             _fail(exc, str(exc), 3)
         except SQLAlchemyError as exc:
             # A statement the database refused for a reason of its own (a constraint, a
@@ -569,6 +569,8 @@ def demo(
             console.print(f"[cyan]No new issue:[/cyan] {exc}.")
     try:
         report: SendReport | None = _send(engine, cfg, None, quiet=as_json)
+    except StorageError:
+        raise
     except NewsletterError as exc:
         report = None
         if not as_json:
@@ -709,9 +711,7 @@ def edited(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except EditError as exc:
-            log.debug("bad input", exc_info=True)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(exc, str(exc), 2)
 
     return handled(wrapper)  # type: ignore[return-value]
 

@@ -214,14 +214,24 @@ def write_lock_held(database_url: str) -> Iterator[tuple[str, str]]:
 
 def test_a_lock_held_past_the_busy_timeout_is_one_line_and_exit_3(engine: Engine, database_url: str, tmp_path: Path) -> None:
     add_fresh_articles(engine)
+    config = config_for(tmp_path / "newsletter.toml", database_url, tmp_path)
+    assert cli(config, "subscribers", "add", "reader@example.org").code == 0
     with write_lock_held(database_url) as (url, shown):
         config = config_for(tmp_path / "newsletter.toml", url, tmp_path)
         for args in (["subscribers", "add", VICTIM], ["build"]):
             assert_one_line(cli(config, *args), shown, "locked by another connection")
         assert_debug_traceback(cli(config, "subscribers", "add", VICTIM, debug=True))
     nothing_written(database_url)
-    # The lock let go, the same command goes through.
+    # The lock let go, the same commands go through; a send under the lock plans nothing.
     assert cli(config, "subscribers", "add", VICTIM).code == 0
+    assert cli(config, "build").code == 0
+    with write_lock_held(database_url) as (url, shown):
+        assert_one_line(cli(config_for(tmp_path / "newsletter.toml", url, tmp_path), "send"), shown, "locked by another connection")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM batches")).scalar_one() == 0
+        assert conn.execute(text("SELECT status FROM issues")).scalars().all() == ["draft"]
+    assert cli(config, "send").code == 0
+    assert len(outbox_messages(tmp_path / "outbox")) == 2
 
 
 def test_a_locked_database_makes_the_web_answer_503_as_a_page_and_as_json(
@@ -325,6 +335,19 @@ def test_an_unreachable_postgres_server_is_one_line_without_the_password(tmp_pat
     debug = cli(config, "subscribers", "add", VICTIM, debug=True)
     assert_debug_traceback(debug)
     assert "sekrit-pw" not in debug.stderr
+
+
+def test_a_statement_the_database_refuses_is_one_line_without_its_values(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    """A table dropped behind the code's back: the driver's first line, exit 3, no
+    traceback and not the values of the statement."""
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE suppressions"))
+    config = config_for(tmp_path / "newsletter.toml", database_url, tmp_path)
+    outcome = cli(config, "subscribers", "add", VICTIM)
+    assert outcome.code == 3 and VICTIM not in outcome.stdout + outcome.stderr
+    (line,) = outcome.stderr.strip().splitlines()
+    assert line.startswith("error: the database refused a statement (") and "suppressions" in line, line
+    nothing_written(database_url)
 
 
 # Logs -----------------------------------------------------------------------------------
