@@ -49,7 +49,7 @@ _SQLITE_PROBLEMS = {
 }
 # PostgreSQL's SQLSTATE classes and codes that say the same.
 _POSTGRES_PROBLEMS = {
-    "08": "the server cannot be reached",
+    "08": "the connection to the server failed",
     "25006": "it is read-only (a read-only transaction or a standby server)",
     "53100": "the server's disk is full",
     "53": "the server is out of resources",
@@ -67,8 +67,8 @@ class _HideRows(logging.Filter):
         return not (record.levelno <= logging.DEBUG and str(record.msg).startswith("Row "))
 
 
-for _name in ("sqlalchemy.engine", "sqlalchemy.engine.Engine"):
-    logging.getLogger(_name).addFilter(_HideRows())
+# Every engine without a `logging_name` (all of ours) logs through this one logger.
+logging.getLogger("sqlalchemy.engine.Engine").addFilter(_HideRows())
 
 
 def _problem(error: BaseException) -> str | None:
@@ -80,11 +80,11 @@ def _problem(error: BaseException) -> str | None:
     if type(error).__module__.startswith("psycopg"):
         state = getattr(error, "sqlstate", None)
         if state is None:
-            # No SQLSTATE: the connection itself failed (refused, no route, bad password).
+            # No SQLSTATE: no connection was made (refused, no route, a wrong password).
             if type(error).__name__ != "OperationalError":
                 return None
             detail = str(error).strip().splitlines()
-            return "the server cannot be reached" + (f" ({detail[0]})" if detail else "")
+            return "cannot connect to the server" + (f" ({detail[0]})" if detail else "")
         for prefix in (state, state[:3], state[:2]):
             if prefix in _POSTGRES_PROBLEMS:
                 return _POSTGRES_PROBLEMS[prefix]
