@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL, ExceptionContext
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from . import tables as _tables  # noqa: F401  (registers the tables on the shared metadata)
 from .errors import DatabaseUnavailableError, StorageError
@@ -108,10 +108,27 @@ def _translate_errors(engine: Engine) -> None:
             return None
         problem = _problem(context.original_exception)
         if problem is None:
-            return None
+            return _without_detail(context)
         return DatabaseUnavailableError(f"database {where}: {problem}")
 
     event.listen(engine, "handle_error", translate)
+
+
+def _without_detail(context: ExceptionContext) -> BaseException | None:
+    """PostgreSQL's message for a broken constraint holds the row's values on its DETAIL
+    line (`Key (email)=(ann@example.com) already exists`), which a traceback or a log line
+    would print. The same error, of the same class, with the message's first line only; the
+    values stay in `orig.diag` for code that asks."""
+    error, wrapped = context.original_exception, context.sqlalchemy_exception
+    lines = str(error).splitlines()
+    if len(lines) < 2 or not isinstance(wrapped, DBAPIError) or not type(error).__module__.startswith("psycopg"):
+        return None
+    # The driver's error is chained under the one raised (`from`), so it is shortened too.
+    error.args = (lines[0],)
+    return type(wrapped)(
+        context.statement, None, error, hide_parameters=True,
+        connection_invalidated=wrapped.connection_invalidated, code=wrapped.code,
+    )
 
 
 def _busy_timeout(url: URL) -> float:

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import Pool
 from typer.testing import CliRunner
 
@@ -348,6 +350,24 @@ def test_a_statement_the_database_refuses_is_one_line_without_its_values(engine:
     (line,) = outcome.stderr.strip().splitlines()
     assert line.startswith("error: the database refused a statement (") and "suppressions" in line, line
     nothing_written(database_url)
+
+
+@needs_postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_broken_constraint_on_postgres_names_no_value(engine: Engine) -> None:
+    """PostgreSQL puts the row's values on a DETAIL line (`Key (email)=(…) already
+    exists`): the error keeps its class and its first line, its traceback holds no address,
+    and the detail stays in `orig.diag` for code that asks."""
+    row = {"email": VICTIM, "name": "", "status": "active", "sections": "", "token": "t" * 32,
+           "created_at": NOW, "source": "test"}
+    with engine.begin() as conn:
+        conn.execute(people.subscribers.insert().values(row))
+    with pytest.raises(IntegrityError) as caught:
+        with engine.begin() as conn:
+            conn.execute(people.subscribers.insert().values({**row, "token": "u" * 32}))
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "duplicate key value violates unique constraint" in shown and VICTIM not in shown
+    assert VICTIM in caught.value.orig.diag.message_detail  # type: ignore[union-attr]
 
 
 # Logs -----------------------------------------------------------------------------------
