@@ -7,7 +7,8 @@ SQLite runs in WAL mode with foreign keys on and a busy timeout, so the web app,
 scheduler and a manual send can share one file.
 
 Every engine hides statement parameters (from error messages and SQLAlchemy's own log
-lines), and its result rows are kept out of the log: they hold addresses and tokens.
+lines), PostgreSQL's DETAIL lines (a broken constraint's values) are cut from its errors,
+and its result rows are kept out of the log: they hold addresses and tokens.
 A driver error that means the database cannot be used now (read-only, locked past the
 busy timeout, disk full, server unreachable) becomes `DatabaseUnavailableError`, one
 line naming the database and the problem.
