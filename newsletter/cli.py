@@ -1,7 +1,9 @@
 """The `newsletter` command line (Typer + Rich). Sits on top: may import anything.
 
 Owns: the commands and the one place where errors become messages and exit codes:
-1 for a failed run (a bad feed, a failed batch), 2 for wrong configuration or input.
+1 for a failed run (a bad feed, a failed batch), 2 for wrong configuration or input,
+3 for a database that cannot be used now (read-only, locked, full, unreachable) or that
+refused a statement. The traceback is printed only with `--debug`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import signal
 import threading
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +29,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 import subscribers as people
 
@@ -34,7 +38,7 @@ from .archive import export_archive
 from .config import Settings, load_settings
 from .demo import demo_subscribers, prepare_demo
 from .dispatch import SendReport
-from .errors import ConfigError, EmptyIssueError, NewsletterError
+from .errors import ConfigError, DatabaseUnavailableError, EmptyIssueError, NewsletterError, StorageError
 from .models import BatchStatus
 from .ingest import FeedReport, configured_sources, ingest_sources, source_statuses
 
@@ -60,6 +64,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 class _State:
     config: Path | None = None
     context: Any = None
+    debug: bool = False
 
 
 state = _State()
@@ -80,11 +85,15 @@ def main(
         Path | None,
         typer.Option("--config", "-c", envvar="NEWSLETTER_CONFIG", help="Configuration file [default: ./newsletter.toml]."),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens, with tracebacks, to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens to stderr.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print the traceback of an error after its one line (statement parameters stay hidden).")
+    ] = False,
 ) -> None:
     """A weekly email digest for news publishers."""
     state.config = config
     state.context = ctx
+    state.debug = debug
     # Rich does not always see COLUMNS when output is not a terminal (under pytest-xdist,
     # for one); scripts that set it get tables as wide as they asked.
     columns = os.environ.get("COLUMNS", "")
@@ -97,23 +106,36 @@ def main(
 
 
 def handled(func: F) -> F:
-    """Turn our errors into one clear line on stderr and an exit code, never a traceback
-    (it goes to the debug log, shown with --verbose)."""
+    """Turn our errors into one clear line on stderr and an exit code (2 input, 3 the
+    database, 1 the rest), never a traceback unless --debug asks for it."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except (ConfigError, people.SubscriberError) as exc:
-            log.debug("configuration or input error", exc_info=True)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(exc, str(exc), 2)
+        except DatabaseUnavailableError as exc:
+            _fail(exc, str(exc), 3)
+        except SQLAlchemyError as exc:
+            # A statement the database refused for a reason of its own (a constraint, a
+            # schema it does not have). Only the driver's first line: the rest can hold values.
+            detail = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines() or [""]
+            _fail(exc, f"the database refused a statement ({type(exc).__name__}: {detail[0]})", 3)
         except NewsletterError as exc:
-            log.debug("command failed", exc_info=True)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _fail(exc, str(exc), 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(exc: BaseException, message: str, code: int) -> NoReturn:
+    """One line on stderr (the traceback before it with --debug), then exit with `code`.
+    Engines hide statement parameters, so not even the traceback holds an address."""
+    log.debug("command failed with exit status %d: %s", code, type(exc).__name__)
+    if state.debug:
+        err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True, end="")
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
 
 
 def settings() -> Settings:
@@ -547,6 +569,8 @@ def demo(
             console.print(f"[cyan]No new issue:[/cyan] {exc}.")
     try:
         report: SendReport | None = _send(engine, cfg, None, quiet=as_json)
+    except StorageError:
+        raise
     except NewsletterError as exc:
         report = None
         if not as_json:
@@ -691,9 +715,7 @@ def edited(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except EditError as exc:
-            log.debug("bad input", exc_info=True)
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(exc, str(exc), 2)
 
     return handled(wrapper)  # type: ignore[return-value]
 

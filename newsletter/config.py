@@ -193,7 +193,8 @@ class SelectionSettings(_Table):
 class DatabaseSettings(_Table):
     url: str = Field(
         "sqlite:///newsletter.db",
-        description="SQLAlchemy URL. A relative SQLite path is relative to the config file's folder.",
+        description="SQLAlchemy URL. A relative SQLite path is relative to the config file's folder; "
+        "`?timeout=SECONDS` sets how long SQLite waits for another process's write lock (default 30).",
     )
 
 

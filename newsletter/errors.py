@@ -3,6 +3,8 @@
     NewsletterError
      ├── ConfigError          the configuration file or environment is wrong
      ├── StorageError         the database cannot be opened or migrated
+     │    └── DatabaseUnavailableError   it cannot be read or written now (read-only,
+     │                                    locked, disk full, server unreachable)
      ├── SourceError          one source could not be fetched or parsed
      │    ├── AddressRefusedError  the address is not public and not in [ingest] allow_networks
      │    └── DeadlineError        the fetch passed its overall deadline ([ingest] deadline)
@@ -28,6 +30,13 @@ class ConfigError(NewsletterError):
 
 class StorageError(NewsletterError):
     """The database cannot be opened, or its schema cannot be brought up to date."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database cannot be read or written now: a read-only file or folder, a lock held
+    past the busy timeout, a full disk, a server that cannot be reached. The message is one
+    line naming the database (its URL without the password) and the problem; it never holds
+    a statement's parameters."""
 
 
 class SourceError(NewsletterError):

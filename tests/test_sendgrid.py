@@ -664,15 +664,22 @@ def test_the_client_formats_a_body_as_a_short_note_not_its_700_kb() -> None:
     stand_in = SendGridStandIn(API_KEY)
     stand_in.start()
     records: list[logging.LogRecord] = []
+    handled: list[logging.LogRecord] = []
+
+    def see(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return True
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
+            handled.append(record)
 
     client_log = logging.getLogger("python_http_client.client")
     level, handler = client_log.level, Keep()
     client_log.setLevel(logging.DEBUG)
     client_log.addHandler(handler)
+    # Ahead of the transport's own filter, to see each line as the client formats it.
+    client_log.filters.insert(0, see)
     try:
         transport = SendGridTransport(api_key=API_KEY, api_host=stand_in.url)
         assert transport.send(batch).kind.value == "accepted"
@@ -680,6 +687,7 @@ def test_the_client_formats_a_body_as_a_short_note_not_its_700_kb() -> None:
         [request] = stand_in.mail_requests
         assert request.body == mail_body(batch)
     finally:
+        client_log.removeFilter(see)
         client_log.removeHandler(handler)
         client_log.setLevel(level)
         stand_in.stop()
@@ -687,6 +695,8 @@ def test_the_client_formats_a_body_as_a_short_note_not_its_700_kb() -> None:
     [payload] = [r.getMessage() for r in records if r.getMessage().startswith("PAYLOAD")]
     assert payload == f"PAYLOAD: <{body_bytes} bytes of JSON>"
     assert not any("reader1@" in r.getMessage() or "tok1" in r.getMessage() for r in records)
+    # And none of its DEBUG lines reaches a handler: the HEADERS line holds the API key.
+    assert any(API_KEY in r.getMessage() for r in records) and handled == []
 
 
 def small_batch(batch_id: int, count: int = 3) -> Batch:

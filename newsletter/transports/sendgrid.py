@@ -60,9 +60,17 @@ log = logging.getLogger(__name__)
 
 # The HTTP client under `sendgrid` logs every request body and header at DEBUG level:
 # addresses, unsubscribe tokens and the Authorization header with the API key. Our logs
-# must never hold those, so its logger is kept at WARNING even under `--verbose`.
-logging.getLogger("python_http_client").setLevel(logging.WARNING)
-logging.getLogger("python_http_client.client").setLevel(logging.WARNING)
+# must never hold those, so its logger is kept at WARNING even under `--verbose`, and a
+# filter drops its lines below WARNING should anything set that logger's level again.
+
+
+def _warnings_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+for _name in ("python_http_client", "python_http_client.client"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+    logging.getLogger(_name).addFilter(_warnings_only)
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 

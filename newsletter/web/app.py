@@ -32,7 +32,7 @@ import subscribers as people
 
 from .. import issues
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageError
 from ..render import builtin_templates
 from ..transports import Transport
 from . import archive, views, webhooks
@@ -151,6 +151,14 @@ def error_response(request: Request, exc: Exception) -> Response:
         status, title, message = 400, "Unknown section", f"{exc}."
     elif isinstance(exc, people.NotAllowedError):
         status, title, message = 409, "This cannot be done", str(exc)
+    elif isinstance(exc, StorageError):
+        # One line in the log naming the database and the problem; the traceback only at
+        # DEBUG (its statement parameters are hidden by the engine).
+        status, title = 503, "Temporarily unavailable"
+        message = "This cannot be done right now. Please try again in a few minutes."
+        headers["Retry-After"] = "60"
+        log.error("%s %s: %s", request.method, redact(request.url.path), exc)
+        log.debug("database error", exc_info=exc)
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         title = "Page not found" if status == 404 else "This request is not allowed here"
@@ -253,6 +261,9 @@ def create_app(
         exception_handlers={
             WebError: error_response,
             people.SubscriberError: error_response,
+            # Here, not only under Exception: Starlette raises what reaches that handler
+            # again after answering, into the server's log as a traceback.
+            StorageError: error_response,
             HTTPException: error_response,
             Exception: error_response,
         },

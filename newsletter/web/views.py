@@ -27,6 +27,7 @@ from starlette.templating import Jinja2Templates
 import subscribers as people
 
 from ..config import Settings
+from ..errors import StorageError
 from .errors import BadRequestError, RateLimitedError
 from .forms import FORM_TYPES, CsrfSigner, FormData, media_type, one, parse_form, parse_json, read_body
 from .limits import RateLimiter
@@ -264,6 +265,11 @@ async def _subscribe_after(
                 send=mails.append,
             )
         )
+    except StorageError as exc:
+        # One line naming the database and the problem; the traceback at DEBUG.
+        log.error("a subscription request could not be stored: %s", exc)
+        log.debug("database error", exc_info=exc)
+        return
     except Exception:
         log.exception("a subscription request could not be stored")
         return
