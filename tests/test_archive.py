@@ -182,15 +182,17 @@ def test_the_web_app_serves_the_archive_with_caching_headers(engine: Engine, mak
 
 def test_archive_pages_are_kept_and_a_new_issue_shows_at_once(engine: Engine, make_settings: Callable[..., Settings]) -> None:
     """The web app builds each archive page once; an issue sent by another process (here
-    straight through the database) is on the next answer, and a corrected article title
-    once the kept page is older than `CACHE_SECONDS`."""
+    straight through the database) is served from the next check of the archive on (at
+    most a second later), and a corrected article title once the kept page is older than
+    `CACHE_SECONDS`."""
     from newsletter.web import create_app
-    from newsletter.web.archive import PageCache
+    from newsletter.web.archive import CHECK_SECONDS, PageCache
     from tests.test_web import Client
 
     settings = make_settings(security={"secret_key": "archive-test-secret-0123456789"})
     send_weeks(engine, settings, 1)
-    client = Client(create_app(settings, engine=engine), base_url="https://news.example.com")
+    seconds = [0.0]
+    client = Client(create_app(settings, engine=engine, monotonic=lambda: seconds[0]), base_url="https://news.example.com")
     first = client.get("/archive/")
     assert 'href="2026-w48"' in first.text and 'href="2026-w49"' not in first.text
     assert client.get("/archive/").content == first.content
@@ -202,6 +204,9 @@ def test_archive_pages_are_kept_and_a_new_issue_shows_at_once(engine: Engine, ma
         ], source="t", now=NOW + 7 * DAY)
     built = issues.build_issue(engine, settings, now=NOW + 7 * DAY)
     issues.send_pending(engine, settings, built.issue, transport=issues.make_transport(settings), clock=lambda: NOW + 7 * DAY)
+    # Within the second after the last check the kept page is served; then the new one.
+    assert client.get("/archive/").content == first.content
+    seconds[0] += CHECK_SECONDS
     second = client.get("/archive/")
     assert 'href="2026-w49"' in second.text and second.headers["etag"] != first.headers["etag"]
     assert "A later story" in client.get("/archive/feed.xml").text
@@ -221,8 +226,10 @@ def test_archive_pages_are_kept_and_a_new_issue_shows_at_once(engine: Engine, ma
         assert cache.page(conn, "index", build) is kept and len(builds) == 1
         conn.execute(update(articles).where(articles.c.guid == "late").values(title="A later story, corrected"))
         conn.commit()
-        assert cache.page(conn, "index", build) is kept
+        clock[0] = 30.0
+        assert cache.page(conn, "index", build) is kept and cache.fresh("index") is kept
         clock[0] = 61.0
+        assert cache.fresh("index") is None
         fresh = cache.page(conn, "index", build)
         assert fresh is not None and "A later story, corrected" in fresh.body.decode() and len(builds) == 2
         # Unknown pages are never kept, so made-up addresses cannot fill the memory.

@@ -222,7 +222,7 @@ def create_app(
 ) -> Starlette:
     """The web app for `settings`. `engine` defaults to the configured database (its
     schema brought up to date); `clock`, `monotonic` (when to try a failed rate-limit
-    storage again) and `transport` (a factory) can be given so tests need no patching.
+    storage again, when archive pages are out of date) and `transport` (a factory) can be given so tests need no patching.
     Rate limits count in `web.rate_limit_storage` (Redis) or in memory, on the wall clock
     (the `limits` library's own).
 
@@ -269,5 +269,6 @@ def create_app(
         },
     )
     app.state.web = context
+    app.state.monotonic = monotonic
     app.state.event_verifier = verifier
     return app

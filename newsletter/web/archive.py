@@ -4,12 +4,13 @@
 Owns: the archive endpoints and `PageCache`. Imports `archive`, `issues` and this
 package's `views`. The same `ArchivePages` build the static export, so both always agree.
 
-The archive is the same for every visitor, so each page is built once and kept: every
-request asks the database only for the archive's generation (`archive_generation`, one
-indexed query), and a page built for an older generation is built again. A new issue in
-the archive, published by this process or by `newsletter send` elsewhere, is therefore
-seen at once. Article titles and links are read from the articles, which a later ingest
-may correct: a kept page is also built again after `CACHE_SECONDS`.
+The archive is the same for every visitor, so each page is built once and kept. At most
+once a second (`CHECK_SECONDS`) a request asks the database for the archive's generation
+(`archive_generation`, one indexed query), and a page built for an older generation is
+built again: a new issue in the archive, published by this process or by `newsletter
+send` elsewhere, is served within a second. Article titles and links are read from the
+articles, which a later ingest may correct: a kept page is also built again after
+`CACHE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from .views import web
 CACHE = "public, max-age=300"
 #: How long a kept page is served before it is built again even when no issue was added.
 CACHE_SECONDS = 60.0
+#: How often the archive's generation is asked for.
+CHECK_SECONDS = 1.0
 #: Pages kept at most; past it the cache starts afresh (unknown addresses are never kept).
 CACHE_ENTRIES = 512
 
@@ -43,12 +46,16 @@ class PageCache:
         self.seconds = seconds
         self.clock = clock
         self.pages: dict[Hashable, tuple[tuple[int, datetime | None], float, Page]] = {}
+        self.generation: tuple[int, datetime | None] | None = None
+        self.checked = 0.0
 
     def page(self, conn: Connection, key: Hashable, build: Callable[[Connection], Page | None]) -> Page | None:
         """The page for `key`, built by `build` unless a fresh one for the archive as it
-        is now is kept."""
-        generation = archive_generation(conn)
+        was at the last check (at most `CHECK_SECONDS` ago) is kept."""
         now = self.clock()
+        if self.generation is None or now - self.checked >= CHECK_SECONDS:
+            self.generation, self.checked = archive_generation(conn), now
+        generation = self.generation
         kept = self.pages.get(key)
         if kept is not None and kept[0] == generation and now - kept[1] < self.seconds:
             return kept[2]
@@ -58,6 +65,16 @@ class PageCache:
                 self.pages.clear()
             self.pages[key] = (generation, now, page)
         return page
+
+    def fresh(self, key: Hashable) -> Page | None:
+        """The page kept for `key` when neither it nor the last check is out of date:
+        then no connection is needed at all."""
+        kept = self.pages.get(key)
+        now = self.clock()
+        if (kept is not None and kept[0] == self.generation and now - self.checked < CHECK_SECONDS
+                and now - kept[1] < self.seconds):
+            return kept[2]
+        return None
 
 
 class NotFoundError(WebError):
@@ -69,15 +86,18 @@ def _pages(request: Request) -> ArchivePages:
     state = request.app.state
     if not hasattr(state, "archive_pages"):
         state.archive_pages = issues.archive_pages(web(request).settings)
-        state.archive_cache = PageCache()
+        state.archive_cache = PageCache(clock=state.monotonic)
     pages: ArchivePages = state.archive_pages
     return pages
 
 
 async def _cached(request: Request, key: Hashable, build: Callable[[Connection], Page | None]) -> Response:
-    """The answer for the page `key`, from the cache or built (a read of the database)."""
+    """The answer for the page `key`: kept, or built (a read of the database)."""
     _pages(request)
     cache: PageCache = request.app.state.archive_cache
+    kept = cache.fresh(key)
+    if kept is not None:
+        return _answer(request, kept)
     return _answer(request, await web(request).read(lambda conn: cache.page(conn, key, build)))
 
 
