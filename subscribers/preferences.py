@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
@@ -108,7 +109,8 @@ def unsubscribe(conn: Connection, token: str, *, origin: Origin, now: datetime) 
         conn, subscriber.id, ConsentAction.UNSUBSCRIBED, sections=subscriber.sections, origin=origin, now=now
     )
     log.info("subscriber %s unsubscribed (%s)", subscriber.id, origin.form)
-    return subscriber_by_id(conn, subscriber.id)
+    # What was just written, without reading it back (a one-click unsubscribe is hot).
+    return replace(subscriber, status=Status.UNSUBSCRIBED, unsubscribed_at=now, paused_until=None)
 
 
 def resubscribe(conn: Connection, token: str, *, origin: Origin, now: datetime) -> Subscriber:
