@@ -316,8 +316,6 @@ class DripServer:
 
     def __init__(self) -> None:
         stop = self.stop_event = threading.Event()
-        self.cut_at: list[float] = []
-        cut = self.cut_at
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -336,7 +334,7 @@ class DripServer:
                         self.wfile.flush()
                         time.sleep(0.5)
                 except OSError:
-                    cut.append(time.monotonic())
+                    return  # The client went away.
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
