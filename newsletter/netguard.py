@@ -28,18 +28,18 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
-from httpcore._backends.sync import SyncBackend, SyncStream
 
 from .errors import AddressRefusedError, DeadlineError
 
+T = TypeVar("T")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -145,87 +145,88 @@ def time_left() -> float | None:
     return None if current is None else current.remaining()
 
 
-def _bounded(timeout: float | None) -> tuple[float | None, _Deadline | None]:
-    """The timeout to use now, and the deadline when it is what cut the timeout short."""
+def _within(timeout: float | None, timeout_error: type[Exception], call: Callable[[float | None], T]) -> T:
+    """`call(timeout)`, with the timeout shortened to what is left before the deadline; a
+    timeout that the deadline caused raises `DeadlineError` instead of `timeout_error`."""
     current = _deadline.get()
     if current is None:
-        return timeout, None
+        return call(timeout)
     left = current.remaining()
-    return (left, current) if timeout is None or left < timeout else (timeout, None)
+    if timeout is not None and timeout <= left:
+        return call(timeout)
+    try:
+        return call(left)
+    except timeout_error:
+        raise current.error() from None
 
 
-class _GuardedStream(SyncStream):
-    """A socket stream whose reads and writes also end at the fetch's deadline."""
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose reads, writes and TLS handshake also end at the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        bounded, cut_by = _bounded(timeout)
-        try:
-            return super().read(max_bytes, bounded)
-        except httpcore.ReadTimeout:
-            if cut_by is None:
-                raise
-            raise cut_by.error() from None
+        return _within(timeout, httpcore.ReadTimeout, lambda t: self._inner.read(max_bytes, t))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        bounded, cut_by = _bounded(timeout)
-        try:
-            super().write(buffer, bounded)
-        except httpcore.WriteTimeout:
-            if cut_by is None:
-                raise
-            raise cut_by.error() from None
+        _within(timeout, httpcore.WriteTimeout, lambda t: self._inner.write(buffer, t))
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:
-        bounded, _ = _bounded(timeout)
-        stream = super().start_tls(ssl_context, server_hostname, bounded)
-        return _GuardedStream(stream.get_extra_info("socket"))
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        # httpcore passes the URL's host name: SNI and the certificate check use it.
+        tls = _within(timeout, httpcore.ConnectTimeout, lambda t: self._inner.start_tls(ssl_context, server_hostname, t))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
-class _GuardedBackend(SyncBackend):
-    """Resolves the host, checks each address, connects to the first one allowed."""
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Resolves the host, checks each address, and connects to the first one allowed,
+    by its number, so nothing is resolved again between the check and the connection."""
 
     def __init__(self, policy: NetworkPolicy) -> None:
         self.policy = policy
+        self._sockets = httpcore.SyncBackend()
 
     def connect_tcp(
         self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        bounded, cut_by = _bounded(timeout)
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from None
         refused: AddressRefusedError | None = None
-        last: OSError | None = None
-        for family, kind, proto, _, sockaddr in found:
+        failed: httpcore.ConnectError | None = None
+        for *_, sockaddr in found:
             address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
             try:
                 check_address(self.policy, address, host=host)
             except AddressRefusedError as exc:
                 refused = refused or exc
                 continue
-            sock = socket.socket(family, kind, proto)
             try:
-                for option in socket_options or ():
-                    sock.setsockopt(*option)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.settimeout(bounded)
-                # The address checked above, not the name: nothing is resolved again.
-                sock.connect(sockaddr)
-            except TimeoutError:
-                sock.close()
-                if cut_by is not None:
-                    raise cut_by.error() from None
-                raise httpcore.ConnectTimeout(f"connecting to {host} timed out") from None
-            except OSError as exc:
-                sock.close()
-                last = exc
+                stream = _within(timeout, httpcore.ConnectTimeout, lambda t: self._sockets.connect_tcp(
+                    str(address), port, t, local_address, socket_options))
+            except httpcore.ConnectError as exc:
+                failed = exc
                 continue
-            return _GuardedStream(sock)
-        if refused is not None and last is None:
-            raise refused
-        raise httpcore.ConnectError(f"cannot connect to {host}: {last.strerror if last else 'no address'}")
+            return _DeadlineStream(stream)
+        raise failed or refused or httpcore.ConnectError(f"{host} has no address")
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("Unix sockets are not reached from here")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 def make_client(
@@ -235,13 +236,13 @@ def make_client(
     """An httpx client that reaches only what `policy` allows, follows up to `max_redirects`
     redirects (each one checked), and waits at most `timeout` seconds for each read.
     `verify` is httpx's: True checks certificates against its bundled authorities."""
-    transport = httpx.HTTPTransport(trust_env=False, verify=verify)
-    # httpx takes no network backend, so the pool it made is replaced by one that has ours;
-    # everything else (TLS context with httpx's certificates, HTTP/1.1) is as httpx sets it.
-    default = transport._pool
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx takes no network backend, so its transport gets a pool that has ours (httpx's
+    # own limits, and its certificates or SSL_CERT_FILE / SSL_CERT_DIR when set).
+    limits = httpx.Limits()
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=default._ssl_context, max_connections=default._max_connections,
-        max_keepalive_connections=default._max_keepalive_connections, keepalive_expiry=default._keepalive_expiry,
+        ssl_context=httpx.create_ssl_context(verify=verify), max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
         network_backend=_GuardedBackend(policy),
     )
     return httpx.Client(
