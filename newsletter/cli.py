@@ -38,7 +38,14 @@ from .archive import export_archive
 from .config import Settings, load_settings
 from .demo import demo_subscribers, prepare_demo
 from .dispatch import SendReport
-from .errors import ConfigError, DatabaseUnavailableError, EmptyIssueError, NewsletterError, StorageError
+from .errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    EmptyIssueError,
+    NewsletterError,
+    NothingToDoError,
+    StorageError,
+)
 from .models import BatchStatus
 from .ingest import FeedReport, configured_sources, ingest_sources, source_statuses
 
@@ -107,12 +114,20 @@ def main(
 
 def handled(func: F) -> F:
     """Turn our errors into one clear line on stderr and an exit code (2 input, 3 the
-    database, 1 the rest), never a traceback unless --debug asks for it."""
+    database, 1 the rest), never a traceback unless --debug asks for it. Nothing to do
+    (`NothingToDoError`) is said on stdout, with exit status 0."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except NothingToDoError as exc:
+            # Not a failure: an idle cron run must not look like one.
+            if kwargs.get("as_json"):
+                _print_json({"status": "nothing-to-do", "reason": str(exc)})
+            else:
+                console.print(f"Nothing to do: {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return None
         except (ConfigError, people.SubscriberError) as exc:
             _fail(exc, str(exc), 2)
         except DatabaseUnavailableError as exc:
@@ -403,7 +418,7 @@ def send(
     """Send an issue to every subscriber who does not have it yet; resumes an interrupted send.
 
     Exit status: 0 when every batch of the issue is accepted or still to be sent by another
-    worker, 1 when a batch failed or was left with an unknown outcome, or the run was
+    worker, or when there is nothing to send, 1 when a batch failed or was left with an unknown outcome, or the run was
     stopped (SIGTERM, Ctrl-C) before the end, 2 for bad input.
     """
     cfg = settings()

@@ -55,8 +55,17 @@ class RenderError(NewsletterError):
     """A template could not be rendered; the message names the template and line."""
 
 
-class EmptyIssueError(NewsletterError):
+class NothingToDoError(NewsletterError):
+    """The command has nothing to do; an unattended run that finds nothing new is healthy,
+    so the CLI says so and exits 0 (`--json`: `"status": "nothing-to-do"`)."""
+
+
+class EmptyIssueError(NothingToDoError):
     """The window of the next issue holds no article, so no issue is built."""
+
+
+class NothingToSendError(NothingToDoError):
+    """No issue has been built yet, or the latest one is already sent."""
 
 
 class IssueError(NewsletterError):

@@ -24,7 +24,7 @@ from .delivery import SendFlags as SendFlags
 from .delivery import make_transport as make_transport
 from .delivery import send_as_helper, send_options
 from .dispatch import SendProgress, SendReport, StartHelpers, helper_count, send_issue
-from .errors import ConfigError, EmptyIssueError, IssueError
+from .errors import ConfigError, EmptyIssueError, IssueError, NothingToSendError
 from .ledger import BatchDetail
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
 from .render import IssueContent, Renderer, builtin_templates
@@ -145,9 +145,9 @@ def find_issue(engine: Engine, ref: str | None) -> Issue:
             return issue
         latest = store.latest_issue(conn)
     if latest is None:
-        raise IssueError("no issue has been built yet (run `newsletter build`)")
+        raise NothingToSendError("nothing to send: no issue has been built yet (run `newsletter build`)")
     if latest.status is IssueStatus.SENT:
-        raise IssueError(f"nothing to send: the latest issue {latest.slug} was sent on {latest.sent_at:%Y-%m-%d %H:%M} UTC")
+        raise NothingToSendError(f"nothing to send: the latest issue {latest.slug} was sent on {latest.sent_at:%Y-%m-%d %H:%M} UTC")
     return latest
 
 

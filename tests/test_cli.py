@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from typer.testing import CliRunner
@@ -84,8 +85,6 @@ def test_demo_links_point_at_the_local_web_app(tmp_path: Path) -> None:
         ('[delivery]\ntransport = "pigeon"\n', ["build"], 2, "delivery.transport: expected 'outbox' or 'sendgrid'"),
         ("[selection]\nper_section_limit = [1]\n", ["send"], 2, "selection.per_section_limit"),
         ("", ["ingest"], 2, "no feeds configured"),
-        ("", ["send"], 1, "no issue has been built yet"),
-        ("", ["build"], 1, "no new articles between"),
         ("", ["render", "--sections", "sports"], 1, "no issue has been built yet"),
         ("", ["subscribers", "add", "not-an-address"], 2, "'not-an-address' is not a valid email address"),
         ("", ["subscribers", "add", "a@example.com", "--sections", "sports"], 2, "--sections: unknown section 'sports'"),
@@ -98,6 +97,26 @@ def test_mistakes_get_one_clear_line(tmp_path: Path, config: str, args: list[str
     exit_code, output = invoke("--config", str(path), *args)
     assert exit_code == code, output
     assert expected in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["send"], "nothing to send: no issue has been built yet"),
+        (["build"], "no new articles between"),
+        (["draft", "build"], "no new articles between"),
+    ],
+)
+def test_nothing_to_do_is_not_an_error(tmp_path: Path, args: list[str], reason: str) -> None:
+    """An unattended run that finds nothing new exits 0 and says so, without `error:`;
+    with --json it reports `"status": "nothing-to-do"`."""
+    path = tmp_path / "newsletter.toml"
+    path.write_text("")
+    code, output = invoke("--config", str(path), *args)
+    assert code == 0, output
+    assert output.startswith("Nothing to do: ") and reason in output and "error" not in output
+    code, output = invoke("--config", str(path), *args, "--json")
+    assert code == 0 and json.loads(output) == {"status": "nothing-to-do", "reason": ANY} and reason in output
 
 
 def test_bracketed_text_in_an_error_is_printed_as_is(tmp_path: Path) -> None:
