@@ -25,6 +25,7 @@ from .config import Settings
 from .sections import fold
 from .sources.feeds import FetchResult, fetch_feed
 from .sources.folder import read_folder
+from .sources.images import settle_image
 from .sources.wordpress import fetch_wordpress, posts_endpoint
 
 
@@ -42,6 +43,11 @@ class SourceReport:
     skipped: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     kind: str = "feed"
+    #: Summaries that had boilerplate, a "Continue reading" link or the excerpt marker
+    #: taken out, or were taken from the content.
+    cleaned: int = 0
+    #: Images known to be narrower than `images.min_hero_width`: thumbnails, not heroes.
+    small_images: int = 0
 
 
 # The name the report had when feeds were the only source.
@@ -151,9 +157,13 @@ def ingest_sources(
             with engine.connect() as conn:
                 state = store.source_states(conn, [source.key]).get(source.key)
             result = _fetch(source, state, settings, http, clock())
+            items = [
+                settle_image(item, slot=settings.images.hero_width, min_hero=settings.images.min_hero_width)
+                for item in result.items
+            ]
             now = clock()
             with engine.begin() as conn:
-                counts = store.upsert_articles(conn, result.items, source=source.name, now=now)
+                counts = store.upsert_articles(conn, items, source=source.name, now=now)
                 store.record_fetch(
                     conn, source.key, status=result.status, error=result.error,
                     etag=result.etag, last_modified=result.last_modified, now=now,
@@ -161,7 +171,8 @@ def ingest_sources(
             report = SourceReport(
                 name=source.name, url=source.location, status=result.status, new=counts.new, updated=counts.updated,
                 items=len(result.items), error=result.error, skipped=result.skipped, warnings=result.warnings,
-                kind=source.kind,
+                kind=source.kind, cleaned=sum(i.summary_cleaned for i in items),
+                small_images=sum(i.image_small for i in items),
             )
             reports.append(report)
             if on_source:
