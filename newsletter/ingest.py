@@ -1,7 +1,8 @@
 """The ingest use case: fetch every configured source and store its articles.
 
 Owns: `ingest_sources` (and its older name `ingest_feeds`), `SourceReport` (also
-`FeedReport`), `configured_sources`, `source_statuses`, `section_categories`, `make_client`. Imports
+`FeedReport`), `configured_sources`, `source_statuses`, `category_placements`,
+`section_categories`, `make_client`. Imports
 `config`, `store`, `sections` and `sources`.
 
 Sources are read in configuration order: `[[feeds]]`, then `[[wordpress]]`, then
@@ -22,7 +23,7 @@ from sqlalchemy import Engine
 
 from . import store
 from .config import Settings
-from .sections import fold
+from .sections import assign_section, fold, make_rules
 from .sources.feeds import FetchResult, fetch_feed
 from .sources.folder import read_folder
 from .sources.images import settle_image
@@ -216,6 +217,35 @@ def source_statuses(engine: Engine, settings: Settings) -> list[SourceStatus]:
                 articles=count.articles, newest=count.newest,
             )
         )
+    return found
+
+
+@dataclass(frozen=True)
+class CategoryPlacement:
+    """A category seen on a source's stored articles and the section it leads to."""
+
+    source: str
+    category: str
+    #: Its parents nearest first, when the source knows the tree (WordPress).
+    ancestors: tuple[str, ...]
+    #: The section's slug, or "" when the article would be left out.
+    section: str
+    #: No section lists the category or an ancestor: it falls to the fallback section.
+    fallback: bool
+    articles: int
+
+
+def category_placements(engine: Engine, settings: Settings) -> list[CategoryPlacement]:
+    """Every category on stored articles, by source and name, with the section an article
+    in that category alone lands in: what an editor checks after adding a category."""
+    rules = make_rules((s.slug, s.name, s.categories) for s in settings.sections)
+    fallback = settings.selection.fallback_section
+    with engine.connect() as conn:
+        counts = store.category_counts(conn)
+    found = []
+    for (source, category, ancestors), articles in sorted(counts.items(), key=lambda kv: (kv[0][0], fold(kv[0][1]))):
+        slug = assign_section([category], rules, None, [ancestors])
+        found.append(CategoryPlacement(source, category, ancestors, slug or fallback or "", slug is None, articles))
     return found
 
 

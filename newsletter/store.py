@@ -162,6 +162,19 @@ def article_counts(conn: Connection) -> dict[str, SourceCounts]:
     return {row[0]: SourceCounts(int(row[1]), row[2]) for row in rows}
 
 
+def category_counts(conn: Connection) -> dict[tuple[str, str, tuple[str, ...]], int]:
+    """(source, category, its ancestors) → how many stored articles carry that category."""
+    found: dict[tuple[str, str, tuple[str, ...]], int] = {}
+    rows = conn.execute(select(articles.c.source, articles.c.categories, articles.c.category_ancestors)).all()
+    for source, categories, stored in rows:
+        names = [c for c in categories.split("\n") if c]
+        ancestors = _ancestors(stored)
+        for index, name in enumerate(names):
+            key = (source, name, ancestors[index] if index < len(ancestors) else ())
+            found[key] = found.get(key, 0) + 1
+    return found
+
+
 def articles_between(conn: Connection, start: datetime, end: datetime) -> list[Article]:
     """Articles published in [start, end) that no issue has taken yet."""
     taken = select(issue_articles.c.article_id)

@@ -30,7 +30,7 @@ class CategoryTree:
 
     categories: dict[int, Category] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    _reported: set[int] = field(default_factory=set)
+    _reported: set[frozenset[int]] = field(default_factory=set)
 
     def add(self, terms: Iterable[Any]) -> None:
         """Add the terms of one page of the categories endpoint; anything else is ignored."""
@@ -48,26 +48,25 @@ class CategoryTree:
 
     def ancestors(self, category_id: int) -> tuple[str, ...]:
         """Names of the category's parent, grandparent and so on, nearest first."""
-        names: list[str] = []
-        seen = {category_id}
+        path = [category_id]
         current = self.categories.get(category_id)
         while current is not None and current.parent:
             parent = self.categories.get(current.parent)
             if parent is None:
-                self._report(current.id, f"category {current.name!r} names parent {current.parent}, which the site does not list; "
-                             "it is treated as a top-level category")
+                self._report(frozenset({current.id}), f"category {current.name!r} names parent {current.parent}, "
+                             "which the site does not list; it is treated as a top-level category")
                 break
-            if parent.id in seen:
-                self._report(current.id, f"categories {current.name!r} and {parent.name!r} are in a loop of parents; "
-                             f"the loop is cut above {current.name!r}")
+            if parent.id in path:
+                loop = path[path.index(parent.id):]
+                names = " and ".join(repr(self.name(i)) for i in sorted(loop))
+                self._report(frozenset(loop), f"categories {names} are each other's ancestors; the loop is cut where it closes")
                 break
-            seen.add(parent.id)
-            names.append(parent.name)
+            path.append(parent.id)
             current = parent
-        return tuple(names)
+        return tuple(self.name(i) for i in path[1:])
 
-    def _report(self, category_id: int, line: str) -> None:
-        if category_id not in self._reported:
-            self._reported.add(category_id)
+    def _report(self, key: frozenset[int], line: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
             self.problems.append(line)
 
