@@ -457,3 +457,33 @@ def test_ingest_prints_cleaned_summaries_and_small_images(
     assert (row["cleaned"], row["small_images"]) == (2, 1)
     result = CliRunner().invoke(app, ["--config", config, "ingest"], env={"COLUMNS": "200"})
     assert "cleaned" in result.output and "small images" in result.output
+
+
+def test_articles_stored_before_migration_0008_read_as_unknown_sizes_and_gain_them_on_ingest(
+    database_url: str, feed_settings: Callable[[bytes], Settings]
+) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from newsletter import db
+
+    eng = db.open_engine(database_url)
+    try:
+        command.upgrade(db._alembic_config(eng), "0007")
+        with eng.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO articles (guid, url, title, author, published_at, categories, summary, image_url, source, "
+                "first_seen_at, updated_at) VALUES (:guid, :url, 'Thumbnail only', '', :now, 'Manufacturing', 'Old.', "
+                ":image, 'Pharma News', :now, :now)"),
+                {"guid": f"{SITE}/?p=1", "url": f"{SITE}/2026/11/post-1/", "image": f"{UPLOADS}/vial-150x150.jpg",
+                 "now": NOW - DAY})
+        assert db.upgrade(eng)
+        before = stored(eng)["Thumbnail only"]
+        assert (before.image_width, before.image_height, before.image_small, before.category_ancestors) == (None, None, False, ())
+        thumb = f'<media:thumbnail url="{UPLOADS}/vial-150x150.jpg" width="150" height="150" />'
+        [report] = ingest(eng, feed_settings(wp_feed([wp_item(1, "Thumbnail only", excerpt="New.", media=thumb)])))
+        assert (report.new, report.updated) == (0, 1)
+        after = stored(eng)["Thumbnail only"]
+        assert (after.image_width, after.image_height, after.image_small, after.summary) == (150, 150, True, "New.")
+    finally:
+        eng.dispose()
