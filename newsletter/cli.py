@@ -628,6 +628,7 @@ def demo(
         console.print(f"Web version: [bold]{web_file}[/bold] (served at {cfg.site.base_url}/archive/{latest.slug} by the web app)")
         console.print(f"Render a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
         console.print(f"Preview next week's draft in a browser: [bold]newsletter {cfg_arg} preview[/bold]")
+    console.print(f"See the section each category lands in: [bold]newsletter {cfg_arg} sources --categories[/bold]")
     console.print(f"Follow the links in the emails: [bold]newsletter {cfg_arg} serve[/bold] (listens on {cfg.site.base_url})")
     console.print(f"Run it again: nothing is sent twice. Inspect: [bold]newsletter {cfg_arg} issues[/bold]")
 

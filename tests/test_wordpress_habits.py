@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from sqlalchemy import Engine
+from alembic import command
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from newsletter import issues
+from newsletter import db, issues
 from newsletter.cli import app
-from newsletter.config import Settings
+from newsletter.config import Settings, load_settings
+from newsletter.demo import prepare_demo
 from newsletter.models import Article
 from tests.conftest import NOW
 from tests.servers import LocalServer, Request, Route
@@ -462,11 +465,6 @@ def test_ingest_prints_cleaned_summaries_and_small_images(
 def test_articles_stored_before_migration_0008_read_as_unknown_sizes_and_gain_them_on_ingest(
     database_url: str, feed_settings: Callable[[bytes], Settings]
 ) -> None:
-    from alembic import command
-    from sqlalchemy import text
-
-    from newsletter import db
-
     eng = db.open_engine(database_url)
     try:
         command.upgrade(db._alembic_config(eng), "0007")
@@ -487,3 +485,44 @@ def test_articles_stored_before_migration_0008_read_as_unknown_sizes_and_gain_th
         assert (after.image_width, after.image_height, after.image_small, after.summary) == (150, 150, True, "New.")
     finally:
         eng.dispose()
+
+
+def test_continue_reading_links_of_themes_leave_the_summary(
+    engine: Engine, rest_settings: Settings, server: LocalServer
+) -> None:
+    link = f"{SITE}/2026/11/post-{{n}}/"
+    RestSite(server, [
+        # Twenty Seventeen: the link ends the excerpt's paragraph, after "&hellip;".
+        rest_post(1, "Inline link", [20], excerpt=(
+            f'<p>Capacity grows at three sites &hellip; <a href="{link.format(n=1)}" class="more-link">Continue reading'
+            '<span class="screen-reader-text"> &#8220;Inline link&#8221;</span></a></p>\n')),
+        # A theme set to German: the link is a paragraph of its own.
+        rest_post(2, "Eigener Absatz", [20], excerpt=(
+            f'<p>Das Werk in Basel wird erweitert.</p>\n<p class="link-more"><a href="{link.format(n=2)}" '
+            'class="more-link">Weiterlesen<span class="screen-reader-text"> „Eigener Absatz“</span></a></p>\n')),
+        # A link to another page at the end of a sentence is the author's, and stays.
+        rest_post(3, "Other link", [20], excerpt=f'<p>See the <a href="{SITE}/guidance/">FDA guidance</a></p>'),
+    ])
+    [report] = ingest(engine, rest_settings)
+    found = stored(engine)
+    assert found["Inline link"].summary == "Capacity grows at three sites…"
+    assert found["Eigener Absatz"].summary == "Das Werk in Basel wird erweitert."
+    assert found["Other link"].summary == "See the FDA guidance"
+    assert report.cleaned == 2
+
+
+def test_the_demo_feed_shows_the_habits_handled(tmp_path: Path) -> None:
+    settings = load_settings(prepare_demo(tmp_path / "demo", now=NOW), environ={})
+    eng = db.open_engine(settings.database_url)
+    try:
+        db.upgrade(eng)
+        [report] = ingest(eng, settings)
+        found = stored(eng)
+    finally:
+        eng.dispose()
+    assert (report.items, report.cleaned, report.small_images) == (38, 38, 1)
+    assert not [a.title for a in found.values() if "appeared first" in a.summary or "[…]" in a.summary]
+    only_line = found["Continuous manufacturing line for oral solids gets FDA nod"]
+    assert only_line.summary.startswith("The end-to-end line replaces six batch steps")
+    campus = found["Biotech campus in Cambridge adds 250,000 sq ft of lab space"]
+    assert (campus.image_width, campus.image_small) == (150, True)
