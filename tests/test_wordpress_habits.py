@@ -152,10 +152,19 @@ def test_the_plugin_line_goes_in_other_languages_too(
 def test_a_feed_that_flattened_the_line_to_text_is_cleaned_by_title_and_site_name(
     engine: Engine, feed_settings: Callable[[bytes], Settings]
 ) -> None:
-    flat = "Lonza opens a new site. Der Beitrag Flat text erschien zuerst auf Pharma News."
-    [report] = ingest(engine, feed_settings(wp_feed([wp_item(1, "Flat text", excerpt=flat, yoast=None)])))
-    assert stored(engine)["Flat text"].summary == "Lonza opens a new site."
-    assert report.cleaned == 1
+    body = wp_feed([
+        wp_item(1, "Flat text", excerpt="Lonza opens a new site. Der Beitrag Flat text erschien zuerst auf Pharma News.",
+                yoast=None),
+        wp_item(2, "바이오 공장 증설", excerpt="삼성이 착공했다. 바이오 공장 증설 글이 Pharma News에 처음 등장했습니다.", yoast=None),
+        # A title too short to tell apart from the text's own words leaves the text alone.
+        wp_item(3, "AI", excerpt="New AI tools, as reported in Pharma News.", yoast=None),
+    ])
+    [report] = ingest(engine, feed_settings(body))
+    found = stored(engine)
+    assert found["Flat text"].summary == "Lonza opens a new site."
+    assert found["바이오 공장 증설"].summary == "삼성이 착공했다."
+    assert found["AI"].summary == "New AI tools, as reported in Pharma News."
+    assert report.cleaned == 2
 
 
 def test_a_long_summary_is_cut_once_between_words(
@@ -413,7 +422,9 @@ def test_rest_images_choose_among_media_details_sizes_and_never_upscale(
         rest_post(2, "Small original", [20], image=media(2, sizes={"thumbnail": (150, 150)}, full=(320, 240))),
         rest_post(3, "Absurd details", [20], image=media(3, sizes={}, full=(100000, 0))),
         # No excerpt (a plugin emptied it): the summary is the content's first paragraph.
-        rest_post(4, "No excerpt", [20], excerpt="", content="<p>From the content.</p><p>More.</p>"),
+        rest_post(4, "No excerpt", [20], excerpt="", content=(
+            "<script>document.write('tracking')</script><style>p { color: red }</style>"
+            "<p>From the content.</p><p>More.</p>")),
     ])
     [report] = ingest(engine, rest_settings)
     found = stored(engine)

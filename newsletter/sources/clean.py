@@ -1,6 +1,6 @@
 """Turning untrusted source HTML into plain text and safe links.
 
-Owns: `plain_text`, `shorten`, `safe_url`, `canonical_url`, `why_left_out`. Imports nh3.
+Owns: `plain_text`, `fold_text`, `shorten`, `safe_url`, `canonical_url`, `why_left_out`. Imports nh3.
 
 Titles and summaries are stored as plain text: nh3 drops every tag (and the content of
 `script` and `style`), entities are decoded, white space folded. Templates escape them
@@ -29,7 +29,13 @@ def plain_text(value: str) -> str:
         return ""
     # Block boundaries become spaces, so "<p>One.</p><p>Two.</p>" reads "One. Two.".
     text = nh3.clean(_BLOCK_END.sub(r"\1 ", value), tags=set(), attributes={})
-    text = html.unescape(html.unescape(text)) if "&amp;" in text else html.unescape(text)
+    return fold_text(html.unescape(text) if "&amp;" in text else text)
+
+
+def fold_text(text: str) -> str:
+    """Text that is already free of tags with its entities decoded (a feed that escaped
+    them twice is decoded twice), control characters dropped, white space folded."""
+    text = html.unescape(text)
     text = "".join(ch for ch in text if ch.isprintable() or ch in " \t\n")
     return _SPACE.sub(" ", text).strip()
 

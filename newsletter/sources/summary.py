@@ -2,6 +2,9 @@
 
 Owns: `clean_summary`, `Summary`. Imports `sources.clean`.
 
+The description is read with the standard library's HTML parser into paragraphs of text
+and their links; what `script`, `style` and the like hold is never text.
+
 WordPress and its plugins put three habits into every excerpt, in every language:
 - an SEO plugin's closing paragraph ("The post <a>Title</a> appeared first on <a>Site</a>.",
   "Der Beitrag … erschien zuerst auf …", "… 글이 …에 처음 등장했습니다."). It is found by its
@@ -22,8 +25,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-from .clean import plain_text, shorten
+from .clean import fold_text, shorten
 
+#: Elements whose content is never text a reader sees.
+_HIDDEN = frozenset("script style noscript template iframe object svg math head title".split())
 _BLOCKS = frozenset("p div li h1 h2 h3 h4 h5 h6 blockquote tr td section article figure figcaption".split())
 _MARKER = re.compile(r"\s*\[\s*(?:…|\.\.\.|&hellip;|&#8230;)\s*\]\s*$")
 _BARE_ELLIPSIS = re.compile(r"\s*(?:…|\.\.\.)\s*$")
@@ -57,20 +62,25 @@ class _Splitter(HTMLParser):
         self.paragraphs: list[_Paragraph] = [_Paragraph()]
         self._href: str | None = None
         self._link_text: list[str] = []
+        self._hidden = 0
 
     def _close(self) -> None:
         if self.paragraphs[-1].plain or self.paragraphs[-1].links:
             self.paragraphs.append(_Paragraph())
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCKS or tag == "br":
+        if tag in _HIDDEN:
+            self._hidden += 1
+        elif tag in _BLOCKS or tag == "br":
             self._close()
         elif tag == "a":
             self._href = dict(attrs).get("href") or ""
             self._link_text = []
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
+        if tag in _HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        elif tag == "a" and self._href is not None:
             self.paragraphs[-1].links.append((self._href, " ".join("".join(self._link_text).split())))
             self.paragraphs[-1].after_last_link = []
             self._href = None
@@ -78,6 +88,8 @@ class _Splitter(HTMLParser):
             self._close()
 
     def handle_data(self, data: str) -> None:
+        if self._hidden:
+            return
         paragraph = self.paragraphs[-1]
         paragraph.text.append(data)
         if self._href is not None:
@@ -142,17 +154,28 @@ def _drop_more_link(paragraph: _Paragraph, post_url: str, title: str) -> str | N
 def _drop_flat_boilerplate(text: str, title: str, site_name: str) -> str | None:
     """The text without a closing sentence naming the post's title and then the site, as a
     feed that flattened the plugin's paragraph carries it; None when there is none."""
-    if not title or not site_name:
+    # A short title ("AI") could be any word of the text: only a distinctive one counts.
+    if len(title) < 6 or not site_name:
         return None
     at = text.rfind(title)
     site_at = text.find(site_name, at + len(title)) if at >= 0 else -1
     if site_at < 0 or len(text) - (site_at + len(site_name)) > _OWN_TEXT // 2:
+        return None
+    if not _whole(text, at, len(title)) or not _whole(text, site_at, len(site_name)):
         return None
     breaks = [m.end() for m in _SENTENCE_BREAK.finditer(text, 0, at)]
     start = breaks[-1] if breaks else 0
     if at - start > _OWN_TEXT // 2:
         return None
     return text[:start].rstrip()
+
+
+def _whole(text: str, at: int, length: int) -> bool:
+    """`text[at:at + length]` is not part of a longer Latin word. (Korean particles join
+    the word before them: "…에 처음 등장했습니다" follows the site's name directly.)"""
+    before = text[at - 1] if at > 0 else " "
+    after = text[at + length] if at + length < len(text) else " "
+    return not (before.isascii() and before.isalnum()) and not (after.isascii() and after.isalnum())
 
 
 @dataclass(frozen=True)
@@ -183,7 +206,7 @@ def _clean_text(markup: str, *, post_url: str, site_url: str, title: str, site_n
         without_link = _drop_more_link(paragraphs[-1], post_url, title)
         if without_link is not None:
             texts[-1], cleaned, cut_short = without_link, True, True
-    text = plain_text(" ".join(texts))
+    text = fold_text(" ".join(texts))
     flat = _drop_flat_boilerplate(text, title, site_name)
     if flat is not None:
         text, cleaned = flat, True
