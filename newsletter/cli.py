@@ -47,7 +47,7 @@ from .errors import (
     StorageError,
 )
 from .models import BatchStatus
-from .ingest import FeedReport, configured_sources, ingest_sources, source_statuses
+from .ingest import FeedReport, category_placements, configured_sources, ingest_sources, source_statuses
 
 app = typer.Typer(
     help="A weekly email digest for news publishers: feeds in, MJML emails out, each subscriber once.",
@@ -167,15 +167,16 @@ def _print_json(data: Any) -> None:
 
 def _feed_table(reports: list[FeedReport]) -> Table:
     table = Table(title="Sources")
-    for column in ("source", "type", "status", "items", "new", "updated", "left out", "why"):
-        table.add_column(column, justify="right" if column in ("items", "new", "updated", "left out") else "left")
+    numbers = ("items", "new", "updated", "cleaned", "small images", "left out")
+    for column in ("source", "type", "status", *numbers, "why"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for r in reports:
         colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}[r.status]
         notes = [*r.warnings, *r.skipped]
         why = r.error or ("; ".join(notes[:3]) + (" …" if len(notes) > 3 else ""))
         table.add_row(
             escape(r.name), r.kind, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated),
-            str(len(r.skipped)), escape(why),
+            str(r.cleaned), str(r.small_images), str(len(r.skipped)), escape(why),
         )
     return table
 
@@ -218,10 +219,18 @@ def ingest(as_json: JsonOpt = False) -> None:
 
 @app.command("sources")
 @handled
-def list_sources(as_json: JsonOpt = False) -> None:
+def list_sources(
+    as_json: JsonOpt = False,
+    categories: Annotated[
+        bool, typer.Option("--categories", help="List the categories seen on stored articles and the section each lands in.")
+    ] = False,
+) -> None:
     """List the configured sources with their last fetch, its status and their stored articles."""
     cfg = settings()
     engine = database(cfg)
+    if categories:
+        _list_categories(engine, cfg, as_json)
+        return
     found = source_statuses(engine, cfg)
     if as_json:
         _print_json([s.__dict__ for s in found])
@@ -239,6 +248,27 @@ def list_sources(as_json: JsonOpt = False) -> None:
             f"{s.newest.astimezone(zone):%Y-%m-%d %H:%M}" if s.newest else "", escape(s.error),
         )
     console.print(table)
+
+
+def _list_categories(engine: Any, cfg: Settings, as_json: bool) -> None:
+    found = category_placements(engine, cfg)
+    if as_json:
+        _print_json([p.__dict__ for p in found])
+        return
+    names = cfg.section_names()
+    table = Table(title="Categories and their sections")
+    for column in ("source", "category", "parents", "section", "articles"):
+        table.add_column(column, justify="right" if column == "articles" else "left")
+    for p in found:
+        section = escape(names.get(p.section, p.section)) if p.section else "left out"
+        if p.fallback:
+            section = f"[yellow]{section} (fallback)[/yellow]"
+        table.add_row(escape(p.source), escape(p.category), escape(" › ".join(p.ancestors)), section, f"{p.articles:,}")
+    console.print(table)
+    falling = sum(p.fallback for p in found)
+    if falling:
+        console.print(f"{falling} categor{'y falls' if falling == 1 else 'ies fall'} to the fallback section: "
+                      "list them (or a parent) in a section's categories.", markup=False, highlight=False)
 
 
 def _build_summary(result: issues.BuildResult) -> Table:
@@ -637,6 +667,7 @@ def demo(
         console.print(f"Web version: [bold]{web_file}[/bold] (served at {cfg.site.base_url}/archive/{latest.slug} by the web app)")
         console.print(f"Render a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
         console.print(f"Preview next week's draft in a browser: [bold]newsletter {cfg_arg} preview[/bold]")
+    console.print(f"See the section each category lands in: [bold]newsletter {cfg_arg} sources --categories[/bold]")
     console.print(f"Follow the links in the emails: [bold]newsletter {cfg_arg} serve[/bold] (listens on {cfg.site.base_url})")
     console.print(f"Run it again: nothing is sent twice. Inspect: [bold]newsletter {cfg_arg} issues[/bold]")
 

@@ -182,6 +182,18 @@ class IngestSettings(_Table):
         return value
 
 
+class ImageSettings(_Table):
+    hero_width: int = Field(
+        552, ge=100, le=2000,
+        description="Width in pixels of the email's full-width image slot; of the sizes a source offers, "
+        "the widest up to twice this is kept.",
+    )
+    min_hero_width: int = Field(
+        400, ge=1, le=2000,
+        description="An image known to be narrower is small: shown as a thumbnail, never stretched into a full-width image.",
+    )
+
+
 class SelectionSettings(_Table):
     per_section_limit: int = Field(5, ge=1, le=50, description="Most articles per section in one issue.")
     fallback_section: str = Field(
@@ -411,6 +423,7 @@ class Settings(_Table):
     wordpress: list[WordPressSettings] = Field(default_factory=list)
     folders: list[FolderSettings] = Field(default_factory=list)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

@@ -165,7 +165,8 @@ def _recompose(conn: Connection, settings: Settings, issue: Issue, *, end: datet
             continue
         article, choice = pool[article_id], choices[article_id]
         section = (choice.section or current.get(article_id, ("", None))[0]
-                   or assign_section(article.categories, rules, fallback) or next(iter(names)))
+                   or assign_section(article.categories, rules, fallback, article.category_ancestors)
+                   or next(iter(names)))
         rank = choice.position if choice.position is not None else _PINNED_RANK if choice.pinned else _FREE_RANK
         placed.setdefault(section, []).append(((rank, -article.published_at.timestamp(), article.id), article))
     free = [a for i, a in pool.items() if i not in choices]

@@ -1,8 +1,9 @@
 """The ingest use case: fetch every configured source and store its articles.
 
 Owns: `ingest_sources` (and its older name `ingest_feeds`), `SourceReport` (also
-`FeedReport`), `configured_sources`, `source_statuses`, `section_categories`, `make_client`. Imports
-`config`, `netguard`, `store`, `sections` and `sources`.
+`FeedReport`), `configured_sources`, `source_statuses`, `category_placements`,
+`section_categories`, `make_client`. Imports `config`, `netguard`, `store`, `sections` and
+`sources`.
 
 Sources are read in configuration order: `[[feeds]]`, then `[[wordpress]]`, then
 `[[folders]]`. One source failing never stops the others, and nothing stored is removed.
@@ -22,9 +23,10 @@ from sqlalchemy import Engine
 
 from . import netguard, store
 from .config import Settings
-from .sections import fold
+from .sections import assign_section, fold, make_rules
 from .sources.feeds import FetchResult, fetch_feed
 from .sources.folder import read_folder
+from .sources.images import settle_image
 from .sources.wordpress import fetch_wordpress, posts_endpoint
 
 
@@ -42,6 +44,11 @@ class SourceReport:
     skipped: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     kind: str = "feed"
+    #: Summaries that had boilerplate, a "Continue reading" link or the excerpt marker
+    #: taken out, or were taken from the content.
+    cleaned: int = 0
+    #: Images known to be narrower than `images.min_hero_width`: thumbnails, not heroes.
+    small_images: int = 0
 
 
 # The name the report had when feeds were the only source.
@@ -153,9 +160,13 @@ def ingest_sources(
             # The deadline bounds the whole source: every page, retry, redirect and read.
             with netguard.deadline(settings.ingest.deadline):
                 result = _fetch(source, state, settings, http, clock())
+            items = [
+                settle_image(item, slot=settings.images.hero_width, min_hero=settings.images.min_hero_width)
+                for item in result.items
+            ]
             now = clock()
             with engine.begin() as conn:
-                counts = store.upsert_articles(conn, result.items, source=source.name, now=now)
+                counts = store.upsert_articles(conn, items, source=source.name, now=now)
                 store.record_fetch(
                     conn, source.key, status=result.status, error=result.error,
                     etag=result.etag, last_modified=result.last_modified, now=now,
@@ -163,7 +174,8 @@ def ingest_sources(
             report = SourceReport(
                 name=source.name, url=source.location, status=result.status, new=counts.new, updated=counts.updated,
                 items=len(result.items), error=result.error, skipped=result.skipped, warnings=result.warnings,
-                kind=source.kind,
+                kind=source.kind, cleaned=sum(i.summary_cleaned for i in items),
+                small_images=sum(i.image_small for i in items),
             )
             reports.append(report)
             if on_source:
@@ -207,6 +219,35 @@ def source_statuses(engine: Engine, settings: Settings) -> list[SourceStatus]:
                 articles=count.articles, newest=count.newest,
             )
         )
+    return found
+
+
+@dataclass(frozen=True)
+class CategoryPlacement:
+    """A category seen on a source's stored articles and the section it leads to."""
+
+    source: str
+    category: str
+    #: Its parents nearest first, when the source knows the tree (WordPress).
+    ancestors: tuple[str, ...]
+    #: The section's slug, or "" when the article would be left out.
+    section: str
+    #: No section lists the category or an ancestor: it falls to the fallback section.
+    fallback: bool
+    articles: int
+
+
+def category_placements(engine: Engine, settings: Settings) -> list[CategoryPlacement]:
+    """Every category on stored articles, by source and name, with the section an article
+    in that category alone lands in: what an editor checks after adding a category."""
+    rules = make_rules((s.slug, s.name, s.categories) for s in settings.sections)
+    fallback = settings.selection.fallback_section
+    with engine.connect() as conn:
+        counts = store.category_counts(conn)
+    found = []
+    for (source, category, ancestors), articles in sorted(counts.items(), key=lambda kv: (kv[0][0], fold(kv[0][1]))):
+        slug = assign_section([category], rules, None, [ancestors])
+        found.append(CategoryPlacement(source, category, ancestors, slug or fallback or "", slug is None, articles))
     return found
 
 

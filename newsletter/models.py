@@ -1,6 +1,6 @@
 """Value types passed between the layers of `newsletter`.
 
-Owns: `Article`, `FeedItem`, `IssueStatus`, `Issue`, `Segment`, `RenderedMessage`,
+Owns: `Article`, `FeedItem`, `ImageSize`, `IssueStatus`, `Issue`, `Segment`, `RenderedMessage`,
 `Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`, `EventKind`, `DeliveryEvent`,
 and the substitution tags (`TAGS`, `TEXT_TAGS`, `ALL_TAGS`, `TAG_PATTERN`): the renderer writes them, the transports
 fill them for each recipient. Imports nothing of ours.
@@ -45,6 +45,29 @@ class Article:
     summary: str
     image_url: str
     source: str
+    #: The image's size in pixels when its source gave it (None: unknown).
+    image_width: int | None = None
+    image_height: int | None = None
+    #: The image is known to be narrower than `images.min_hero_width`: a thumbnail, never
+    #: a full-width image. False when its size is unknown.
+    image_small: bool = False
+    #: For each of `categories`, its parent categories nearest first (WordPress sources);
+    #: empty when the source gives names only.
+    category_ancestors: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def image_hero(self) -> bool:
+        """The image is known to be wide enough for a full-width slot."""
+        return bool(self.image_url and self.image_width and not self.image_small)
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    """One size of an image a source offers, with its pixels when the source says."""
+
+    url: str
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,15 @@ class FeedItem:
     categories: tuple[str, ...]
     summary: str
     image_url: str
+    image_width: int | None = None
+    image_height: int | None = None
+    image_small: bool = False
+    #: Every size of the item's image the source offered; ingest keeps the one that fits.
+    image_sizes: tuple[ImageSize, ...] = ()
+    category_ancestors: tuple[tuple[str, ...], ...] = ()
+    #: Boilerplate, a "Continue reading" link or the excerpt marker was taken out of the
+    #: summary, or it came from the content.
+    summary_cleaned: bool = False
 
 
 class IssueStatus(StrEnum):

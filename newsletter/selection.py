@@ -58,7 +58,7 @@ def select_articles(
     for article in articles:
         if article.id in taken or not (window_start <= article.published_at < window_end):
             continue
-        slug = assign_section(article.categories, rules, fallback)
+        slug = assign_section(article.categories, rules, fallback, article.category_ancestors)
         if slug is None:
             continue
         chosen.setdefault(slug, []).append(article)

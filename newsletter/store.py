@@ -7,6 +7,7 @@ Imports `models`, `tables`. Callers own the transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +38,22 @@ def _article(row: Any) -> Article:
         summary=row.summary,
         image_url=row.image_url,
         source=row.source,
+        image_width=row.image_width,
+        image_height=row.image_height,
+        image_small=bool(row.image_small),
+        category_ancestors=_ancestors(row.category_ancestors),
     )
+
+
+def _ancestors(stored: str) -> tuple[tuple[str, ...], ...]:
+    """The stored JSON of categories' ancestors, or () for anything else."""
+    try:
+        value = json.loads(stored) if stored else []
+    except ValueError:
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(tuple(str(n) for n in names) if isinstance(names, list) else () for names in value)
 
 
 def upsert_articles(conn: Connection, items: Iterable[FeedItem], *, source: str, now: datetime) -> UpsertCounts:
@@ -57,6 +73,11 @@ def upsert_articles(conn: Connection, items: Iterable[FeedItem], *, source: str,
             "categories": "\n".join(item.categories),
             "summary": item.summary,
             "image_url": item.image_url,
+            "image_width": item.image_width,
+            "image_height": item.image_height,
+            "image_small": item.image_small,
+            "category_ancestors": json.dumps([list(a) for a in item.category_ancestors], ensure_ascii=False)
+            if item.category_ancestors else "",
         }
         if row is None:
             conn.execute(
@@ -139,6 +160,19 @@ def article_counts(conn: Connection) -> dict[str, SourceCounts]:
         select(articles.c.source, func.count(), func.max(articles.c.published_at)).group_by(articles.c.source)
     ).all()
     return {row[0]: SourceCounts(int(row[1]), row[2]) for row in rows}
+
+
+def category_counts(conn: Connection) -> dict[tuple[str, str, tuple[str, ...]], int]:
+    """(source, category, its ancestors) → how many stored articles carry that category."""
+    found: dict[tuple[str, str, tuple[str, ...]], int] = {}
+    rows = conn.execute(select(articles.c.source, articles.c.categories, articles.c.category_ancestors)).all()
+    for source, categories, stored in rows:
+        names = [c for c in categories.split("\n") if c]
+        ancestors = _ancestors(stored)
+        for index, name in enumerate(names):
+            key = (source, name, ancestors[index] if index < len(ancestors) else ())
+            found[key] = found.get(key, 0) + 1
+    return found
 
 
 def articles_between(conn: Connection, start: datetime, end: datetime) -> list[Article]:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from subscribers import UTCDateTime, metadata
@@ -38,6 +39,13 @@ articles = Table(
     Column("categories", Text, nullable=False, default=""),
     Column("summary", Text, nullable=False, default=""),
     Column("image_url", String(2000), nullable=False, default=""),
+    #: The image's pixels when the source gave them (NULL: unknown), and whether that
+    #: makes it a thumbnail rather than a full-width image.
+    Column("image_width", Integer, nullable=True),
+    Column("image_height", Integer, nullable=True),
+    Column("image_small", Boolean, nullable=False, default=False, server_default=false()),
+    #: JSON: for each category (same order as `categories`), its ancestors nearest first.
+    Column("category_ancestors", Text, nullable=False, default="", server_default=""),
     Column("source", String(200), nullable=False, default=""),
     Column("first_seen_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),

@@ -4,7 +4,10 @@ Owns: `prepare_demo`, `demo_subscribers`, `shifted_feed`. Imports `config` and w
 `subscribers` exports. The CLI's `demo` command runs the use cases on what this prepares.
 
 The sample feed (`pharma-news.xml`, 38 articles over 24 days, in the trade site's
-categories) is rewritten with its dates moved so that its newest article was published
+categories) carries the habits of a real WordPress site with Yoast: the "appeared first
+on" line closing every description, `[&hellip;]` excerpt markers, a description that is
+nothing but that line (the summary comes from `content:encoded`), an image offered only as
+a 150×150 `media:thumbnail`, and a new child category no section lists. It is rewritten with its dates moved so that its newest article was published
 just before now: whatever the date, this week's issue has articles in every section.
 """
 

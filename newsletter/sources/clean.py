@@ -1,6 +1,6 @@
 """Turning untrusted source HTML into plain text and safe links.
 
-Owns: `plain_text`, `shorten`, `safe_url`, `canonical_url`, `first_image`, `why_left_out`. Imports nh3.
+Owns: `plain_text`, `fold_text`, `shorten`, `safe_url`, `canonical_url`, `why_left_out`. Imports nh3.
 
 Titles and summaries are stored as plain text: nh3 drops every tag (and the content of
 `script` and `style`), entities are decoded, white space folded. Templates escape them
@@ -18,7 +18,8 @@ import nh3
 
 _SPACE = re.compile(r"\s+")
 _BLOCK_END = re.compile(r"(<br\s*/?>|</(?:p|div|li|h[1-6]|tr|td|blockquote)\s*>)", re.IGNORECASE)
-_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+# What a cut must not end with: spaces, punctuation, an ellipsis, an opening bracket.
+_CUT_TAIL = re.compile(r"[\s,;:.\-–—…(\[{«“\"']+$")
 _TRACKING = re.compile(r"^(utm_[a-z]+|fbclid|gclid|mc_cid|mc_eid)$", re.IGNORECASE)
 
 
@@ -28,20 +29,31 @@ def plain_text(value: str) -> str:
         return ""
     # Block boundaries become spaces, so "<p>One.</p><p>Two.</p>" reads "One. Two.".
     text = nh3.clean(_BLOCK_END.sub(r"\1 ", value), tags=set(), attributes={})
-    text = html.unescape(html.unescape(text)) if "&amp;" in text else html.unescape(text)
+    return fold_text(html.unescape(text) if "&amp;" in text else text)
+
+
+def fold_text(text: str) -> str:
+    """Text that is already free of tags with its entities decoded (a feed that escaped
+    them twice is decoded twice), control characters dropped, white space folded."""
+    text = html.unescape(text)
     text = "".join(ch for ch in text if ch.isprintable() or ch in " \t\n")
     return _SPACE.sub(" ", text).strip()
 
 
 def shorten(text: str, limit: int) -> str:
-    """`text` cut on a word boundary to at most `limit` characters, with an ellipsis."""
+    """`text` cut on a word boundary to at most `limit` characters, ending with one `…`.
+
+    Never mid-word (text without spaces, such as Chinese, is cut between characters) and
+    never with a second ellipsis or a dangling stop, comma or bracket before it."""
+    text = text.strip()
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
-    return cut.rstrip(" ,;:.-–—") + "…"
+    if not text[limit - 1].isspace():
+        space = cut.rfind(" ")
+        if space > 0:
+            cut = cut[:space]
+    return _CUT_TAIL.sub("", cut) + "…"
 
 
 def safe_url(value: str, base: str = "") -> str:
@@ -62,15 +74,6 @@ def canonical_url(url: str) -> str:
     parts = urlsplit(url)
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING.match(k)])
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", query, ""))
-
-
-def first_image(markup: str, base: str) -> str:
-    """The first http(s) image in some HTML, or ""."""
-    for match in _IMG.finditer(markup or ""):
-        url = safe_url(html.unescape(match.group(1)), base)
-        if url:
-            return url
-    return ""
 
 
 def why_left_out(guid: str, url: str, title: str, seen: set[str], *, noun: str) -> str:

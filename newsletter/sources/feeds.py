@@ -23,8 +23,10 @@ import feedparser
 import httpx
 
 from ..errors import SourceError
-from ..models import FeedItem
-from .clean import canonical_url, first_image, plain_text, safe_url, shorten, why_left_out
+from ..models import FeedItem, ImageSize
+from .clean import canonical_url, plain_text, safe_url, shorten, why_left_out
+from .images import DEFAULT_MIN_HERO, DEFAULT_SLOT, html_images, same_image, settle_image, sized
+from .summary import clean_summary
 
 FetchStatus = Literal["fetched", "not_modified", "failed"]
 
@@ -117,23 +119,26 @@ def _entry_time(entry: Any) -> datetime | None:
     return None
 
 
-def _entry_image(entry: Any, html: str, base_url: str) -> str:
+def _entry_images(entry: Any, html: str, base_url: str) -> tuple[ImageSize, ...]:
+    """Every size of the item's image: its media:content, media:thumbnail or image
+    enclosure first, then the content's images, each with the width and height given."""
+    offered: list[ImageSize] = []
     for media in entry.get("media_content", []) or []:
         kind = f"{media.get('type', '')} {media.get('medium', '')}"
         if "image" in kind or not kind.strip():
             url = safe_url(media.get("url", ""), base_url)
             if url:
-                return url
+                offered.append(sized(url, media.get("width"), media.get("height")))
     for media in entry.get("media_thumbnail", []) or []:
         url = safe_url(media.get("url", ""), base_url)
         if url:
-            return url
+            offered.append(sized(url, media.get("width"), media.get("height")))
     for enclosure in entry.get("enclosures", []) or []:
         if str(enclosure.get("type", "")).startswith("image/"):
             url = safe_url(enclosure.get("href", ""), base_url)
             if url:
-                return url
-    return first_image(html, base_url)
+                offered.append(sized(url))
+    return same_image(offered + html_images(html, base_url))
 
 
 def _xml_error(parsed: Any) -> str:
@@ -161,6 +166,7 @@ def parse_feed(content: bytes, *, base_url: str, summary_chars: int) -> tuple[li
             raise SourceError("not a feed: the response was empty")
         raise SourceError(f"not an RSS or Atom feed: {reason or 'unrecognised document'}")
     feed_link = parsed.feed.get("link") or base_url
+    site_name = plain_text(parsed.feed.get("title", ""))
     items: list[FeedItem] = []
     skipped: list[str] = []
     seen: set[str] = set()
@@ -184,23 +190,28 @@ def parse_feed(content: bytes, *, base_url: str, summary_chars: int) -> tuple[li
             skipped.append(f"{label}: left out because {why}")
             continue
         contents = entry.get("content") or []
-        html = entry.get("summary", "") or (contents[0].get("value", "") if contents else "")
-        full_html = " ".join([html] + [c.get("value", "") for c in contents])
+        encoded = str(contents[0].get("value", "")) if contents else ""
+        summary = clean_summary(
+            str(entry.get("summary", "") or encoded), limit=summary_chars, post_url=url, title=title,
+            site_url=feed_link, site_name=site_name, content=encoded,
+        )
+        full_html = " ".join([entry.get("summary", "")] + [c.get("value", "") for c in contents])
         categories = tuple(
             dict.fromkeys(c for c in (plain_text(t.get("term", "") or "") for t in entry.get("tags", []) or []) if c)
         )
-        items.append(
-            FeedItem(
-                guid=guid[:1000],
-                url=url,
-                title=shorten(title, 300),
-                author=shorten(plain_text(entry.get("author", "")), 200),
-                published_at=_entry_time(entry),
-                categories=categories,
-                summary=shorten(plain_text(html), summary_chars),
-                image_url=_entry_image(entry, full_html, feed_link),
-            )
+        item = FeedItem(
+            guid=guid[:1000],
+            url=url,
+            title=shorten(title, 300),
+            author=shorten(plain_text(entry.get("author", "")), 200),
+            published_at=_entry_time(entry),
+            categories=categories,
+            summary=summary.text,
+            image_url="",
+            image_sizes=_entry_images(entry, full_html, feed_link),
+            summary_cleaned=summary.cleaned,
         )
+        items.append(settle_image(item, slot=DEFAULT_SLOT, min_hero=DEFAULT_MIN_HERO))
     xml_error = _xml_error(parsed)
     if xml_error and not items:
         raise SourceError(f"not an RSS or Atom feed: {xml_error}")

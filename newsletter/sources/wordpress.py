@@ -1,14 +1,16 @@
 """WordPress sites through their REST API: posts with featured images and category names.
 
 Owns: `fetch_wordpress`, `parse_posts`, `posts_endpoint`. Imports `models`, `errors`,
-`netguard` (the time left before the deadline), `sources.clean` and `sources.feeds` (for
-`FetchResult`).
+`netguard` (the time left before the deadline), `sources.clean`, `sources.summary`,
+`sources.images`, `sources.categories` and `sources.feeds` (for `FetchResult`).
 
 `GET {base}/wp-json/wp/v2/posts` with `after=` (posts published since a cursor),
 `per_page=100`, `_embed` (featured image, category terms, author) and `_fields` (only the
 fields we read). Pages are followed through `X-WP-TotalPages`; a 400 on a later page (the
-posts shrank while we paged) ends paging quietly. When a site strips `_embedded` terms,
-category ids are looked up once per run in `/wp-json/wp/v2/categories`. A 5xx, a 429, a
+posts shrank while we paged) ends paging quietly. The site's category tree is read once
+per run from `/wp-json/wp/v2/categories` (all pages), so each post carries its categories'
+ancestors and a new child category lands in its parent's section; a site that disabled
+that endpoint falls back to the embedded names, reported once. A 5xx, a 429, a
 timeout or a lost connection is tried again with a doubling delay, unless the wait would
 pass the fetch's deadline (`netguard.deadline`). Posts become `FeedItem`s
 exactly as feed items do, with the same guid WordPress puts in its RSS feed (`?p=123`) and
@@ -20,26 +22,29 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from ..errors import SourceError
-from ..models import FeedItem
+from ..models import FeedItem, ImageSize
 from ..netguard import time_left
-from .clean import canonical_url, first_image, plain_text, safe_url, shorten, why_left_out
+from .categories import CategoryTree
+from .clean import canonical_url, plain_text, safe_url, shorten, why_left_out
 from .feeds import FetchResult
+from .images import DEFAULT_MIN_HERO, DEFAULT_SLOT, html_images, same_image, settle_image, sized
+from .summary import clean_summary
 
 API_PATH = "/wp-json/wp/v2"
 PER_PAGE = 100
 EMBED = "author,wp:featuredmedia,wp:term"
-FIELDS = "id,guid,link,date_gmt,title,excerpt,categories,featured_media,_links,_embedded"
+FIELDS = "id,guid,link,date_gmt,title,excerpt,content,categories,featured_media,_links,_embedded"
+#: Most pages of categories read (100 each): a broken site cannot keep an ingest paging.
+MAX_CATEGORY_PAGES = 50
 ACCEPT = {"Accept": "application/json"}
 NO_API = "no WordPress REST API at {url} ({why}); check the url, or read the site's RSS feed with [[feeds]]"
-# WordPress ends excerpts with "[…]" or a "Continue reading" link; neither belongs in an email.
-EXCERPT_TAILS = ("[…]", "[...]", "…", "Continue reading")
 
 
 def posts_endpoint(base_url: str) -> str:
@@ -57,7 +62,9 @@ class _Fetcher:
     retries: int
     backoff: float
     sleep: Callable[[float], None]
-    categories: dict[int, str] = field(default_factory=dict)
+    tree: CategoryTree | None = None
+    #: Why the categories endpoint could not be read ("" when it was).
+    tree_trouble: str = ""
 
     def get(self, url: str, params: Mapping[str, str | int]) -> tuple[int, Any, httpx.Headers]:
         """(status, decoded JSON or None, headers) of a GET, after retries for passing trouble."""
@@ -98,19 +105,33 @@ class _Fetcher:
         except ValueError:
             return None
 
-    def category_names(self, ids: Iterable[int]) -> dict[int, str]:
-        """Names of category ids, asking the site only for those not seen yet this run."""
-        missing = sorted({i for i in ids if i not in self.categories})
-        if missing:
-            status, data, _ = self.get(
-                f"{self.base_url}{API_PATH}/categories",
-                {"include": ",".join(map(str, missing)), "per_page": PER_PAGE, "_fields": "id,name"},
-            )
-            if status == 200 and isinstance(data, list):
-                for term in data:
-                    if isinstance(term, dict) and isinstance(term.get("id"), int):
-                        self.categories[term["id"]] = plain_text(str(term.get("name", "")))
-        return self.categories
+    def category_tree(self) -> CategoryTree:
+        """The site's categories with their parents, read once per run, page by page.
+
+        A site that disabled the endpoint (or answers it wrongly) gives an empty tree and
+        `tree_trouble` says why: posts then keep their embedded category names."""
+        if self.tree is not None:
+            return self.tree
+        self.tree = CategoryTree()
+        page, pages = 1, 1
+        url = f"{self.base_url}{API_PATH}/categories"
+        try:
+            while page <= min(pages, MAX_CATEGORY_PAGES):
+                params: dict[str, str | int] = {"per_page": PER_PAGE, "page": page, "_fields": "id,name,parent", "orderby": "id"}
+                status, data, headers = self.get(url, params)
+                if status == 400 and page > 1:
+                    break
+                if status != 200 or not isinstance(data, list):
+                    what = f"HTTP {status}" if status != 200 else "not a list of categories"
+                    self.tree_trouble = f"{what}{_rest_error(data)}"
+                    break
+                self.tree.add(data)
+                total = headers.get("x-wp-totalpages", "")
+                pages = int(total) if total.isdigit() else (page + 1 if len(data) >= PER_PAGE else page)
+                page += 1
+        except SourceError as exc:
+            self.tree_trouble = str(exc)
+        return self.tree
 
 
 def _rest_error(data: Any) -> str:
@@ -162,11 +183,17 @@ def fetch_wordpress(
         error = ""
     except SourceError as exc:
         error = str(exc) if page == 1 else f"page {page}: {exc}"
-    try:
-        items, skipped = parse_posts(posts, base_url=fetcher.base_url, summary_chars=summary_chars, lookup=fetcher.category_names)
-    except SourceError as exc:
-        items, skipped, error = [], [], error or f"category lookup: {exc}"
-    return FetchResult("failed" if error else "fetched", items=tuple(items), skipped=tuple(skipped), error=error)
+    tree = fetcher.category_tree() if posts else None
+    warnings = []
+    if fetcher.tree_trouble:
+        warnings.append(f"categories endpoint unavailable ({fetcher.tree_trouble}); sections follow the posts' "
+                        "category names only, not their parents")
+    items, skipped = parse_posts(posts, base_url=fetcher.base_url, summary_chars=summary_chars, tree=tree)
+    if tree is not None:
+        warnings += tree.problems
+    return FetchResult(
+        "failed" if error else "fetched", items=tuple(items), skipped=tuple(skipped), error=error, warnings=tuple(warnings)
+    )
 
 
 def _date(value: Any) -> datetime | None:
@@ -188,24 +215,44 @@ def _embedded(post: Mapping[str, Any], key: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _image(post: Mapping[str, Any], excerpt: str, base_url: str) -> str:
+def _images(post: Mapping[str, Any], html: str, base_url: str) -> tuple[ImageSize, ...]:
+    """Every size of the featured image (`media_details.sizes`, and the original), else the
+    images of the excerpt and content."""
+    offered: list[ImageSize] = []
     for media in _embedded(post, "wp:featuredmedia"):
         # A private or deleted image embeds as an error object without `source_url`.
-        if isinstance(media, dict):
-            url = safe_url(str(media.get("source_url", "")), base_url)
-            if url:
-                return url
-    return first_image(excerpt, base_url)
+        if not isinstance(media, dict):
+            continue
+        details = media.get("media_details")
+        details = details if isinstance(details, dict) else {}
+        url = safe_url(str(media.get("source_url", "")), base_url)
+        if url:
+            offered.append(sized(url, details.get("width"), details.get("height")))
+        sizes = details.get("sizes")
+        sizes = sizes if isinstance(sizes, dict) else {}
+        for size in sizes.values():
+            if isinstance(size, dict):
+                size_url = safe_url(str(size.get("source_url", "")), base_url)
+                if size_url:
+                    offered.append(sized(size_url, size.get("width"), size.get("height")))
+    return same_image(offered + html_images(html, base_url))
 
 
-def _categories(post: Mapping[str, Any], lookup: Callable[[Iterable[int]], dict[int, str]]) -> tuple[str, ...]:
+def _categories(post: Mapping[str, Any], tree: CategoryTree | None) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """The post's category names in the site's order, and each one's ancestors."""
+    ids = [i for i in post.get("categories") or [] if isinstance(i, int)]
     terms = [t for group in _embedded(post, "wp:term") if isinstance(group, list) for t in group if isinstance(t, dict)]
-    names = [plain_text(str(t.get("name", ""))) for t in terms if t.get("taxonomy") == "category"]
-    if not names:
-        ids = [i for i in post.get("categories") or [] if isinstance(i, int)]
-        known = lookup(ids) if ids else {}
-        names = [known[i] for i in ids if i in known]
-    return tuple(dict.fromkeys(n for n in names if n))
+    embedded = {t.get("id"): plain_text(str(t.get("name", ""))) for t in terms if t.get("taxonomy") == "category"}
+    found: dict[str, tuple[str, ...]] = {}
+    for category_id in ids or [i for i in embedded if isinstance(i, int)]:
+        name = embedded.get(category_id) or (tree.name(category_id) if tree else "")
+        if name and name not in found:
+            found[name] = tree.ancestors(category_id) if tree else ()
+    # Embedded terms without an id in `categories` (a site that strips the list) still count.
+    for name in embedded.values():
+        if name and name not in found:
+            found[name] = ()
+    return tuple(found), tuple(found.values()) if any(found.values()) else ()
 
 
 def _author(post: Mapping[str, Any]) -> str:
@@ -214,23 +261,16 @@ def _author(post: Mapping[str, Any]) -> str:
     return shorten(plain_text(str(first.get("name", ""))), 200)
 
 
-def _summary(excerpt_html: str, limit: int) -> str:
-    text = plain_text(excerpt_html)
-    for tail in EXCERPT_TAILS:
-        text = text.removesuffix(tail).rstrip()
-    return shorten(text, limit)
-
-
 def parse_posts(
     posts: Iterable[Any],
     *,
     base_url: str,
     summary_chars: int,
-    lookup: Callable[[Iterable[int]], dict[int, str]] = lambda ids: {},
+    tree: CategoryTree | None = None,
 ) -> tuple[list[FeedItem], list[str]]:
     """Posts of the REST API as cleaned items, and a line for each post left out and why.
 
-    `lookup` gives category names for ids when a post has no embedded terms.
+    `tree` gives category names for ids a post does not embed, and their ancestors.
     """
     items: list[FeedItem] = []
     skipped: list[str] = []
@@ -251,17 +291,21 @@ def parse_posts(
         if why:
             skipped.append(f"{label}: left out because {why}")
             continue
-        excerpt = _rendered(post, "excerpt")
-        items.append(
-            FeedItem(
-                guid=guid[:1000],
-                url=url,
-                title=shorten(title, 300),
-                author=_author(post),
-                published_at=_date(post.get("date_gmt")),
-                categories=_categories(post, lookup),
-                summary=_summary(excerpt, summary_chars),
-                image_url=_image(post, excerpt, base_url),
-            )
+        excerpt, content = _rendered(post, "excerpt"), _rendered(post, "content")
+        summary = clean_summary(excerpt, limit=summary_chars, post_url=url, title=title, site_url=base_url, content=content)
+        categories, ancestors = _categories(post, tree)
+        item = FeedItem(
+            guid=guid[:1000],
+            url=url,
+            title=shorten(title, 300),
+            author=_author(post),
+            published_at=_date(post.get("date_gmt")),
+            categories=categories,
+            summary=summary.text,
+            image_url="",
+            image_sizes=_images(post, f"{excerpt} {content}", base_url),
+            category_ancestors=ancestors,
+            summary_cleaned=summary.cleaned,
         )
+        items.append(settle_image(item, slot=DEFAULT_SLOT, min_hero=DEFAULT_MIN_HERO))
     return items, skipped
