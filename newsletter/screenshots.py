@@ -21,9 +21,11 @@ CHROMIUM_ARGS = (
 WIDTHS = (("desktop", 600), ("mobile", 375))
 
 
-def take_screenshots(html: str, folder: Path, *, stem: str, chromium: Path) -> list[Path]:
-    """Write `<stem>-desktop.png` and `<stem>-mobile.png` (whole page) into `folder`; the
-    paths written. Images that do not load within a few seconds are left out."""
+def take_screenshots(html: str, folder: Path, *, stem: str, chromium: Path, dark: bool = False) -> list[Path]:
+    """Write `<stem>-desktop.png` and `<stem>-mobile.png` (whole page) into `folder`, or
+    with `dark` `<stem>-desktop-dark.png` and `<stem>-mobile-dark.png` as Chromium shows
+    them with a dark colour scheme; the paths written. Images that do not load within a
+    few seconds are left out."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -41,13 +43,14 @@ def take_screenshots(html: str, folder: Path, *, stem: str, chromium: Path) -> l
             browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=list(CHROMIUM_ARGS))
             try:
                 for name, width in WIDTHS:
-                    page = browser.new_page(viewport={"width": width, "height": 800})
+                    page = browser.new_page(viewport={"width": width, "height": 800},
+                                            color_scheme="dark" if dark else "light")
                     page.set_content(html, wait_until="domcontentloaded")
                     try:
                         page.wait_for_load_state("load", timeout=5000)
                     except PlaywrightError:
                         pass  # An image that does not load is left out of the picture.
-                    path = folder / f"{stem}-{name}.png"
+                    path = folder / f"{stem}-{name}{'-dark' if dark else ''}.png"
                     page.screenshot(path=str(path), full_page=True)
                     written.append(path)
             finally:
