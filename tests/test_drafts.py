@@ -4,9 +4,8 @@ clear line with exit status 2 for every wrong value."""
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
