@@ -358,7 +358,12 @@ class Renderer:
             message = self._remembered[key] = self._render_message(content, sections, public)
         return message
 
-    def _render_message(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> RenderedMessage:
+    def mjml_source(self, content: IssueContent, *, sections: Sequence[str] | None = None, public: bool = False) -> str:
+        """The MJML the digest template writes for a segment, before MRML (for comparisons
+        such as `bench/bench_render.py`'s with JS mjml)."""
+        return self._render("email/digest.mjml.j2", self._context(content, sections, public))
+
+    def _context(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> dict[str, Any]:
         blocks = [b for b in content.blocks if sections is None or b.slug in sections]
         articles = [a for b in blocks for a in b.articles]
         if not articles:
@@ -370,13 +375,12 @@ class Renderer:
         sponsor = content.sponsor
         visible = [b.slug for b in blocks]
         others = [SectionBlock(b.slug, b.name, tuple(a for a in b.articles if a is not lead)) for b in blocks]
-        context = {
+        return {
             "theme": self.theme,
             "number": content.number,
             "lead": lead,
             "lead_section": lead_block.name,
             "contents": [(b.name, len(b.articles)) for b in blocks],
-            "articles": articles,
             "sponsor": sponsor,
             "sponsor_after": (sponsor.after if sponsor and sponsor.after in visible else visible[0]) if sponsor else "",
             "link": self.article_link(content.slug),
@@ -395,6 +399,10 @@ class Renderer:
             "tags": _HTML_TAGS,
             "public": public,
         }
+
+    def _render_message(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> RenderedMessage:
+        context = self._context(content, sections, public)
+        subject, preheader = context["subject"], context["preheader"]
         html = compile_mjml(self._render("email/digest.mjml.j2", context), "email/digest.mjml.j2")
         html = inline_css(html, self.css()).replace("<head>", "<head>" + _SCHEME_META, 1)
         # Each part has its own tags, so each gets its values encoded for it (`links`).
