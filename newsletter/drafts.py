@@ -411,6 +411,7 @@ def draft_fingerprint(engine: Engine) -> str:
         ).all()
         digest.update(repr([tuple(r) for r in rows]).encode())
         digest.update(repr(sorted(_choices(conn, latest.id).items())).encode())
+        digest.update(repr(store.find_sponsor(conn, latest.id)).encode())
     return digest.hexdigest()
 
 

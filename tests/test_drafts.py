@@ -125,7 +125,7 @@ def test_the_email_shows_the_intro_sanitized_and_the_editors_item(editor: Editor
     assert 'href="https://events.example.com/w">Join our webinar</a>' in html
     # The editor's item is pinned, so it leads: its image sits beside its headline (alt="").
     assert "On Annex 1, Tuesday." in html and 'src="https://img.example.com/w.png" alt=""' in html
-    assert "Hello **readers**" in message.text and "EVENTS" in message.text
+    assert "Hello **readers**" in message.text and "- Events (" in message.text
 
 
 def _settings(editor: Editor) -> Settings:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -15,6 +16,7 @@ from newsletter.config import Settings
 from newsletter.models import Sponsor
 from tests.conftest import NOW
 from tests.servers import LocalServer, Route
+from tests.test_browser_preview import Preview, browser, browser_only, frame_text, open_page, page, preview, press  # noqa: F401
 from tests.test_drafts import Editor, editor  # noqa: F401  (the fixture)
 
 
@@ -99,3 +101,28 @@ def test_the_preflight_checks_the_sponsors_label_and_link(
     errors = [f.message for f in check(engine, settings).errors]
     assert any("sponsor label: a sponsor needs a label" in e for e in errors)
     assert any("sponsor url: 'javascript:alert(1)' is not an http:// or https:// URL" in e for e in errors)
+
+
+@browser_only
+def test_the_preview_page_sets_and_removes_the_sponsor(preview: Preview, page: Any, engine: Engine) -> None:
+    from playwright.sync_api import expect
+
+    open_page(page, preview.url)
+    page.get_by_label("Sponsor's link").fill("javascript:alert(1)")
+    press(page, "Save sponsor")
+    expect(page.get_by_role("alert")).to_contain_text("--label: a sponsor needs a label")
+    expect(page.get_by_role("alert")).to_contain_text("--url: 'javascript:alert(1)' is not an http:// or https:// URL")
+    assert drafts.current_draft(engine, preview.settings).sponsor is None
+    page.get_by_label("Sponsor's label").fill("Acme Biologics")
+    page.get_by_label("Sponsor's text").fill("Fill-finish capacity in 2027.")
+    page.get_by_label("Sponsor's link").fill("https://acme.example.com/offer")
+    page.get_by_label("After the section").select_option("events")
+    press(page, "Save sponsor")
+    expect(page.get_by_role("status")).to_have_text("The sponsor's slot is saved.")
+    expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Sponsored")
+    expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Fill-finish capacity in 2027.")
+    assert drafts.current_draft(engine, preview.settings).sponsor == Sponsor(
+        "Acme Biologics", "Fill-finish capacity in 2027.", "https://acme.example.com/offer", "", "events")
+    press(page, "Remove sponsor")
+    expect(page.get_by_role("status")).to_have_text("The sponsor's slot is removed.")
+    expect(frame_text(page, "Desktop (600 px)")).not_to_contain_text("Sponsored")
