@@ -1,5 +1,5 @@
 """The digest checked by tools nobody here wrote: Debian's SpamAssassin scores three demo
-messages (no points from rules the sender controls), and doiuse-email (caniemail data)
+messages and a confirmation email (no points from rules the sender controls), and doiuse-email (caniemail data)
 finds no error type in the issue that a minimal MJML email does not have for Gmail,
 Apple Mail, Outlook and Yahoo. `.ci/run` installs both; without them these tests skip."""
 
@@ -10,10 +10,12 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from newsletter.config import Settings
 from tests.helpers import outbox_messages, parts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,18 +49,43 @@ def three_segments(folder: Path) -> list[Path]:
     return picked
 
 
-@pytest.mark.skipif(shutil.which("spamassassin") is None, reason="Debian's spamassassin is not installed (.ci/run installs it)")
+needs_spamassassin = pytest.mark.skipif(shutil.which("spamassassin") is None,
+                                        reason="Debian's spamassassin is not installed (.ci/run installs it)")
+
+
+def assert_no_sender_points(path: Path, prefs: Path) -> None:
+    """SpamAssassin's report on one message: no points from a rule the sender controls."""
+    done = subprocess.run(["spamassassin", "-t", "-L", "-p", str(prefs)], input=path.read_bytes(), capture_output=True, timeout=120)
+    report = done.stdout.decode("utf-8", "replace")
+    assert "Content analysis details" in report, done.stderr
+    fired = {name: float(points) for points, name in _RULE.findall(report[report.index("Content analysis details"):])}
+    ours = {name: points for name, points in fired.items() if name not in PATH_RULES}
+    assert sum(p for p in ours.values() if p > 0) <= 0.0, f"{path.name}: rules that fired: {fired}"
+    assert "HTML_FONT_LOW_CONTRAST" not in fired and "HTML_IMAGE_ONLY" not in " ".join(fired)
+
+
+@needs_spamassassin
 def test_spamassassin_gives_the_demo_messages_no_points_the_sender_controls(demo: Path, tmp_path: Path) -> None:
     prefs = tmp_path / "user_prefs"
     prefs.write_text("")
     for path in three_segments(demo):
-        done = subprocess.run(["spamassassin", "-t", "-L", "-p", str(prefs)], input=path.read_bytes(), capture_output=True, timeout=120)
-        report = done.stdout.decode("utf-8", "replace")
-        assert "Content analysis details" in report, done.stderr
-        fired = {name: float(points) for points, name in _RULE.findall(report[report.index("Content analysis details"):])}
-        ours = {name: points for name, points in fired.items() if name not in PATH_RULES}
-        assert sum(p for p in ours.values() if p > 0) <= 0.0, f"{path.name}: rules that fired: {fired}"
-        assert "HTML_FONT_LOW_CONTRAST" not in fired and "HTML_IMAGE_ONLY" not in " ".join(fired)
+        assert_no_sender_points(path, prefs)
+
+
+@needs_spamassassin
+def test_spamassassin_gives_the_confirmation_email_no_points_either(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    import subscribers as people
+    from newsletter.web.mail import ConfirmationMailer
+
+    settings = make_settings()
+    mail = people.ConfirmationMail(people.MailKind.CONFIRM, 7, "ann@example.com", "Ann", "tok-123", ("events",))
+    ConfirmationMailer(settings).send([mail])
+    (path,) = sorted(settings.outbox_dir.rglob("*.eml"))
+    _, html = parts(outbox_messages(path.parent)[0])
+    assert "One click and you are subscribed." in html and "#ffffff" not in html.split("One click")[0][-300:]
+    prefs = tmp_path / "user_prefs"
+    prefs.write_text("")
+    assert_no_sender_points(path, prefs)
 
 
 DOIUSE = """
