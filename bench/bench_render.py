@@ -9,6 +9,13 @@ by one `Renderer` per round, as `send_pending` does. Six sections give 63 distin
 non-empty segments; with the full-issue render that `build_issue` makes to check the
 issue, that is 64 renders per issue, which is what is timed.
 
+Also measured in the same run: JS mjml (npm `mjml`, installed in ./node_modules by
+`.ci/run`) compiling the very MJML our template writes for each of the 64 renders, in
+one Node process (one warm-up pass, then timed passes; `validationLevel: "skip"`, its
+fastest); our figure is the whole render (Jinja2 for both parts, the MJML check, MRML,
+css-inline). And the HTML size of the full issue with every link 120 bytes longer, as
+SendGrid's click tracking makes them.
+
 Also shown: the same 64 renders through a naive MJML layout (one `mj-section` per
 article with `mj-image` and `mj-button`, attributes repeated on every tag), given to the
 real `Renderer` as a user's template folder. `bench_outbox.py` imports the feed and
@@ -23,7 +30,10 @@ import json
 import os
 import random
 import resource
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +52,7 @@ from sqlalchemy import Engine
 
 from newsletter import issues, store
 from newsletter.config import Settings, TemplateSettings, load_settings
-from newsletter.render import IssueContent, Renderer
+from newsletter.render import IssueContent, Renderer, compile_mjml
 
 GMAIL_CLIP = 102 * 1024
 WARN_BYTES = 90_000
@@ -192,8 +202,57 @@ def issue_content(engine: Engine, settings: Settings, built: issues.BuildResult)
     """What `send_pending` hands the renderer for this issue."""
     issue = built.issue
     with engine.connect() as conn:
-        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
-    return IssueContent(slug=issue.slug, date=issue.window_end, blocks=blocks, subject=issue.subject, preheader=issue.preheader)
+        return issues.issue_content(conn, issue, store.issue_blocks(conn, issue.id, settings.section_names()))
+
+
+#: Extra bytes per link once SendGrid's click tracking has rewritten it.
+TRACKED_LINK_EXTRA = 120
+NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
+JS_MJML = """
+const mjml2html = require('mjml');
+const sources = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));
+const rounds = Number(process.argv[3]);
+for (const s of sources) mjml2html(s, {validationLevel: 'skip'});
+const times = [];
+for (let r = 0; r < rounds; r++) {
+  for (const s of sources) {
+    const t = process.hrtime.bigint();
+    mjml2html(s, {validationLevel: 'skip'});
+    times.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+}
+console.log(JSON.stringify({version: require('mjml/package.json').version, times}));
+"""
+
+
+def tracked_size(html: str) -> tuple[int, int]:
+    """(links, bytes of `html` with every link `TRACKED_LINK_EXTRA` bytes longer)."""
+    links = len(re.findall(r"\bhref=", html))
+    return links, len(html.encode("utf-8")) + TRACKED_LINK_EXTRA * links
+
+
+def measure_js_mjml(settings: Settings, content: IssueContent, folder: Path, *, rounds: int) -> dict[str, Any] | None:
+    """Mean and median ms per segment of JS mjml on our own MJML; None without node and mjml."""
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / "mjml").is_dir():
+        return None
+    renderer = issues.make_renderer(settings)
+    sources = [renderer.mjml_source(content, sections=sections) for sections in segment_choices([b.slug for b in content.blocks])]
+    (folder / "sources.json").write_text(json.dumps(sources), encoding="utf-8")
+    (folder / "js_mjml.js").write_text(JS_MJML, encoding="utf-8")
+    done = subprocess.run([node, str(folder / "js_mjml.js"), str(folder / "sources.json"), str(rounds)], capture_output=True,
+                          text=True, env={**os.environ, "NODE_PATH": str(NODE_MODULES)}, timeout=1800, check=True)
+    found = json.loads(done.stdout)
+    times = found["times"]
+    # MRML alone on the same sources, for a like-for-like comparison of the two compilers.
+    mrml: list[float] = []
+    for _ in range(rounds):
+        for source in sources:
+            started = time.perf_counter()
+            compile_mjml(source, "email/digest.mjml.j2")
+            mrml.append((time.perf_counter() - started) * 1000)
+    return {"mjml_js": found["version"], "renders": len(times), "mean_ms": statistics.mean(times),
+            "median_ms": statistics.median(times), "mrml_mean_ms": statistics.mean(mrml)}
 
 
 def segment_choices(slugs: Sequence[str]) -> list[tuple[str, ...] | None]:
@@ -325,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="Fresh renderers, each rendering all 64 (default 5).")
     parser.add_argument("--no-naive", action="store_true", help="Skip the naive layout for comparison.")
+    parser.add_argument("--no-js", action="store_true", help="Skip JS mjml (npm) for comparison.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args(argv)
 
@@ -343,7 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             (naive / "digest.mjml.j2").write_text(NAIVE_TEMPLATE, encoding="utf-8")
             results.append(measure("naive (per-article sections)", settings, content, rounds=args.rounds, template_folder=naive.parent))
         wall_s = time.perf_counter() - wall_started
+        js = None if args.no_js else measure_js_mjml(settings, content, folder, rounds=args.rounds)
+        full = issues.make_renderer(settings).render(content).html
         engine.dispose()
+    links, tracked = tracked_size(full)
 
     sections = {b.name: len(b.articles) for b in content.blocks}
     summary: dict[str, Any] = {
@@ -355,6 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gmail_clip_bytes": GMAIL_CLIP,
         "warn_bytes": WARN_BYTES,
         "layouts": [asdict(r) for r in results],
+        "full_issue_links": links,
+        "full_issue_bytes_links_plus_120": tracked,
+        "js_mjml": js,
+        "speedup_vs_js_mjml": round(js["mean_ms"] / results[0].mean_ms, 1) if js else None,
         "python": sys.version.split()[0],
         "mjml_python": version("mjml-python"),
     }
@@ -394,6 +461,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Largest segment (full issue): {largest:,} bytes = {largest / GMAIL_CLIP:.0%} of Gmail's clip "
         f"({GMAIL_CLIP:,}), {WARN_BYTES - largest:,} bytes under the {WARN_BYTES:,} warning."
     )
+    console.print(
+        f"Full issue with its {links} links each {TRACKED_LINK_EXTRA} bytes longer (click tracking): {tracked:,} bytes "
+        f"({'within' if tracked <= 60_000 else 'OVER'} the 60,000-byte budget)."
+    )
+    if js:
+        console.print(
+            f"JS mjml {js['mjml_js']} on the same MJML, same run: {js['mean_ms']:.2f} ms mean, {js['median_ms']:.2f} ms median "
+            f"per segment; ours (whole render) {results[0].mean_ms:.2f} ms mean: {summary['speedup_vs_js_mjml']}x faster; "
+            f"MRML alone on the same MJML {js['mrml_mean_ms']:.2f} ms: {js['mean_ms'] / js['mrml_mean_ms']:.1f}x faster."
+        )
+    else:
+        console.print("JS mjml not measured (no node, or no node_modules/mjml: see .ci/run).")
     console.print(
         f"Setup {setup_s:.2f} s; measured {wall_s:.2f} s; peak RSS {summary['peak_rss_mib']} MiB; "
         f"load average {summary['load_average_1min']} on {os.cpu_count()} CPUs."

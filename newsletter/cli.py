@@ -958,6 +958,27 @@ def draft_add_item(
     console.print(f"Added article {added.article.id} to {section}.")
 
 
+@draft_app.command("sponsor")
+@edited
+def draft_sponsor(
+    label: Annotated[str, typer.Option("--label", help="The sponsor's name, shown after \"Sponsored\" and linked.")] = "",
+    text: Annotated[str, typer.Option("--text", help="A sentence or two about the offer (plain text).")] = "",
+    url: Annotated[str, typer.Option("--url", help="Where the sponsor's name links to (http or https).")] = "",
+    image: Annotated[str, typer.Option("--image", help="An https:// URL of the sponsor's image (optional).")] = "",
+    after: Annotated[str, typer.Option("--after", help="Slug of the section the slot follows; default: the first.")] = "",
+    remove: Annotated[bool, typer.Option("--remove", help="Take the sponsor's slot out of the draft.")] = False,
+) -> None:
+    """Put a sponsor's slot in the draft, shown as "Sponsored" after a section (one per
+    issue; a second call replaces it). No tracking pixel is ever added."""
+    from . import drafts
+    from .models import Sponsor
+
+    cfg = settings()
+    sponsor = None if remove else Sponsor(label=label, text=text, url=url, image_url=image, after=after)
+    drafts.set_sponsor(database(cfg), cfg, sponsor, now=_now())
+    console.print("Sponsor removed." if remove else f"Sponsor {label.strip()} set.", markup=False, highlight=False)
+
+
 def _checker(cfg: Settings, skip_links: bool) -> Any:
     from . import drafts
 
@@ -1046,9 +1067,10 @@ def _sections_option(cfg: Settings, sections: str | None) -> tuple[str, ...] | N
 def draft_screenshot(
     folder: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the PNGs to.")] = Path("."),
     sections: Annotated[str | None, typer.Option("--sections", help="Comma-separated section slugs of the segment; default: all.")] = None,
+    dark: Annotated[bool, typer.Option("--dark", help="As a reader with dark mode sees it (<slug>-desktop-dark.png, …).")] = False,
 ) -> None:
     """Write PNGs of the draft as desktop (600 px) and mobile (375 px) readers see it,
-    taken with headless Chromium."""
+    taken with headless Chromium; --dark as with the system's dark mode on."""
     from . import drafts
     from .netguard import NetworkPolicy
     from .screenshots import take_screenshots
@@ -1059,7 +1081,7 @@ def draft_screenshot(
     message = issues.render_issue(engine, cfg, draft.issue, sections=_sections_option(cfg, sections))
     shots = take_screenshots(
         drafts.sample_message(message, cfg).html, folder, stem=draft.issue.slug, chromium=cfg.path(cfg.preview.chromium),
-        policy=NetworkPolicy.from_cidrs(cfg.ingest.allow_networks), user_agent=cfg.ingest.user_agent,
+        policy=NetworkPolicy.from_cidrs(cfg.ingest.allow_networks), user_agent=cfg.ingest.user_agent, dark=dark,
     )
     for path in shots:
         console.print(f"Wrote {path}", highlight=False)

@@ -13,6 +13,7 @@ Precedence, highest first:
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -276,6 +277,101 @@ class SendGridSettings(_Table):
         return key
 
 
+_HTTPS_URL = re.compile(r"https://[^/\s\"'<>]+[^\s\"'<>]*")
+
+
+def _json_table(value: Any) -> Any:
+    """A table given in the environment as one JSON string (`{"linkedin": "https://…"}`)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('expected a table; in the environment, JSON such as {"key": "value"}') from None
+    return value
+
+
+class ThemeSettings(_Table):
+    logo_url: str = Field("", description="An https:// URL of the logo in the email's masthead and on the pages; empty shows the site name.")
+    logo_width: int = Field(180, ge=40, le=560, description="Width in pixels the logo is shown at (its height follows).")
+    dark_logo_url: str = Field("", description="An https:// URL of a logo for dark backgrounds (dark mode); empty uses logo_url.")
+    brand_color: str = Field("#0b5394", description="Brand colour (#rrggbb): masthead rule, links, buttons of the pages; made darker or lighter where it would read under 4.5:1.")
+    accent_color: str = Field("#b45309", description="Accent colour (#rrggbb) of section headings, labels and the lead story's kicker; adjusted for 4.5:1 like brand_color.")
+    font_stack: str = Field(
+        "Helvetica, Arial, sans-serif", description="CSS font families of the email, comma-separated (no web fonts are loaded)."
+    )
+    thumbnails: bool = Field(True, description="Show each article's image as a thumbnail beside its text; false: text only (the lead story keeps its image).")
+    social: dict[str, str] = Field(
+        default_factory=dict,
+        description='Social links in the footer, name = https URL: {linkedin = "https://…", x = "https://…"}.',
+    )
+
+    @field_validator("brand_color", "accent_color")
+    @classmethod
+    def _check_colour(cls, value: str) -> str:
+        match = re.fullmatch(r"#([0-9a-fA-F]{6}|[0-9a-fA-F]{3})", value.strip())
+        if not match:
+            raise ValueError(f"expected a colour as #rrggbb, got {value!r}")
+        digits = match.group(1).lower()
+        return "#" + (digits if len(digits) == 6 else "".join(c * 2 for c in digits))
+
+    @field_validator("logo_url", "dark_logo_url")
+    @classmethod
+    def _check_logo(cls, value: str) -> str:
+        if value and not _HTTPS_URL.fullmatch(value):
+            raise ValueError(f"expected an https:// URL of an image, or nothing; got {value!r}")
+        return value
+
+    @field_validator("font_stack")
+    @classmethod
+    def _check_fonts(cls, value: str) -> str:
+        # It lands in CSS and in style attributes: names, spaces, commas, dashes, quotes.
+        if not re.fullmatch(r"[A-Za-z0-9 ,'\-]{1,200}", value):
+            raise ValueError(f"expected font names separated by commas, such as Georgia, serif; got {value!r}")
+        return value
+
+    @field_validator("social", mode="before")
+    @classmethod
+    def _read_social(cls, value: Any) -> Any:
+        return _json_table(value)
+
+    @field_validator("social")
+    @classmethod
+    def _check_social(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not re.fullmatch(r"[a-z][a-z0-9]{0,19}", name):
+                raise ValueError(f"{name!r}: expected a short lowercase name such as linkedin or x")
+            if not _HTTPS_URL.fullmatch(url):
+                raise ValueError(f"{name}: expected an https:// URL, got {url!r}")
+        return value
+
+
+class LinkSettings(_Table):
+    utm: dict[str, str] = Field(
+        default_factory=dict,
+        description='Parameters added to article links only (never to our own links), for example '
+        '{utm_source = "newsletter", utm_medium = "email", utm_campaign = "{slug}"}; {slug} is the issue. Empty: none.',
+    )
+
+    @field_validator("utm", mode="before")
+    @classmethod
+    def _read_utm(cls, value: Any) -> Any:
+        return _json_table(value)
+
+    @field_validator("utm")
+    @classmethod
+    def _check_utm(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"utm_[a-z]{1,20}", name):
+                raise ValueError(f"{name!r}: expected a parameter named utm_something, such as utm_source")
+            # Only the {slug} placeholder: anything else that looks like a template, a
+            # substitution tag or markup would be expanded or escaped by something else.
+            if not re.fullmatch(r"[A-Za-z0-9 ._~-]{0,100}", text.replace("{slug}", "")):
+                raise ValueError(
+                    f"{name}: {text!r} may hold letters, digits, spaces, . _ ~ - and {{slug}} only (no template syntax)"
+                )
+        return value
+
+
 class SecuritySettings(_Table):
     secret_key: SecretStr | None = Field(None, description="Signs forms and cookies; give it as NEWSLETTER_SECRET_KEY.")
 
@@ -302,8 +398,6 @@ class WebSettings(_Table):
         description="Where the two limits above are counted: empty for each process's memory, or a Redis URL "
         "(redis://127.0.0.1:6379/0) that every worker and server shares.",
     )
-    brand_color: str = Field("#0b5394", description="Colour of the header and buttons of the pages, as #rrggbb.")
-    logo_url: str = Field("", description="An https:// URL of a logo shown on the pages; empty for the site name only.")
 
     @field_validator("cors_origins")
     @classmethod
@@ -319,20 +413,6 @@ class WebSettings(_Table):
         value = value.strip()
         if value and not re.match(r"(redis|rediss|redis\+unix)://", value):
             raise ValueError("expected a Redis URL such as redis://127.0.0.1:6379/0, or nothing for memory")
-        return value
-
-    @field_validator("brand_color")
-    @classmethod
-    def _check_colour(cls, value: str) -> str:
-        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
-            raise ValueError(f"expected a colour as #rrggbb, got {value!r}")
-        return value.lower()
-
-    @field_validator("logo_url")
-    @classmethod
-    def _check_logo(cls, value: str) -> str:
-        if value and not re.fullmatch(r"https://[^\s\"'<>]+", value):
-            raise ValueError("expected an https:// URL of an image, or nothing")
         return value
 
 
@@ -431,6 +511,8 @@ class Settings(_Table):
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    theme: ThemeSettings = Field(default_factory=ThemeSettings)
+    links: LinkSettings = Field(default_factory=LinkSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     preview: PreviewSettings = Field(default_factory=PreviewSettings)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (not a setting).")
@@ -491,11 +573,17 @@ class Settings(_Table):
         return self.delivery.unsubscribe_mailto or self.sender.address
 
 
+#: Keys that live in another table now.
+_MOVED = {("web", "brand_color"): "[theme] brand_color", ("web", "logo_url"): "[theme] logo_url"}
+
+
 def _format_error(error: Mapping[str, Any], source: str, env_names: dict[tuple[str, ...], str]) -> str:
     loc = tuple(str(p) for p in error["loc"])
     where = env_names.get(loc[:2]) or env_names.get(loc[:1])
     msg = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and loc in _MOVED:
+        msg = f"moved: write it as {_MOVED[loc]}"
+    elif error["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see the configuration reference in the README)"
     elif error["type"] == "missing":
         msg = "missing: this key is required"

@@ -2,7 +2,7 @@
 change it, check it, approve it, reopen it, send a test of it.
 
 Owns: `Draft`, `DraftArticle`, `DraftBuild`, `current_draft`, `build_draft`, `set_subject`,
-`set_preheader`, `set_intro`, `pin`, `exclude`, `move`, `add_item`, `check_draft`,
+`set_preheader`, `set_intro`, `set_sponsor`, `pin`, `exclude`, `move`, `add_item`, `check_draft`,
 `approve`, `reopen`, `send_test`, `sample_message`, `draft_fingerprint`, and the `draft_choices` table's
 queries. Imports `config`, `errors`, `models`, `tables`, `store`, `sections`, `selection`,
 `render`, `preflight`, `dispatch` (for the substitution values), `transports` and
@@ -33,9 +33,9 @@ import subscribers as people
 from . import issues, links, store
 from .config import Settings
 from .errors import EditError, IssueError
-from .models import Article, Batch, Issue, IssueStatus, RenderedMessage, SectionBlock
+from .models import Article, Batch, Issue, IssueStatus, RenderedMessage, SectionBlock, Sponsor
 from .netguard import NetworkPolicy
-from .preflight import LinkChecker, Preflight, require_passing, run_preflight
+from .preflight import LinkChecker, Preflight, require_passing, run_preflight, sponsor_problems
 from .render import IssueContent
 from .sections import assign_section, make_rules
 from .selection import select_articles
@@ -79,14 +79,22 @@ class Draft:
     blocks: tuple[SectionBlock, ...]
     articles: tuple[DraftArticle, ...]
     excluded: tuple[Article, ...]
+    number: int = 0
+    sponsor: Sponsor | None = None
 
     @property
     def frozen(self) -> bool:
         return self.issue.status is not IssueStatus.DRAFT
 
+    @property
+    def lead_id(self) -> int | None:
+        """The lead story: the first pinned article (None: the renderer picks)."""
+        return next((a.article.id for a in self.articles if a.pinned), None)
+
     def content(self) -> IssueContent:
         return IssueContent(slug=self.issue.slug, date=self.issue.window_end, blocks=self.blocks,
-                            subject=self.issue.subject, preheader=self.issue.preheader, intro=self.issue.intro)
+                            subject=self.issue.subject, preheader=self.issue.preheader, intro=self.issue.intro,
+                            number=self.number, lead_id=self.lead_id, sponsor=self.sponsor)
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,8 @@ def load_draft(conn: Connection, settings: Settings, issue: Issue) -> Draft:
     )
     excluded_ids = [i for i, c in choices.items() if c.excluded]
     excluded = store.articles_by_id(conn, excluded_ids)
-    return Draft(issue, blocks, listed, tuple(excluded[i] for i in excluded_ids if i in excluded))
+    return Draft(issue, blocks, listed, tuple(excluded[i] for i in excluded_ids if i in excluded),
+                 store.issue_number(conn, issue.id), store.find_sponsor(conn, issue.id))
 
 
 def current_draft(engine: Engine, settings: Settings) -> Draft:
@@ -315,6 +324,27 @@ def add_item(engine: Engine, settings: Settings, *, title: str, link: str, secti
         return load_draft(conn, settings, issue)
 
 
+def set_sponsor(engine: Engine, settings: Settings, sponsor: Sponsor | None, *, now: datetime) -> Draft:
+    """Put a sponsor's slot in the draft (None removes it). Label and text are kept as
+    plain text; the link must be http(s), the image https, `after` a configured section
+    (empty: after the first section). `EditError` names the option that is wrong."""
+    if sponsor is not None:
+        sponsor = Sponsor(
+            label=_one_line(nh3.clean(sponsor.label, tags=set()), "--label", limit=200),
+            text=_one_line(nh3.clean(sponsor.text, tags=set()), "--text", limit=2000),
+            url=sponsor.url.strip(), image_url=sponsor.image_url.strip(), after=sponsor.after.strip(),
+        )
+        problems = sponsor_problems(sponsor)
+        if problems:
+            raise EditError("; ".join(f"--{key}: {problem}" for key, problem in problems))
+        if sponsor.after and sponsor.after not in settings.section_names():
+            raise EditError(f"--after: no section {sponsor.after!r} (known: {', '.join(settings.section_names())})")
+    with engine.begin() as conn:
+        issue = _editable(conn)
+        store.save_sponsor(conn, issue.id, sponsor, now=now)
+        return load_draft(conn, settings, issue)
+
+
 def sample_message(message: RenderedMessage, settings: Settings) -> RenderedMessage:
     """The message with its substitution tags filled as for an editor named Editor."""
     values = links.substitutions("preview", "Editor", base_url=settings.site.base_url)
@@ -386,6 +416,7 @@ def draft_fingerprint(engine: Engine) -> str:
         ).all()
         digest.update(repr([tuple(r) for r in rows]).encode())
         digest.update(repr(sorted(_choices(conn, latest.id).items())).encode())
+        digest.update(repr(store.find_sponsor(conn, latest.id)).encode())
     return digest.hexdigest()
 
 

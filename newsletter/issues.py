@@ -1,6 +1,6 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
-Owns: `open_database`, `make_renderer`, `build_issue`, `send_pending`, `ledger_status`,
+Owns: `open_database`, `make_renderer`, `make_theme`, `issue_content`, `build_issue`, `send_pending`, `ledger_status`,
 `render_issue`; hands on `make_transport` and `SendFlags` from `delivery`, so that the CLI,
 the scheduler and the web app find every use case here. Imports everything below it
 (`config`, `db`, `store`, `ledger`, `preflight`, `selection`, `render`, `dispatch`,
@@ -29,6 +29,7 @@ from .ledger import BatchDetail
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
 from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
+from .theme import Theme, build_theme
 from .selection import issue_slug, issue_window, select_articles
 from .transports import Transport
 from .workers import HelperPool
@@ -55,7 +56,14 @@ def make_renderer(settings: Settings, *, remember: bool = False) -> Renderer:
         zone=settings.site.zone,
         template_folder=folder,
         remember=remember,
+        theme=make_theme(settings),
+        utm=settings.links.utm,
     )
+
+
+def make_theme(settings: Settings) -> Theme:
+    """The theme of `[theme]`, for the emails and the pages alike."""
+    return build_theme(**settings.theme.model_dump())
 
 
 @dataclass(frozen=True)
@@ -67,10 +75,13 @@ class BuildResult:
     widened: bool = False
 
 
-def _content(issue: Issue, blocks: tuple[SectionBlock, ...]) -> IssueContent:
+def issue_content(conn: Connection, issue: Issue, blocks: tuple[SectionBlock, ...]) -> IssueContent:
+    """What a render needs of a stored issue: its articles, the editors' texts, its
+    number, lead story and sponsor."""
     return IssueContent(
         slug=issue.slug, date=issue.window_end, blocks=blocks, subject=issue.subject, preheader=issue.preheader,
-        intro=issue.intro,
+        intro=issue.intro, number=store.issue_number(conn, issue.id), lead_id=store.lead_article_id(conn, issue.id),
+        sponsor=store.find_sponsor(conn, issue.id),
     )
 
 
@@ -125,7 +136,7 @@ def build_issue(engine: Engine, settings: Settings, *, now: datetime, force: boo
             now=now,
         )
         # Rendering inside the transaction means a template error leaves no issue behind.
-        message = renderer.render(_content(issue, tuple(blocks)))
+        message = renderer.render(issue_content(conn, issue, tuple(blocks)))
     warnings = []
     if message.html_bytes > settings.delivery.warn_bytes:
         warnings.append(
@@ -157,8 +168,8 @@ def render_issue(
     """The issue as the subscribers of `sections` see it (None: every section), or its
     public web version."""
     with engine.connect() as conn:
-        blocks = store.issue_blocks(conn, issue.id, settings.section_names())
-    return make_renderer(settings).render(_content(issue, blocks), sections=sections, public=public)
+        content = issue_content(conn, issue, store.issue_blocks(conn, issue.id, settings.section_names()))
+    return make_renderer(settings).render(content, sections=sections, public=public)
 
 
 def send_pending(
@@ -177,9 +188,10 @@ def send_pending(
     `dispatch.send_issue`); `sleep` waits between retries."""
     with engine.connect() as conn:
         blocks = store.issue_blocks(conn, issue.id, settings.section_names())
+        content = issue_content(conn, issue, blocks)
         pool = _prestart_helpers(conn, settings, issue, transport, flags)
     try:
-        return _send(engine, settings, issue, blocks, pool, transport=transport, clock=clock, progress=progress, flags=flags,
+        return _send(engine, settings, issue, content, pool, transport=transport, clock=clock, progress=progress, flags=flags,
                      sleep=sleep, stop=stop)
     finally:
         if pool is not None and not pool.opened:
@@ -202,7 +214,7 @@ def _send(
     engine: Engine,
     settings: Settings,
     issue: Issue,
-    blocks: tuple[SectionBlock, ...],
+    content: IssueContent,
     pool: HelperPool | None,
     *,
     transport: Transport,
@@ -215,7 +227,6 @@ def _send(
     # One renderer for the preflight, the web version and the planning: each segment is
     # rendered (and each template compiled) once.
     renderer = make_renderer(settings, remember=True)
-    content = _content(issue, blocks)
     first_send = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
 
     def before_planning(conn: Connection, choices: list[str]) -> None:
@@ -227,7 +238,7 @@ def _send(
         if first_send:
             report = preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer, choices=choices)
             preflight.require_passing(report, issue.slug)
-        _save_web_version(conn, issue, blocks, renderer, now=clock())
+        _save_web_version(conn, issue, content, renderer, now=clock())
 
     options = send_options(settings, issue, transport, flags, stop)
     start_helpers: StartHelpers | None = None
@@ -241,7 +252,7 @@ def _send(
         issue,
         transport=transport,
         render=lambda sections: renderer.render(content, sections=sections),
-        available_sections={b.slug for b in blocks},
+        available_sections={b.slug for b in content.blocks},
         options=options,
         clock=clock,
         sleep=sleep,
@@ -271,11 +282,14 @@ def page_environment(settings: Settings) -> jinja2.Environment:
     if settings.templates.folder:
         folders.append(str(settings.path(settings.templates.folder) / "web"))
     folders.append(str(builtin_templates() / "web"))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folders),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "xml")),
         undefined=jinja2.StrictUndefined,
     )
+    # The archive's pages wear the emails' theme.
+    env.globals["theme"] = make_theme(settings)
+    return env
 
 
 def archive_pages(settings: Settings, *, archive_url: str = "") -> ArchivePages:
@@ -290,9 +304,10 @@ def archive_pages(settings: Settings, *, archive_url: str = "") -> ArchivePages:
     )
 
 
-def _save_web_version(conn: Connection, issue: Issue, blocks: tuple[SectionBlock, ...], renderer: Renderer, *,
+def _save_web_version(conn: Connection, issue: Issue, content: IssueContent, renderer: Renderer, *,
                       now: datetime) -> bool:
     """Store the public web version of an issue (all sections, no personal links), once.
     Called when its send starts, so that "View in browser" works from the first email."""
-    message = renderer.render(_content(issue, blocks), public=True)
-    return save_archived(conn, issue_id=issue.id, slug=issue.slug, message=message, sections=tuple(b.slug for b in blocks), now=now)
+    message = renderer.render(content, public=True)
+    return save_archived(conn, issue_id=issue.id, slug=issue.slug, message=message,
+                         sections=tuple(b.slug for b in content.blocks), now=now)

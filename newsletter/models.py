@@ -1,7 +1,7 @@
 """Value types passed between the layers of `newsletter`.
 
 Owns: `Article`, `FeedItem`, `ImageSize`, `IssueStatus`, `Issue`, `Segment`, `RenderedMessage`,
-`Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`, `EventKind`, `DeliveryEvent`,
+`Sponsor`, `Recipient`, `Batch`, `BatchStatus`, `Outcome`, `OutcomeKind`, `EventKind`, `DeliveryEvent`,
 and the substitution tags (`TAGS`, `TEXT_TAGS`, `ALL_TAGS`, `TAG_PATTERN`): the renderer writes them, the transports
 fill them for each recipient. Imports nothing of ours.
 """
@@ -123,6 +123,18 @@ class SectionBlock:
     slug: str
     name: str
     articles: tuple[Article, ...]
+
+
+@dataclass(frozen=True)
+class Sponsor:
+    """The sponsor's slot of an issue, shown as "Sponsored" after the section `after`
+    (empty: after the first section). Plain text; http(s) links only."""
+
+    label: str
+    text: str
+    url: str
+    image_url: str = ""
+    after: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The checks an issue must pass before an editor approves it and before every send.
 
 Owns: `Finding`, `Preflight`, `SegmentSize`, `LinkChecker`, `run_preflight`,
-`require_passing` and one `check_*` function per check. Imports `config`, `errors`,
+`require_passing`, `sponsor_problems` and one `check_*` function per check. Imports `config`, `errors`,
 `models`, `netguard` (every link is asked through its guarded client), `render`, `ledger` (the distinct section choices of the subscribers),
 `transports.outbox` (to see the headers a message is written with) and what `subscribers`
 exports.
@@ -10,7 +10,7 @@ An error blocks approval and sending; a warning is shown to the editor and nothi
 
     check                     error                                  warning
     segment HTML size         over `delivery.warn_bytes` (90 KB)     -
-    images                    an <img> without alt text              -
+    images                    an <img> without an alt attribute      -
     article links             -                                      not answering 2xx/3xx
     sections                  nothing to render                      a chosen section is empty
     subject, preheader        subject empty or over 150 characters   subject over 70, preheader
@@ -18,6 +18,7 @@ An error blocks approval and sending; a warning is shown to the editor and nothi
     unsubscribe               no unsubscribe link in a part          -
     headers                   no List-Unsubscribe(-Post) header      its URL is not https (RFC 8058)
     unresolved                an unknown %%tag%% (ours only)         -
+    sponsor                   no label, a link that is not http(s)   link not https, or not answering
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import subscribers as people
 from . import ledger, links, netguard
 from .config import Settings
 from .errors import AddressRefusedError, DeadlineError, IssueError, RenderError
-from .models import ALL_TAGS, TAG_PATTERN, TAGS, Article, Batch, RenderedMessage
+from .models import ALL_TAGS, TAG_PATTERN, TAGS, Article, Batch, RenderedMessage, Sponsor
 from .netguard import NetworkPolicy
 from .render import IssueContent, Renderer
 from .transports.outbox import MessageTemplate
@@ -111,13 +112,15 @@ def check_size(message: RenderedMessage, *, limit: int) -> list[Finding]:
 
 
 def check_images(message: RenderedMessage) -> list[Finding]:
+    """Every image needs an alt attribute: text that stands for it, or `alt=""` for an
+    image beside its own headline (decorative: a screen reader would read the title twice)."""
     found = []
     for tag in _IMG.findall(message.html):
-        alt = _ALT.search(tag)
-        if alt is None or not "".join(g or "" for g in alt.groups()).strip():
+        if _ALT.search(tag) is None:
             src = _SRC.search(tag)
             where = next((g for g in src.groups() if g), "") if src else ""
-            found.append(_error("images", f"the image {where or tag[:80]} has no alt text"))
+            found.append(_error("images", f"the image {where or tag[:80]} has no alt attribute "
+                                          "(alt text, or alt=\"\" when it is decorative)"))
     return found
 
 
@@ -183,6 +186,39 @@ def check_headers(settings: Settings, message: RenderedMessage) -> list[Finding]
     return found
 
 
+SPONSOR_LABEL_MAX = 60
+SPONSOR_TEXT_MAX = 400
+_WEB_URL = re.compile(r"https?://[^\s/\"'<>]+[^\s\"'<>]*")
+
+
+def sponsor_problems(sponsor: Sponsor) -> list[tuple[str, str]]:
+    """What is wrong with a sponsor's slot, as (option, problem) pairs; [] when nothing.
+    The slot is shown as "Sponsored" with its label: a slot without one would hide who
+    pays, and only web links may be followed (no javascript:, data: or mailto:)."""
+    found = []
+    if not sponsor.label.strip():
+        found.append(("label", "a sponsor needs a label (the sponsor's name), shown after \"Sponsored\""))
+    elif len(sponsor.label) > SPONSOR_LABEL_MAX:
+        found.append(("label", f"{len(sponsor.label)} characters, at most {SPONSOR_LABEL_MAX}"))
+    if len(sponsor.text) > SPONSOR_TEXT_MAX:
+        found.append(("text", f"{len(sponsor.text)} characters, at most {SPONSOR_TEXT_MAX}"))
+    if not _WEB_URL.fullmatch(sponsor.url):
+        found.append(("url", f"{sponsor.url!r} is not an http:// or https:// URL"))
+    if sponsor.image_url and not (sponsor.image_url.startswith("https://") and _WEB_URL.fullmatch(sponsor.image_url)):
+        found.append(("image", f"{sponsor.image_url!r} is not an https:// URL of an image"))
+    return found
+
+
+def check_sponsor(sponsor: Sponsor | None) -> list[Finding]:
+    """The sponsor's label and links (its link is asked with the article links)."""
+    if sponsor is None:
+        return []
+    found = [_error("sponsor", f"sponsor {key}: {problem}") for key, problem in sponsor_problems(sponsor)]
+    if not found and not sponsor.url.startswith("https://"):
+        found.append(_warning("sponsor", f"sponsor url: {sponsor.url} is not https://"))
+    return found
+
+
 def _epoch() -> datetime:
     return datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -244,9 +280,13 @@ class LinkChecker:
                 return f"was not asked ({exc})"
         return problem
 
-    def check(self, articles: Sequence[Article]) -> list[Finding]:
+    def check(self, articles: Sequence[Article], *, sponsor: Sponsor | None = None) -> list[Finding]:
+        """Warnings for the article links (and the sponsor's) that do not answer."""
+        titles = {a.url: repr(a.title) for a in articles}
+        if sponsor is not None and _WEB_URL.fullmatch(sponsor.url):
+            titles[sponsor.url] = f"sponsor {sponsor.label!r}"
         now = self.clock()
-        urls = sorted({a.url for a in articles})
+        urls = sorted(titles)
         todo = [u for u in urls if u not in self._seen or now - self._seen[u][0] > self.ttl]
         if todo:
             headers = {"user-agent": self.user_agent}
@@ -254,9 +294,8 @@ class LinkChecker:
                     ThreadPoolExecutor(max_workers=8) as pool:
                 for url, problem in zip(todo, pool.map(lambda u: self._probe(client, u), todo), strict=True):
                     self._seen[url] = (now, problem)
-        titles = {a.url: a.title for a in articles}
         return [
-            _warning("links", f"{titles[url]!r}: {url} {self._seen[url][1]}")
+            _warning("links", f"{titles[url]}: {url} {self._seen[url][1]}")
             for url in urls if self._seen[url][1]
         ]
 
@@ -336,8 +375,9 @@ def run_preflight(
             seen.setdefault(finding, []).append(label)
     findings = [_where(finding, labels, every=len(sizes) > 1) for finding, labels in seen.items()]
     findings += check_sections(settings, available, segments.choices)
+    findings += check_sponsor(content.sponsor)
     if links is not None:
-        findings += links.check([a for b in content.blocks for a in b.articles])
+        findings += links.check([a for b in content.blocks for a in b.articles], sponsor=content.sponsor)
     order = {"error": 0, "warning": 1}
     findings.sort(key=lambda f: order[f.level])
     return Preflight(tuple(findings), tuple(sizes), limit, links_checked=links is not None)

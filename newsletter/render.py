@@ -1,7 +1,12 @@
 """Jinja2 → MJML → HTML, and the plain-text part; once per segment.
 
-Owns: `Renderer`, `IssueContent`, `builtin_templates`, `intro_html`, `compile_mjml`. Imports
-`models` (where the substitution `TAGS` are defined, for the transports too), `errors`.
+Owns: `Renderer`, `IssueContent`, `builtin_templates`, `intro_html`, `compile_mjml`,
+`inline_css`, `add_parameters`. Imports `models` (where the substitution `TAGS` are
+defined, for the transports too), `errors`, `theme`.
+
+After MJML, the digest's own CSS (`email/digest.css.j2`) is written into style attributes
+(css-inline), because Gmail for other accounts and Yahoo's Android app drop `<style>`;
+what cannot be inline (the mobile layout, the dark palette) stays in `<style>`.
 
 Per-recipient values never enter a render: the templates write substitution tags such as
 `%%unsubscribe_url%%` (see `TAGS`, and `TEXT_TAGS` in the text part), which the transport
@@ -14,13 +19,16 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import css_inline
 import jinja2
 import mjml
 import nh3
@@ -28,7 +36,8 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from .errors import RenderError
-from .models import TAGS, TEXT_TAGS, RenderedMessage, SectionBlock
+from .models import TAGS, TEXT_TAGS, Article, RenderedMessage, SectionBlock, Sponsor
+from .theme import Theme, build_theme
 
 
 class Tag(str):
@@ -111,6 +120,11 @@ class IssueContent:
     subject: str = ""
     preheader: str = ""
     intro: str = ""
+    #: The issue's number in the masthead (0: none shown).
+    number: int = 0
+    #: The editors' lead story (the pinned article); None: the newest of the first section.
+    lead_id: int | None = None
+    sponsor: Sponsor | None = None
 
 
 def _template_line(exc: BaseException) -> tuple[str, int | None]:
@@ -167,6 +181,70 @@ def compile_mjml(source: str, template: str) -> str:
     return html
 
 
+#: What follows the hidden preheader: zero-width and thin characters that fill the inbox
+#: preview, so that it does not run on into the email's first words ("View in browser").
+PREHEADER_SPACER = Markup("&#847;&zwnj;&nbsp;" * 40)
+_SCHEME_META = '<meta name="color-scheme" content="light dark"><meta name="supported-color-schemes" content="light dark">'
+
+
+#: Entities that css-inline, which parses the document and writes it again, would write
+#: back as characters: `&#37;` (how `neutralize` breaks up `%%` in content: `%%` again
+#: would be a tag), `&lt;` and `&gt;` (HTML5 leaves them as they are in attributes and in
+#: `<title>`, where a reader with a lesser parser could take content for markup). Each
+#: stands as a private-use character while the inliner works.
+_KEPT_ENTITIES = {"&#37;": "\ue025", "&lt;": "\ue026", "&gt;": "\ue027"}
+_MARKS = re.compile("[\ue025-\ue027]")
+
+
+def inline_css(html: str, css: str) -> str:
+    """`html` with the rules of `css` written into the style attributes of the elements
+    they select (an element's own style attribute wins). `<style>` elements are left as
+    they are, neither inlined nor removed: they hold what only works there. The entities
+    of `_KEPT_ENTITIES` stay entities."""
+    marked = _MARKS.sub("", html)
+    for entity, mark in _KEPT_ENTITIES.items():
+        marked = marked.replace(entity, mark)
+    inliner = css_inline.CSSInliner(
+        inline_style_tags=False, keep_style_tags=True, keep_link_tags=True, load_remote_stylesheets=False, extra_css=css
+    )
+    inlined: str = inliner.inline(marked)
+    for entity, mark in _KEPT_ENTITIES.items():
+        inlined = inlined.replace(mark, entity)
+    return inlined
+
+
+def add_parameters(url: str, parameters: Mapping[str, str]) -> str:
+    """`url` with `parameters` added to its query string, after what is there; a parameter
+    the URL already has keeps its value. Only for http(s) URLs; others are returned."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parameters:
+        return url
+    present = {pair.split("=", 1)[0] for pair in parts.query.split("&") if pair}
+    added = "&".join(f"{quote(k)}={quote(v)}" for k, v in parameters.items() if k not in present)
+    if not added:
+        return url
+    return urlunsplit(parts._replace(query=f"{parts.query}&{added}" if parts.query else added))
+
+
+def image_height(article: Article, width: int) -> int | None:
+    """The height of `article`'s image shown `width` pixels wide, when its size is known."""
+    known_width, known_height = getattr(article, "image_width", 0) or 0, getattr(article, "image_height", 0) or 0
+    if known_width <= 0 or known_height <= 0:
+        return None
+    return max(1, round(width * known_height / known_width))
+
+
+def _lead(blocks: Sequence[SectionBlock], lead_id: int | None) -> tuple[Article, SectionBlock]:
+    """The lead story of a segment: the editors' pinned article when the segment has it,
+    else the newest article of its first section."""
+    for block in blocks:
+        for article in block.articles:
+            if article.id == lead_id:
+                return article, block
+    first = next(b for b in blocks if b.articles)
+    return max(first.articles, key=lambda a: a.published_at), first
+
+
 class Renderer:
     """Renders issues with the built-in templates, or a user's folder that overrides them."""
 
@@ -179,6 +257,8 @@ class Renderer:
         zone: ZoneInfo,
         template_folder: Path | None = None,
         remember: bool = False,
+        theme: Theme | None = None,
+        utm: Mapping[str, str] | None = None,
     ) -> None:
         #: With `remember`, each render is kept and given again for the same content,
         #: sections and audience: a send renders every segment for its preflight and
@@ -204,7 +284,25 @@ class Renderer:
         )
         self.env.filters["localdate"] = self._localdate
         self.env.filters["wordwrap"] = self._wordwrap()
+        self.theme = theme or build_theme()
+        self.utm = dict(utm or {})
+        self._css: str | None = None
 
+    def css(self) -> str:
+        """The digest's CSS for this theme, written into style attributes after MJML."""
+        if self._css is None:
+            self._css = self._render("email/digest.css.j2", {"theme": self.theme})
+        return self._css
+
+    def article_link(self, slug: str) -> Any:
+        """The function templates call for an article's link: its URL with the UTM
+        parameters of `[links] utm` ({slug} is the issue), never on our own links."""
+        parameters = {k: v.replace("{slug}", slug) for k, v in self.utm.items()}
+
+        def link(article: Article) -> str:
+            return add_parameters(article.url, parameters)
+
+        return link
     def _wordwrap(self) -> Any:
         """Jinja's `wordwrap`, remembering what it wrapped: an article's summary is wrapped
         again in every segment that has its section, and `textwrap` took two fifths of
@@ -260,28 +358,53 @@ class Renderer:
             message = self._remembered[key] = self._render_message(content, sections, public)
         return message
 
-    def _render_message(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> RenderedMessage:
+    def mjml_source(self, content: IssueContent, *, sections: Sequence[str] | None = None, public: bool = False) -> str:
+        """The MJML the digest template writes for a segment, before MRML (for comparisons
+        such as `bench/bench_render.py`'s with JS mjml)."""
+        return self._render("email/digest.mjml.j2", self._context(content, sections, public))
+
+    def _context(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> dict[str, Any]:
         blocks = [b for b in content.blocks if sections is None or b.slug in sections]
         articles = [a for b in blocks for a in b.articles]
         if not articles:
             raise RenderError(f"issue {content.slug}: nothing to render for sections {', '.join(sections or [])}")
-        subject = content.subject or f"{self.site['name']}: {articles[0].title}"
-        preheader = content.preheader or " · ".join(a.title for a in articles[1:3]) or articles[0].summary
-        context = {
+        lead, lead_block = _lead(blocks, content.lead_id)
+        rest = [a for a in articles if a is not lead]
+        subject = content.subject or f"{self.site['name']}: {lead.title}"
+        preheader = content.preheader or " · ".join(a.title for a in rest[:2]) or lead.summary
+        sponsor = content.sponsor
+        visible = [b.slug for b in blocks]
+        others = [SectionBlock(b.slug, b.name, tuple(a for a in b.articles if a is not lead)) for b in blocks]
+        return {
+            "theme": self.theme,
+            "number": content.number,
+            "lead": lead,
+            "lead_section": lead_block.name,
+            "contents": [(b.name, len(b.articles)) for b in blocks],
+            "sponsor": sponsor,
+            "sponsor_after": (sponsor.after if sponsor and sponsor.after in visible else visible[0]) if sponsor else "",
+            "link": self.article_link(content.slug),
+            "image_height": image_height,
+            "spacer": PREHEADER_SPACER,
             "site": self.site,
             "subject": subject,
             "preheader": preheader,
             "intro": content.intro,
             "intro_html": intro_html(content.intro),
             "date": self._localdate(content.date),
-            "blocks": blocks,
+            "blocks": others,
             "section_names": [b.name for b in blocks],
             "web_url": self.web_url(content.slug),
             "subscribe_url": f"{self.base_url}/subscribe",
             "tags": _HTML_TAGS,
             "public": public,
         }
+
+    def _render_message(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> RenderedMessage:
+        context = self._context(content, sections, public)
+        subject, preheader = context["subject"], context["preheader"]
         html = compile_mjml(self._render("email/digest.mjml.j2", context), "email/digest.mjml.j2")
+        html = inline_css(html, self.css()).replace("<head>", "<head>" + _SCHEME_META, 1)
         # Each part has its own tags, so each gets its values encoded for it (`links`).
         text = self._render("email/digest.txt.j2", {**context, "tags": _TEXT_TAGS})
         # The subject is a header and the preheader inbox text: content, neutralized as

@@ -56,10 +56,12 @@ def _answer(client: httpx.Client, route: Any) -> None:
 
 def take_screenshots(
     html: str, folder: Path, *, stem: str, chromium: Path, policy: netguard.NetworkPolicy, user_agent: str = "",
+    dark: bool = False,
 ) -> list[Path]:
-    """Write `<stem>-desktop.png` and `<stem>-mobile.png` (whole page) into `folder`; the
-    paths written. Images that do not load within a few seconds, and images at addresses
-    `policy` refuses, are left out."""
+    """Write `<stem>-desktop.png` and `<stem>-mobile.png` (whole page) into `folder`, or
+    with `dark` `<stem>-desktop-dark.png` and `<stem>-mobile-dark.png` as Chromium shows
+    them with a dark colour scheme; the paths written. Images that do not load within a
+    few seconds, and images at addresses `policy` refuses, are left out."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -78,7 +80,8 @@ def take_screenshots(
             browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=list(CHROMIUM_ARGS))
             try:
                 for name, width in WIDTHS:
-                    page = browser.new_page(viewport={"width": width, "height": 800}, java_script_enabled=False)
+                    page = browser.new_page(viewport={"width": width, "height": 800}, java_script_enabled=False,
+                                            color_scheme="dark" if dark else "light")
                     # Chromium connects to nothing itself: the guarded client answers every request.
                     page.route("**/*", lambda route: _answer(client, route))
                     page.set_content(html, wait_until="domcontentloaded")
@@ -86,7 +89,7 @@ def take_screenshots(
                         page.wait_for_load_state("load", timeout=5000)
                     except PlaywrightError:
                         pass  # An image that does not load is left out of the picture.
-                    path = folder / f"{stem}-{name}.png"
+                    path = folder / f"{stem}-{name}{'-dark' if dark else ''}.png"
                     page.screenshot(path=str(path), full_page=True)
                     written.append(path)
             finally:

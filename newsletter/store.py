@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from .models import Article, FeedItem, Issue, IssueStatus, RenderedMessage, SectionBlock, Segment
-from .tables import articles, feed_state, issue_articles, issues, segments
+from .models import Article, FeedItem, Issue, IssueStatus, RenderedMessage, SectionBlock, Segment, Sponsor
+from .tables import articles, draft_choices, feed_state, issue_articles, issues, segments, sponsors
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,37 @@ def find_issue(conn: Connection, ref: str | int) -> Issue | None:
 def list_issues(conn: Connection) -> list[Issue]:
     rows = conn.execute(select(issues).order_by(issues.c.window_end.desc(), issues.c.id.desc())).all()
     return [_issue(row) for row in rows]
+
+
+def issue_number(conn: Connection, issue_id: int) -> int:
+    """The issue's number, counted from the first issue built (1)."""
+    return int(conn.execute(select(func.count()).select_from(issues).where(issues.c.id <= issue_id)).scalar_one())
+
+
+def lead_article_id(conn: Connection, issue_id: int) -> int | None:
+    """The editors' lead story: the first pinned article of the issue in its order."""
+    return conn.execute(
+        select(issue_articles.c.article_id)
+        .join(draft_choices, (draft_choices.c.issue_id == issue_articles.c.issue_id)
+              & (draft_choices.c.article_id == issue_articles.c.article_id))
+        .where(issue_articles.c.issue_id == issue_id, draft_choices.c.pinned.is_(True))
+        .order_by(issue_articles.c.position).limit(1)
+    ).scalar()
+
+
+def find_sponsor(conn: Connection, issue_id: int) -> Sponsor | None:
+    row = conn.execute(select(sponsors).where(sponsors.c.issue_id == issue_id)).first()
+    return Sponsor(row.label, row.text, row.url, row.image_url, row.after_section) if row else None
+
+
+def save_sponsor(conn: Connection, issue_id: int, sponsor: Sponsor | None, *, now: datetime) -> None:
+    """Set the issue's sponsor (None: remove it)."""
+    conn.execute(sponsors.delete().where(sponsors.c.issue_id == issue_id))
+    if sponsor is not None:
+        conn.execute(insert(sponsors).values(
+            issue_id=issue_id, label=sponsor.label, text=sponsor.text, url=sponsor.url, image_url=sponsor.image_url,
+            after_section=sponsor.after, updated_at=now,
+        ))
 
 
 def issue_slugs(conn: Connection) -> set[str]:

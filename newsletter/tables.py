@@ -2,7 +2,7 @@
 
 Owns: `articles`, `feed_state`, `issues`, `issue_articles`, `segments`, `batches`,
 `deliveries`, `archive`, `scheduled_runs`, `draft_choices`, `delivery_events`,
-`recipient_activity`, `link_clicks`. Imports `subscribers` (for the
+`recipient_activity`, `link_clicks`, `sponsors`. Imports `subscribers` (for the
 shared metadata and the subscribers table).
 
 The ledger's guarantees live in constraints: an article is in at most one issue
@@ -168,6 +168,19 @@ scheduled_runs = Table(
 # `excluded` keeps an article out; any other row keeps it in, in `section` (empty: the one
 # its categories give) at `position` (1-based rank; none: after the ranked ones), pinned
 # articles before the rest. Owned by `drafts.py`.
+# The sponsor's slot of an issue (at most one), set by `newsletter draft sponsor`.
+sponsors = Table(
+    "sponsors",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("label", String(100), nullable=False),
+    Column("text", String(600), nullable=False, default=""),
+    Column("url", String(2000), nullable=False),
+    Column("image_url", String(2000), nullable=False, default=""),
+    Column("after_section", String(100), nullable=False, default=""),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 draft_choices = Table(
     "draft_choices",
     metadata,

@@ -159,7 +159,7 @@ def test_subscribe_confirm_choose_sections_and_unsubscribe_in_a_browser(
         send_issue(engine, settings, now)
         (first,) = mail_to(settings.outbox_dir, "reader@example.com", subject="Pharma Weekly:")
         text, html = parts(first)
-        assert "Week 1: new bioreactor plant" in html and "MANUFACTURING" in text
+        assert "Week 1: new bioreactor plant" in html and "- Manufacturing (1)" in text
         assert "trial results" not in html and "congress preview" not in html
         unsubscribe_url = first["List-Unsubscribe"].split(",")[0].strip("<> ")
         assert unsubscribe_url.startswith(f"{base}/unsubscribe/")

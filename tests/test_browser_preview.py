@@ -234,7 +234,9 @@ def test_segments_and_the_mobile_frame(preview_process: Preview, page: Any) -> N
     expect(frame_text(page, "Mobile (375 px)")).not_to_contain_text("Trial meets its endpoint")
     expect(inbox).to_contain_text("Pharma Weekly: New bioreactor plant")
     assert page.get_by_label("Segment").locator("strong").inner_text() != full_size
-    expect(page.get_by_label("Plain text")).to_contain_text("== MANUFACTURING ==")
+    # The segment's one article leads it: in the text part, under "TOP STORY", counted in the contents.
+    expect(page.get_by_label("Plain text")).to_contain_text("== TOP STORY ==")
+    expect(page.get_by_label("Plain text")).to_contain_text("- Manufacturing (1)")
     expect(page.get_by_label("Plain text")).not_to_contain_text("CLINICAL")
 
 

@@ -50,7 +50,7 @@ def test_a_segment_has_its_sections_links_and_footer() -> None:
     content = issue_content()
     message = make_renderer().render(content, sections=("manufacturing", "events"))
     html, text = message.html, message.text
-    assert "MANUFACTURING" in html and "EVENTS" in html and "DRUG DEVELOPMENT" not in html
+    assert "Manufacturing</h2>" in html and "Events</h2>" in html and "Drug Development</h2>" not in html
     assert "Manufacturing" in text and "Drug Development" not in text.split("--")[0]
     for link in ("https://news.example.com/archive/2026-w48", TAGS["preferences_url"], TAGS["unsubscribe_url"]):
         assert link in html and link in text
@@ -60,8 +60,8 @@ def test_a_segment_has_its_sections_links_and_footer() -> None:
     assert message.preheader in html  # the hidden preview line
     assert not re.search(r"</?mj-", html), "every MJML tag must be compiled"
     images = re.findall(r"<img\b[^>]*>", html)
-    assert images and all(re.search(r'\salt="[^"]+"', img) for img in images)
-    assert html.count("<a href=\"https://www.pharma-news.example.com/") >= 6
+    assert images and all(re.search(r'\salt="[^"]*"', img) for img in images)
+    assert html.count('href="https://www.pharma-news.example.com/') >= 6
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
 
 

@@ -122,10 +122,11 @@ def page_text(html: str) -> str:
 
 @pytest.fixture
 def make_site(engine: Engine, make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Site]]:
-    def make(**web: Any) -> Site:
+    def make(theme: dict[str, Any] | None = None, **web: Any) -> Site:
         settings = make_settings(
             security={"secret_key": SECRET},
             web={"cors_origins": [ALLOWED_ORIGIN], **web},
+            theme=theme or {},
         )
         site = Site(client=None, engine=engine, settings=settings)  # type: ignore[arg-type]
         app = create_app(
@@ -363,7 +364,7 @@ def test_unknown_and_tampered_tokens_get_a_plain_404(site: Site, kind: str) -> N
 
 
 def test_the_preference_center_shows_the_choices_accessibly_with_the_branding(make_site: Callable[..., Site]) -> None:
-    site = make_site(brand_color="#FFD700", logo_url="https://cdn.example.com/logo.png")
+    site = make_site(theme={"brand_color": "#FFD700", "logo_url": "https://cdn.example.com/logo.png"})
     token = site.confirmed("ann@example.com", ["events", "news"])
     page = site.client.get(f"/preferences/{token}")
     assert page.status_code == 200

@@ -227,7 +227,7 @@ def test_a_small_image_is_not_stretched_in_the_email(
     tag = html[html.index(f"{UPLOADS}/vial-150x150.jpg") - 200:]
     tag = tag[tag.rindex("<img"):]
     tag = tag[: tag.index(">")]
-    assert 'width="150"' in tag and "max-width:150px" in tag and 'width="552"' not in tag
+    assert 'width="150"' in tag and "max-width:150px" in tag.replace(" ", "") and 'width="552"' not in tag
 
 
 def test_the_image_slot_is_configurable(

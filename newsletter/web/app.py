@@ -112,18 +112,6 @@ class Guard:
             )
 
 
-def _brand(colour: str) -> dict[str, str]:
-    """The brand colour and a text colour readable on it (WCAG contrast of 4.5 or more)."""
-
-    def luminance(hex_colour: str) -> float:
-        channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
-        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
-        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-
-    on_white = (1.05) / (luminance(colour) + 0.05)
-    return {"colour": colour, "text": "#ffffff" if on_white >= 4.5 else "#111111"}
-
-
 def error_response(request: Request, exc: Exception) -> Response:
     """The one place where an exception becomes an answer: a page for people, JSON for
     scripts, the status code that says what went wrong, and never a traceback."""
@@ -204,10 +192,12 @@ def _pages(settings: Settings) -> Jinja2Templates:
         loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined
     )
     site = settings.site
+    theme = issues.make_theme(settings)
     env.globals |= {
         "site": {"name": site.name, "base_url": site.base_url},
-        "brand": _brand(settings.web.brand_color),
-        "logo_url": settings.web.logo_url,
+        "brand": {"colour": theme.brand, "text": theme.on_brand},
+        "logo_url": theme.logo_url,
+        "theme": theme,
     }
     return Jinja2Templates(env=env)
 

@@ -25,7 +25,7 @@ from ..config import Settings
 from ..errors import NewsletterError, RenderError
 from ..links import PersonalLinks, personal_links
 from ..models import Batch, OutcomeKind, Recipient, RenderedMessage
-from ..render import compile_mjml
+from ..render import PREHEADER_SPACER, compile_mjml
 from ..transports import Transport
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,9 @@ class ConfirmationMailer:
     def __init__(self, settings: Settings, *, transport: Callable[[], Transport] | None = None) -> None:
         self.settings = settings
         self.make_transport = transport or (lambda: issues.make_transport(settings))
-        self.env = issues.make_renderer(settings).env
+        renderer = issues.make_renderer(settings)
+        self.env = renderer.env
+        self.theme = renderer.theme
         # The text part must not be HTML-escaped ("O'Brien", "R&D"), whatever the
         # renderer's autoescape rules say of `.txt.j2` names.
         self.text_env = self.env.overlay(autoescape=False)
@@ -64,6 +66,8 @@ class ConfirmationMailer:
             "name": mail.name,
             "sections": [names[s] for s in names if s in mail.sections],
             "confirm_days": self.settings.web.confirm_days,
+            "theme": self.theme,
+            "spacer": PREHEADER_SPACER,
             **self.links(mail.token).as_dict(),
         }
         if mail.kind is people.MailKind.CONFIRM:

@@ -41,7 +41,7 @@ from starlette.routing import Route
 from .. import drafts, issues
 from ..config import Settings
 from ..errors import ConfigError, NewsletterError
-from ..models import RenderedMessage
+from ..models import RenderedMessage, Sponsor
 from ..preflight import LinkChecker
 from ..render import builtin_templates
 from .errors import BadRequestError, FormExpiredError, WebError
@@ -54,6 +54,7 @@ DONE = {
     "include": "The article is back in the draft.", "approve": "The issue is approved and frozen for sending.",
     "reopen": "The issue is a draft again.", "test": "The test is sent to the editors.",
     "texts": "The subject, preheader and intro are saved.",
+    "sponsor": "The sponsor's slot is saved.", "unsponsor": "The sponsor's slot is removed.",
 }
 PAGE_CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src http: https: data:; "
             "frame-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -184,6 +185,11 @@ def _act(ctx: PreviewContext, action: str, article: str, sections: tuple[str, ..
         drafts.set_subject(engine, one(fields, "subject", limit=1000))
         drafts.set_preheader(engine, one(fields, "preheader", limit=1000))
         drafts.set_intro(engine, one(fields, "intro", limit=20_000))
+    elif action in ("sponsor", "unsponsor"):
+        sponsor = None if action == "unsponsor" else Sponsor(
+            label=one(fields, "label", limit=1000), text=one(fields, "text", limit=4000), url=one(fields, "url", limit=2000),
+            image_url=one(fields, "image", limit=2000), after=one(fields, "after", limit=100))
+        drafts.set_sponsor(engine, settings, sponsor, now=now)
     elif action in ("pin", "unpin", "exclude", "include"):
         if not article.isdigit():
             raise BadRequestError("Choose an article.")
@@ -204,7 +210,7 @@ def _act(ctx: PreviewContext, action: str, article: str, sections: tuple[str, ..
 
 
 async def act(request: Request) -> Response:
-    """Save the texts, pin, unpin, exclude, include, approve, reopen or send a test; then
+    """Save the texts or the sponsor, pin, unpin, exclude, include, approve, reopen or send a test; then
     back to the page."""
     ctx = _context(request)
     fields = parse_form(request, await read_body(request, limit=65_536))
