@@ -37,7 +37,8 @@ from . import db, issues, store
 from .archive import export_archive
 from .config import Settings, load_settings
 from .demo import demo_subscribers, prepare_demo
-from .dispatch import SendReport
+from .sending import SendReport
+from .transports import capabilities
 from .errors import ConfigError, DatabaseUnavailableError, EmptyIssueError, NewsletterError, StorageError
 from .models import BatchStatus
 from .ingest import FeedReport, configured_sources, ingest_sources, source_statuses
@@ -412,7 +413,7 @@ def send(
         _status(engine, cfg, status, as_json=as_json)
         return
     flags = issues.SendFlags(retry_failed=retry_failed, resend_unknown=resend_unknown, sandbox=sandbox, worker=worker)
-    if sandbox and cfg.delivery.transport != "sendgrid":
+    if sandbox and not capabilities(cfg.delivery.transport).sandbox:
         raise ConfigError("--sandbox is SendGrid's sandbox mode; delivery.transport is not \"sendgrid\"")
     if worker and engine.dialect.name != "postgresql":
         raise ConfigError("--worker needs PostgreSQL (database.url); on SQLite one `newsletter send` process sends")
@@ -613,7 +614,7 @@ def demo(
     table.add_row("elapsed", f"{elapsed:.2f} s")
     console.print(table)
     cfg_arg = f"--config {config_path}"
-    if cfg.delivery.transport == "outbox":
+    if capabilities(cfg.delivery.transport).writes_files:
         console.print(f"Outbox (one .eml per recipient): [bold]{cfg.outbox_dir}[/bold]")
     else:
         ledger = f"newsletter {cfg_arg} send --status {latest.slug}" if latest else f"newsletter {cfg_arg} issues"
