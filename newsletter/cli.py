@@ -285,6 +285,7 @@ def _send_table(report: SendReport) -> Table:
         ("  of which by helper processes", f"{report.helper_batches_sent:,} ({report.helpers} helpers)"),
         ("recipients sent", report.recipients_sent),
         ("skipped (unsubscribed or suppressed since planning)", report.recipients_skipped),
+        ("refused by the relay (5xx for that address)", report.recipients_refused),
         ("no chosen section in this issue", report.unsegmented),
         ("failed batches (this run)", len(report.failed_batches)),
         ("failed batches (in the ledger)", report.failed_total),

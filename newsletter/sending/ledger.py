@@ -193,6 +193,20 @@ def skip_deliveries(conn: Connection, batch_id: int, delivery_ids: list[int]) ->
         conn.execute(update(batches).where(batches.c.id == batch_id).values(skipped=batches.c.skipped + len(delivery_ids)))
 
 
+def refuse_deliveries(conn: Connection, batch_id: int, refused: Sequence[tuple[int, str]]) -> None:
+    """These recipients of the batch were refused for good by the provider (subscriber ids
+    with its answer): their deliveries say "refused", they are counted with the batch's
+    left-out recipients (never as sent), and the first answer is kept in its `error`."""
+    if not refused:
+        return
+    ids = [subscriber_id for subscriber_id, _ in refused]
+    conn.execute(
+        update(deliveries).where(deliveries.c.batch_id == batch_id, deliveries.c.subscriber_id.in_(ids)).values(status="refused")
+    )
+    error = f"{len(ids)} recipient(s) refused: {refused[0][1]}"[:1000]
+    conn.execute(update(batches).where(batches.c.id == batch_id).values(skipped=batches.c.skipped + len(ids), error=error))
+
+
 def mark_accepted(conn: Connection, batch_id: int, *, message_id: str, status_code: int, now: datetime) -> None:
     """The provider took the batch: its recipients not skipped have the issue."""
     conn.execute(_accept(), {"accepted_batch": batch_id, "accepted_id": message_id, "answer": status_code, "accepted_at": now})

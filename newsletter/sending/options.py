@@ -73,6 +73,8 @@ class SendReport:
     batches_sent: int = 0
     recipients_sent: int = 0
     recipients_skipped: int = 0
+    #: Recipients of accepted batches the provider refused for good (an SMTP 5xx).
+    recipients_refused: int = 0
     failed_batches: list[tuple[int, str]] = field(default_factory=list)
     unknown_batches: list[int] = field(default_factory=list)
     #: Failed batches in the ledger when the run ended (this run's and earlier ones).

@@ -225,8 +225,12 @@ class SendLoop:
                 return
             if outcome.kind is OutcomeKind.ACCEPTED:
                 ledger.mark_accepted(conn, batch.id, message_id=outcome.message_id, status_code=outcome.status_code, now=self.clock())
+                ledger.refuse_deliveries(conn, batch.id, outcome.refused)
                 report.batches_sent += 1
-                report.recipients_sent += len(batch.recipients)
+                report.recipients_sent += len(batch.recipients) - len(outcome.refused)
+                report.recipients_refused += len(outcome.refused)
+                if outcome.refused:
+                    log.warning("batch %d of issue %s: %d recipients refused", batch.id, batch.issue_slug, len(outcome.refused))
             else:
                 ledger.mark_failed(conn, batch.id, status_code=outcome.status_code, error=outcome.error, now=self.clock())
                 report.failed_batches.append((batch.id, outcome.error or f"status {outcome.status_code}"))

@@ -250,4 +250,5 @@ def _merge(report: SendReport, outcome: HelperOutcome) -> None:
         report.batches_sent += other.batches_sent
         report.recipients_sent += other.recipients_sent
         report.recipients_skipped += other.recipients_skipped
+        report.recipients_refused += other.recipients_refused
         report.failed_batches += other.failed_batches

@@ -92,6 +92,19 @@ def _sendgrid(settings: Settings) -> Transport:
     )
 
 
+def _smtp(settings: Settings) -> Transport:
+    config = settings.smtp
+    if config.username and config.password is None:
+        raise ConfigError("smtp.username is set but no password: export NEWSLETTER_SMTP__PASSWORD")
+    from .smtp import SmtpTransport
+
+    return SmtpTransport(
+        host=config.host, port=config.port, username=config.username,
+        password=config.password.get_secret_value() if config.password else "", tls=config.tls,
+        connections=config.connections,
+    )
+
+
 #: Every transport, by the name `[delivery] transport` gives.
 REGISTRY: dict[str, Capabilities] = {
     c.name: c
@@ -101,6 +114,7 @@ REGISTRY: dict[str, Capabilities] = {
             "sendgrid", _sendgrid, idempotent=False, helper_processes=True,
             concurrency=lambda settings: settings.sendgrid.concurrency, sandbox=True, event_webhook=True,
         ),
+        Capabilities("smtp", _smtp, idempotent=False, concurrency=lambda settings: settings.smtp.connections),
     )
 }
 
