@@ -54,7 +54,7 @@ from sqlalchemy import Engine, insert, text
 import subscribers as people
 from bench_outbox import MIB, Phases, RssSampler, peak_rss_bytes, reset_peak_rss, rss_bytes
 from bench_render import CONFIG, SITE, write_feed
-from newsletter import db, dispatch, issues
+from newsletter import db, issues, sending
 from newsletter.config import Settings, load_settings
 from newsletter.ingest import ingest_feeds
 
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         "suppressions": args.suppressions,
         "database": "postgresql" if args.postgres else "sqlite",
         "concurrency": settings.sendgrid.concurrency,
-        "processes": dispatch.process_count(settings.delivery.processes),
+        "processes": sending.process_count(settings.delivery.processes),
         "schema_validated_every": args.validate_every,
         "setup_seconds": round(setup_s, 2),
         "wall_seconds": round(wall_s, 2),

@@ -37,7 +37,8 @@ from . import db, issues, store
 from .archive import export_archive
 from .config import Settings, load_settings
 from .demo import demo_subscribers, prepare_demo
-from .dispatch import SendReport
+from .sending import SendReport
+from .transports import capabilities
 from .errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -329,6 +330,7 @@ def _send_table(report: SendReport) -> Table:
         ("  of which by helper processes", f"{report.helper_batches_sent:,} ({report.helpers} helpers)"),
         ("recipients sent", report.recipients_sent),
         ("skipped (unsubscribed or suppressed since planning)", report.recipients_skipped),
+        ("refused by the relay (5xx for that address)", report.recipients_refused),
         ("no chosen section in this issue", report.unsegmented),
         ("failed batches (this run)", len(report.failed_batches)),
         ("failed batches (in the ledger)", report.failed_total),
@@ -457,7 +459,7 @@ def send(
         _status(engine, cfg, status, as_json=as_json)
         return
     flags = issues.SendFlags(retry_failed=retry_failed, resend_unknown=resend_unknown, sandbox=sandbox, worker=worker)
-    if sandbox and cfg.delivery.transport != "sendgrid":
+    if sandbox and not capabilities(cfg.delivery.transport).sandbox:
         raise ConfigError("--sandbox is SendGrid's sandbox mode; delivery.transport is not \"sendgrid\"")
     if worker and engine.dialect.name != "postgresql":
         raise ConfigError("--worker needs PostgreSQL (database.url); on SQLite one `newsletter send` process sends")
@@ -658,7 +660,7 @@ def demo(
     table.add_row("elapsed", f"{elapsed:.2f} s")
     console.print(table)
     cfg_arg = f"--config {config_path}"
-    if cfg.delivery.transport == "outbox":
+    if capabilities(cfg.delivery.transport).writes_files:
         console.print(f"Outbox (one .eml per recipient): [bold]{cfg.outbox_dir}[/bold]")
     else:
         ledger = f"newsletter {cfg_arg} send --status {latest.slug}" if latest else f"newsletter {cfg_arg} issues"

@@ -212,7 +212,7 @@ class DatabaseSettings(_Table):
 
 
 class DeliverySettings(_Table):
-    transport: Literal["outbox", "sendgrid"] = Field("outbox", description="How emails leave: outbox or sendgrid.")
+    transport: Literal["outbox", "sendgrid", "smtp"] = Field("outbox", description="How emails leave: outbox, sendgrid or smtp.")
     outbox_dir: str = Field("outbox", description="Folder of the outbox transport, relative to the config file.")
     batch_size: int = Field(1000, ge=1, le=1000, description="Recipients per batch (SendGrid allows 1,000).")
     unsubscribe_mailto: str = Field(
@@ -228,6 +228,17 @@ class DeliverySettings(_Table):
 
 class TemplateSettings(_Table):
     folder: str = Field("", description="Your own templates folder; files there override the built-in ones.")
+
+
+class SmtpSettings(_Table):
+    host: str = Field("localhost", description="SMTP relay to hand every message to (`delivery.transport = \"smtp\"`).")
+    port: int = Field(587, ge=1, le=65535, description="Port of the relay: 587 for STARTTLS, 465 for implicit TLS, 25 without.")
+    username: str = Field("", description="Login name for AUTH; empty sends without logging in.")
+    password: SecretStr | None = Field(None, description="Password for AUTH; give it as NEWSLETTER_SMTP__PASSWORD, never in the file.")
+    tls: Literal["starttls", "implicit", "none"] = Field(
+        "starttls", description="starttls (upgrade after connecting), implicit (TLS from the start) or none (local relays only)."
+    )
+    connections: int = Field(4, ge=1, le=32, description="Connections to the relay at once for one send, each sending one batch.")
 
 
 class SendGridSettings(_Table):
@@ -509,6 +520,7 @@ class Settings(_Table):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     templates: TemplateSettings = Field(default_factory=TemplateSettings)
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     web: WebSettings = Field(default_factory=WebSettings)
     theme: ThemeSettings = Field(default_factory=ThemeSettings)

@@ -5,7 +5,7 @@ Owns: `Draft`, `DraftArticle`, `DraftBuild`, `current_draft`, `build_draft`, `se
 `set_preheader`, `set_intro`, `set_sponsor`, `pin`, `exclude`, `move`, `add_item`, `check_draft`,
 `approve`, `reopen`, `send_test`, `sample_message`, `draft_fingerprint`, and the `draft_choices` table's
 queries. Imports `config`, `errors`, `models`, `tables`, `store`, `sections`, `selection`,
-`render`, `preflight`, `dispatch` (for the substitution values), `transports` and
+`render`, `preflight`, `links` (for the substitution values), `transports` and
 `issues` (the use cases it builds on).
 
 The draft is the newest issue while it is not sent. Its articles are recomposed from the

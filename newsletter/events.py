@@ -2,7 +2,7 @@
 the per-recipient aggregates the statistics read, confirm batches, act on people.
 
 Owns: `ingest_events`, `IngestReport`, `prune_events`. Imports `models`, `tables`,
-`ledger` and what `subscribers` exports. The caller (the webhook endpoint) has checked
+`sending.ledger` and what `subscribers` exports. The caller (the webhook endpoint) has checked
 the request's signature and translated its events; it owns the transaction, so a batch
 of events is taken in whole or not at all.
 
@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 import subscribers as people
 
-from . import ledger
+from .sending import ledger
 from .models import DeliveryEvent, EventKind
 from .tables import deliveries, delivery_events, link_clicks, recipient_activity
 

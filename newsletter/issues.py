@@ -1,10 +1,10 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
 Owns: `open_database`, `make_renderer`, `make_theme`, `issue_content`, `build_issue`, `send_pending`, `ledger_status`,
-`render_issue`; hands on `make_transport` and `SendFlags` from `delivery`, so that the CLI,
-the scheduler and the web app find every use case here. Imports everything below it
-(`config`, `db`, `store`, `ledger`, `preflight`, `selection`, `render`, `dispatch`,
-`delivery`, `workers`).
+`render_issue`; hands on `make_transport` (from `transports`) and `SendFlags` (from
+`sending`), so that the CLI, the scheduler and the web app find every use case here.
+Imports everything below it (`config`, `db`, `store`, `preflight`, `selection`, `render`,
+`archive`, `transports`, `sending`).
 """
 
 from __future__ import annotations
@@ -17,22 +17,21 @@ from datetime import UTC, datetime
 import jinja2
 from sqlalchemy import Connection, Engine
 
-from . import db, ledger, preflight, store
+from . import db, preflight, sending, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
-from .delivery import SendFlags as SendFlags
-from .delivery import make_transport as make_transport
-from .delivery import send_as_helper, send_options
-from .dispatch import SendProgress, SendReport, StartHelpers, helper_count, send_issue
 from .errors import ConfigError, EmptyIssueError, IssueError, NothingToSendError
-from .ledger import BatchDetail
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
 from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
 from .theme import Theme, build_theme
 from .selection import issue_slug, issue_window, select_articles
-from .transports import Transport
-from .workers import HelperPool
+from .sending import SendFlags as SendFlags
+from .sending import SendProgress, SendReport
+from .sending.ledger import BatchDetail, batch_details, ledger_summary
+from .sending.planning import active_subscribers
+from .transports import Transport, capabilities
+from .transports import make_transport as make_transport
 
 FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -183,83 +182,57 @@ def send_pending(
     flags: SendFlags = SendFlags(),
     sleep: Callable[[float], None] | None = None,
     stop: threading.Event | None = None,
+    after_planning: Callable[[], None] | None = None,
 ) -> SendReport:
-    """Send the issue to every mailable subscriber who does not have it yet (see
-    `dispatch.send_issue`); `sleep` waits between retries."""
+    """Send the issue to every mailable subscriber who does not have it yet, in three
+    steps: the preflight (before a first send only; links are not asked, as an
+    unreachable link is only a warning), the public web version (which then exists before
+    the first email links to it), then `sending.send_issue`. A failing preflight leaves
+    nothing behind. `sleep` waits between retries; `after_planning` is `send_issue`'s
+    seam between planning and sending."""
+    first_send = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
     with engine.connect() as conn:
         blocks = store.issue_blocks(conn, issue.id, settings.section_names())
         content = issue_content(conn, issue, blocks)
-        pool = _prestart_helpers(conn, settings, issue, transport, flags)
+        helpers = _helpers(conn, settings, issue, transport, flags, first_send=first_send)
     try:
-        return _send(engine, settings, issue, content, pool, transport=transport, clock=clock, progress=progress, flags=flags,
-                     sleep=sleep, stop=stop)
-    finally:
-        if pool is not None and not pool.opened:
-            pool.cancel()
-
-
-def _prestart_helpers(conn: Connection, settings: Settings, issue: Issue, transport: Transport, flags: SendFlags) -> HelperPool | None:
-    """Helper processes started before the preflight and the planning, so that they are
-    ready when the batches are (a new process takes about half a second to import what
-    it runs): for a first send through SendGrid to enough readers for 16 batches per
-    process (the active subscribers' batches, an upper bound). Otherwise helpers, if any,
-    are started once the batches are planned."""
-    if transport.name != "sendgrid" or issue.status not in (IssueStatus.DRAFT, IssueStatus.APPROVED):
-        return None
-    helpers = helper_count(settings.delivery.processes, ledger.active_subscribers(conn) // settings.delivery.batch_size)
-    return HelperPool(helpers, send_as_helper, (settings, issue.id, flags)) if helpers else None
-
-
-def _send(
-    engine: Engine,
-    settings: Settings,
-    issue: Issue,
-    content: IssueContent,
-    pool: HelperPool | None,
-    *,
-    transport: Transport,
-    clock: Callable[[], datetime],
-    progress: SendProgress | None,
-    flags: SendFlags,
-    sleep: Callable[[float], None] | None,
-    stop: threading.Event | None,
-) -> SendReport:
-    # One renderer for the preflight, the web version and the planning: each segment is
-    # rendered (and each template compiled) once.
-    renderer = make_renderer(settings, remember=True)
-    first_send = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
-
-    def before_planning(conn: Connection, choices: list[str]) -> None:
-        """In the planning's transaction, with the choices it is about to plan (read once
-        for both): the preflight, before a send starts (not on a resumed one; links are
-        not asked, as an unreachable link is only a warning), and the public web version,
-        which then exists before the first email links to it. A failing preflight leaves
-        nothing behind."""
+        # One renderer for the preflight, the web version and the planning: each segment
+        # is rendered (and each template compiled) once.
+        renderer = make_renderer(settings, remember=True)
         if first_send:
-            report = preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer, choices=choices)
+            report = preflight.run_preflight(engine, settings, issue.id, content, renderer=renderer)
             preflight.require_passing(report, issue.slug)
-        _save_web_version(conn, issue, content, renderer, now=clock())
+        with engine.begin() as conn:
+            _save_web_version(conn, issue, content, renderer, now=clock())
+        return sending.send_issue(
+            engine,
+            issue,
+            transport=transport,
+            render=lambda sections: renderer.render(content, sections=sections),
+            available_sections={b.slug for b in blocks},
+            options=sending.send_options(settings, issue, transport, flags, stop),
+            clock=clock,
+            sleep=sleep,
+            progress=progress,
+            helpers=helpers,
+            after_planning=after_planning,
+        )
+    finally:
+        if helpers is not None:
+            helpers.close()
 
-    options = send_options(settings, issue, transport, flags, stop)
-    start_helpers: StartHelpers | None = None
-    if transport.name == "sendgrid":
-        def start_helpers(count: int, advance: Callable[[int, int], None], must_stop: Callable[[], bool],
-                          refused: Callable[[], None]) -> HelperPool:
-            ready = pool if pool is not None else HelperPool(count, send_as_helper, (settings, issue.id, flags))
-            return ready.open(count, on_advance=advance, stop_when=must_stop, on_auth_error=refused)
-    return send_issue(
-        engine,
-        issue,
-        transport=transport,
-        render=lambda sections: renderer.render(content, sections=sections),
-        available_sections={b.slug for b in content.blocks},
-        options=options,
-        clock=clock,
-        sleep=sleep,
-        progress=progress,
-        start_helpers=start_helpers,
-        before_planning=before_planning,
-    )
+
+def _helpers(conn: Connection, settings: Settings, issue: Issue, transport: Transport, flags: SendFlags, *,
+             first_send: bool) -> sending.Helpers | None:
+    """The helper processes of a send, for a transport worth sending from several. For a
+    first send to enough readers for 16 batches per process (the active subscribers'
+    batches, an upper bound) they are started now, before the preflight and the planning,
+    so that they are ready when the batches are; otherwise, if any, once the batches are
+    planned."""
+    if not capabilities(transport.name).helper_processes:
+        return None
+    expected = active_subscribers(conn) // settings.delivery.batch_size if first_send else 0
+    return sending.Helpers(settings, issue.id, flags, expected_batches=expected)
 
 
 @dataclass(frozen=True)
@@ -272,7 +245,7 @@ class LedgerStatus:
 
 def ledger_status(engine: Engine, issue: Issue) -> LedgerStatus:
     with engine.connect() as conn:
-        return LedgerStatus(ledger.ledger_summary(conn, issue.id), ledger.batch_details(conn, issue.id))
+        return LedgerStatus(ledger_summary(conn, issue.id), batch_details(conn, issue.id))
 
 
 def page_environment(settings: Settings) -> jinja2.Environment:

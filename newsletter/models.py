@@ -215,6 +215,10 @@ class Outcome:
     status_code: int = 0
     error: str = ""
     retry_after: float | None = None
+    #: Recipients of an accepted batch that the provider refused for good (an SMTP 5xx
+    #: for that address alone): their subscriber ids with its answer. Recorded per
+    #: recipient in the ledger; the rest of the batch counts as sent.
+    refused: tuple[tuple[int, str], ...] = ()
 
 
 class EventKind(StrEnum):

@@ -2,7 +2,7 @@
 
 Owns: `Finding`, `Preflight`, `SegmentSize`, `LinkChecker`, `run_preflight`,
 `require_passing`, `sponsor_problems` and one `check_*` function per check. Imports `config`, `errors`,
-`models`, `netguard` (every link is asked through its guarded client), `render`, `ledger` (the distinct section choices of the subscribers),
+`models`, `netguard` (every link is asked through its guarded client), `render`, `sending.planning` (the distinct section choices of the subscribers),
 `transports.outbox` (to see the headers a message is written with) and what `subscribers`
 exports.
 
@@ -38,12 +38,13 @@ from sqlalchemy import Engine
 
 import subscribers as people
 
-from . import ledger, links, netguard
+from . import links, netguard
 from .config import Settings
 from .errors import AddressRefusedError, DeadlineError, IssueError, RenderError
 from .models import ALL_TAGS, TAG_PATTERN, TAGS, Article, Batch, RenderedMessage, Sponsor
 from .netguard import NetworkPolicy
 from .render import IssueContent, Renderer
+from .sending import planning
 from .transports.outbox import MessageTemplate
 
 SUBJECT_MAX = 150
@@ -312,7 +313,7 @@ def _segments(engine: Engine, issue_id: int, available: Sequence[str], choices: 
     default)."""
     if choices is None:
         with engine.connect() as conn:
-            raw = ledger.unplanned_section_keys(conn, issue_id)
+            raw = planning.unplanned_section_keys(conn, issue_id)
     else:
         raw = sorted(choices)
     found = _Segments(keys=[tuple(available)], choices=raw)

@@ -1,7 +1,7 @@
 """What happened to an issue after it left: per issue and per section, with rates.
 
 Owns: `IssueStats`, `Figures`, `SectionFigures`, `LinkClicks`, `issue_stats`,
-`hourly_activity`. Imports `models`, `tables`, `ledger`. Reads the aggregates that
+`hourly_activity`. Imports `models`, `tables`, `sending.ledger`. Reads the aggregates that
 `events.py` keeps (`recipient_activity`, `link_clicks`) and the send ledger, never the raw
 events but for one indexed count, so the answer takes the same time with five or five
 million events stored, and stays after the raw events are pruned.
@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, false, func, select
 
-from . import ledger
+from .sending import ledger
 from .models import Issue
 from .tables import articles, deliveries, delivery_events, issue_articles, link_clicks, recipient_activity, segments
 

@@ -82,7 +82,7 @@ def test_demo_links_point_at_the_local_web_app(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "args", "code", "expected"),
     [
-        ('[delivery]\ntransport = "pigeon"\n', ["build"], 2, "delivery.transport: expected 'outbox' or 'sendgrid'"),
+        ('[delivery]\ntransport = "pigeon"\n', ["build"], 2, "delivery.transport: expected 'outbox', 'sendgrid' or 'smtp'"),
         ("[selection]\nper_section_limit = [1]\n", ["send"], 2, "selection.per_section_limit"),
         ("", ["ingest"], 2, "no feeds configured"),
         ("", ["render", "--sections", "sports"], 1, "no issue has been built yet"),

@@ -69,7 +69,7 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     [
         ('[selection]\nper_section_limit = "five"\n', "newsletter.toml: selection.per_section_limit: Input should be a valid integer"),
         ("[selection]\nper_section_limit = 0\n", "selection.per_section_limit: Input should be greater than or equal to 1"),
-        ('[delivery]\ntransport = "smtp"\n', "delivery.transport: expected 'outbox' or 'sendgrid'"),
+        ('[delivery]\ntransport = "pigeon"\n', "delivery.transport: expected 'outbox', 'sendgrid' or 'smtp'"),
         ('[delivery]\ntransprt = "outbox"\n', "delivery.transprt: unknown key"),
         ('[deliveries]\ntransport = "outbox"\n', "deliveries: unknown key"),
         ('[[sections]]\nname = "Drug Development"\ncategories = ["FDA"]\n', "sections.0.slug: missing: this key is required"),
@@ -103,6 +103,6 @@ def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
-    message = error_for(write(tmp_path, '[delivery]\ntransport = "smtp"\nbatch_size = 5000\n'))
+    message = error_for(write(tmp_path, '[delivery]\ntransport = "pigeon"\nbatch_size = 5000\n'))
     assert len(message.splitlines()) == 2
     assert "delivery.batch_size: Input should be less than or equal to 1000" in message

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from newsletter import db
 from newsletter.cli import app
-from newsletter.ledger import ledger_summary
+from newsletter.sending.ledger import ledger_summary
 from subscribers import metadata
 
 

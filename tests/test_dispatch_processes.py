@@ -355,8 +355,8 @@ if __name__ != "__main__":
     # A spawned process runs the main script again as `__mp_main__`: say so.
     Path(__file__).with_suffix(".ran-again").write_text(__name__)
 else:
-    from newsletter.delivery import send_as_helper
-    from newsletter.workers import HelperPool
+    from newsletter.sending import send_as_helper
+    from newsletter.sending.helpers import HelperPool
 
     pool = HelperPool(1, send_as_helper, (None, 0, None))
     pool.cancel()

@@ -384,8 +384,10 @@ def test_wordpress_retries_stop_where_waiting_would_pass_the_deadline(
     )
     started = time.monotonic()
     [report] = ingest_sources(engine, settings, clock=lambda: NOW)
-    # Tried at 0 s and after 1 s; the next wait (2 s) would end past the 1.5 s deadline.
-    assert time.monotonic() - started < 1.5
+    # Tried at 0 s and after 1 s; the next wait (2 s) would end past the 1.5 s deadline,
+    # so it is not waited: the whole ingest ends well before the 3 s that wait would take
+    # (the margin is for a loaded machine).
+    assert time.monotonic() - started < 2.5
     assert report.error == (
         "HTTP 500 Internal Server Error (tried 2 times); not tried again: the next try would pass [ingest] deadline"
     )

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select, update
 
 import subscribers as people
 from newsletter import issues, store
-from newsletter.dispatch import SendOptions, send_issue
+from newsletter.sending import SendOptions, send_issue
 from newsletter.models import RenderedMessage
 from newsletter.render import IssueContent
 from newsletter.config import Settings
@@ -132,20 +132,15 @@ def test_a_write_by_another_connection_while_planning_waits_instead_of_failing_t
             meanwhile[0].join(timeout=0.5)  # it commits now unless planning holds the lock
         return renderer.render(content, sections=sections)
 
-    class AfterPlanning:
+    def after_planning() -> None:
         """Once planned (and the lock let go), the unsubscribe goes in before any batch."""
-
-        def start(self, total_batches: int, total_recipients: int) -> None:
-            meanwhile[0].join(timeout=30)
-
-        def advance(self, batches: int, recipients: int) -> None:
-            pass
+        meanwhile[0].join(timeout=30)
 
     report = send_issue(
         engine, issue, transport=issues.make_transport(settings), render=render, available_sections={b.slug for b in blocks},
         options=SendOptions(base_url="https://news.example.com", unsubscribe_mailto="u@example.com", sender_name="P",
                             sender_address="news@example.com"),
-        clock=lambda: NOW, progress=AfterPlanning(),
+        clock=lambda: NOW, after_planning=after_planning,
     )
     assert not meanwhile[0].is_alive()
     assert report.complete and report.recipients_sent == 2

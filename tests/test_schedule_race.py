@@ -17,7 +17,7 @@ import subscribers as people
 from newsletter import issues, store
 from newsletter.config import Settings
 from newsletter.models import FeedItem
-from newsletter.ledger import ledger_summary
+from newsletter.sending.ledger import ledger_summary
 from newsletter.tables import batches, deliveries, issues as issue_rows, scheduled_runs
 from tests.helpers import outbox_messages
 

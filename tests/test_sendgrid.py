@@ -25,8 +25,8 @@ import subscribers as people
 from newsletter import issues
 from newsletter.cli import app
 from newsletter.config import Settings, load_settings
-from newsletter.dispatch import SendReport, SendProgress
-from newsletter.ledger import ledger_summary
+from newsletter.sending import SendProgress, SendReport
+from newsletter.sending.ledger import ledger_summary
 from newsletter.errors import TransportAuthError
 from newsletter.ingest import ingest_feeds
 from newsletter.models import Batch, Issue, Recipient, RenderedMessage
@@ -109,11 +109,11 @@ class Sleeps:
 
 
 def send(engine: Engine, settings: Settings, issue: Issue, *, sleeps: Sleeps | None = None, progress: SendProgress | None = None,
-         flags: issues.SendFlags = issues.SendFlags()) -> SendReport:
+         flags: issues.SendFlags = issues.SendFlags(), after_planning: Callable[[], None] | None = None) -> SendReport:
     transport = issues.make_transport(settings)
     try:
         return issues.send_pending(engine, settings, issue, transport=transport, clock=lambda: NOW, sleep=sleeps or Sleeps(),
-                                   progress=progress, flags=flags)
+                                   progress=progress, flags=flags, after_planning=after_planning)
     finally:
         transport.close()
 
@@ -392,21 +392,16 @@ def test_unsubscribes_and_suppressions_after_planning_are_left_out(
     add_readers(engine, 5)
     issue = build(engine, settings)
 
-    class LeaveAfterPlanning:
+    def leave_after_planning() -> None:
         """Between planning and the first request, one reader unsubscribes and one bounces."""
+        with engine.begin() as conn:
+            leaver = people.get_subscriber(conn, "reader1@example.com")
+            people.set_status(conn, leaver.id, people.Status.UNSUBSCRIBED, now=NOW)
+            people.suppress(conn, "reader3@example.com", reason="bounce", now=NOW)
 
-        def start(self, total_batches: int, total_recipients: int) -> None:
-            assert total_recipients == 5
-            with engine.begin() as conn:
-                leaver = people.get_subscriber(conn, "reader1@example.com")
-                people.set_status(conn, leaver.id, people.Status.UNSUBSCRIBED, now=NOW)
-                people.suppress(conn, "reader3@example.com", reason="bounce", now=NOW)
+    report = send(engine, settings, issue, after_planning=leave_after_planning)
 
-        def advance(self, batches: int, recipients: int) -> None:
-            return None
-
-    report = send(engine, settings, issue, progress=LeaveAfterPlanning())
-
+    assert report.planned_recipients == 5
     assert report.recipients_sent == 3 and report.recipients_skipped == 2
     assert sorted(standin.delivered) == ["reader0@example.com", "reader2@example.com", "reader4@example.com"]
     with engine.connect() as conn:
@@ -429,15 +424,11 @@ def test_readers_names_reach_sendgrid_exactly_as_stored(
         )
     issue = build(engine, settings)
 
-    class BounceAfterPlanning:
-        def start(self, total_batches: int, total_recipients: int) -> None:
-            with engine.begin() as conn:
-                people.suppress(conn, "reader5@example.com", reason="bounce", now=NOW)
+    def bounce_after_planning() -> None:
+        with engine.begin() as conn:
+            people.suppress(conn, "reader5@example.com", reason="bounce", now=NOW)
 
-        def advance(self, batches: int, recipients: int) -> None:
-            return None
-
-    report = send(engine, settings, issue, progress=BounceAfterPlanning())
+    report = send(engine, settings, issue, after_planning=bounce_after_planning)
 
     assert report.recipients_sent == 5 and report.recipients_skipped == 1
     with engine.connect() as conn:

@@ -1,6 +1,7 @@
 """The outbox transport: one RFC 5322 `.eml` file per recipient, in a folder per batch.
 
-Owns: `OutboxTransport`, `MessageTemplate`. Imports `models`, `transports`.
+Owns: `OutboxTransport`, `MessageTemplate`, `batch_template` (also used by the SMTP
+transport). Imports `models`, `links`.
 
 A batch is written to a temporary folder that is renamed into place when complete, so a
 batch is either all there or not there at all; sending a batch whose folder exists writes
@@ -122,6 +123,13 @@ class MessageTemplate:
         return CRLF.join(headers + body).encode("utf-8")
 
 
+def batch_template(batch: Batch) -> MessageTemplate:
+    """The message template of a batch's segment, from the batch's sender and List-Id."""
+    sender = formataddr((batch.sender_name, batch.sender_address), charset="utf-8")
+    domain = batch.sender_address.rpartition("@")[2] or "localhost"
+    return MessageTemplate(batch.message, sender=sender, reply_to=batch.reply_to, domain=domain, list_id=batch.list_id)
+
+
 class OutboxTransport:
     """Writes each batch to `<folder>/<issue>/batch-<id>/s<subscriber>.eml`."""
 
@@ -142,11 +150,7 @@ class OutboxTransport:
         key = (batch.issue_id, batch.segment_id)
         template = self._templates.get(key)
         if template is None:
-            sender = formataddr((batch.sender_name, batch.sender_address), charset="utf-8")
-            domain = batch.sender_address.rpartition("@")[2] or "localhost"
-            template = MessageTemplate(
-                batch.message, sender=sender, reply_to=batch.reply_to, domain=domain, list_id=batch.list_id
-            )
+            template = batch_template(batch)
             self._templates = {key: template}
         temporary = final.parent / f".{final.name}.{os.getpid()}.tmp"
         now = datetime.now(UTC)

@@ -2,7 +2,8 @@
 
 Owns: the webhook endpoint and `event_verifier`, which `app.create_app` calls so that a
 missing or wrong verification key stops the app at start-up. Imports `config`, `events`,
-`transports.sendgrid` (the signature and the event format) and this package's `views`,
+`transports` (what the configured transport can do) and `transports.sendgrid` (the
+signature and the event format) and this package's `views`,
 `forms` and `errors`.
 
 In order: the body is read up to `sendgrid.webhook_max_bytes` (413 beyond); the signature
@@ -28,6 +29,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..events import IngestReport, ingest_events
 from ..models import DeliveryEvent
+from ..transports import capabilities
 from ..transports.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureProblem, WebhookVerifier, read_events
 from .errors import BadRequestError, SignatureError, UnauthorizedError, UnsupportedMediaError, WebError
 from .forms import load_json, media_type, read_body
@@ -65,7 +67,7 @@ def event_verifier(settings: Settings) -> WebhookVerifier | None:
     if not config.verify:
         log.warning("sendgrid.verify is false: Event Webhook requests are accepted WITHOUT checking their signature")
         return None
-    if not config.webhook_public_key and settings.delivery.transport != "sendgrid":
+    if not config.webhook_public_key and not capabilities(settings.delivery.transport).event_webhook:
         return None
     if not config.webhook_public_key:
         raise ConfigError(

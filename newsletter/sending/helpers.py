@@ -1,21 +1,21 @@
 """Helper processes: more processes sending one issue, started by the one that planned it.
 
-Owns: `HelperPool` (a `dispatch.HelperGroup`) and `run_helper`. Imports `dispatch` (for
-the report and outcome types) and `errors`; nothing that knows settings or the database:
-the caller hands in the function a helper runs (`delivery.send_as_helper`) and its
-arguments.
+Owns: `HelperPool`, `HelperOutcome`, `run_helper`, and how many helpers a send is worth
+(`helper_count`, `process_count`, `concurrency_share`). Imports this package's `options`
+(for the report) and `errors`; nothing that knows settings or the database: the caller
+hands in the function a helper runs (`send.send_as_helper`) and its arguments.
 
 Why processes: a sending process is bound to one core (Python's GIL): building and
 encoding a thousand personalizations, and the `sendgrid` client's work per request, hold
 it. Every helper runs the same claim → send → record loop as the parent on a connection
-of its own (`dispatch.send_planned`, as a `--worker` does), so the ledger keeps its
+of its own (`send.send_planned`, as a `--worker` does), so the ledger keeps its
 promises unchanged: a batch is claimed by one process only, accepted batches are never
 sent again, and a batch in flight when a process dies is reported as unknown.
 
 Lifetime: helpers are started with the "spawn" method (a fresh interpreter: no copy of
 the parent's connections or threads). A spawned process first runs the parent's main
 script again; helpers skip that (see `_without_main_script`) and import only
-`delivery.send_as_helper` and what it needs, so they are ready sooner. On Linux each asks
+`send.send_as_helper` and what it needs, so they are ready sooner. On Linux each asks
 the kernel to kill it when the parent dies, so `kill -9` of `newsletter send` leaves
 nothing sending behind it. Ctrl-C reaches the whole process group, but helpers ignore
 SIGINT: they stop when the parent tells them (SIGTERM), so a stop is one orderly request
@@ -37,12 +37,45 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .dispatch import HelperOutcome, SendReport
+from .options import SendReport
 
 log = logging.getLogger(__name__)
+
+#: Helpers are started only for this many batches per sending process, or more: starting a
+#: process costs about half a second, which a small send would never win back.
+BATCHES_PER_PROCESS = 16
+
+
+def concurrency_share(concurrency: int, processes: int) -> int:
+    """Requests in flight from each of `processes` sending processes, out of `concurrency`
+    for the whole send (at least one each)."""
+    return max(1, -(-concurrency // processes))
+
+
+def process_count(configured: int) -> int:
+    """Sending processes for `[delivery] processes` (0: one per CPU)."""
+    return configured if configured > 0 else (os.cpu_count() or 1)
+
+
+def helper_count(processes: int, batches: int) -> int:
+    """Helper processes worth starting for `batches` with `[delivery] processes` set to
+    `processes`: one sending process per `BATCHES_PER_PROCESS` batches at the most."""
+    return max(0, min(process_count(processes), batches // BATCHES_PER_PROCESS) - 1)
+
+
+@dataclass
+class HelperOutcome:
+    """What helper processes came to: their reports, and why any of them stopped early."""
+
+    reports: list[SendReport] = field(default_factory=list)
+    #: The API key was refused in a helper (the message of its `TransportAuthError`).
+    auth_error: str = ""
+    #: Helpers that failed otherwise, with what they said.
+    errors: list[str] = field(default_factory=list)
 
 #: prctl(2) option: the signal a process gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
@@ -81,7 +114,7 @@ def run_helper(
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     channel.put(("ready", index))
     # Imported here: the error types of the layers below, to tell the parent what happened.
-    from .errors import NewsletterError, TransportAuthError
+    from ..errors import NewsletterError, TransportAuthError
 
     try:
         gate.wait()

@@ -1,8 +1,7 @@
 """The SendGrid transport: one v3 Mail Send request per batch, with the `sendgrid` package.
 
-Owns: `SendGridTransport`, `mail_body_json`, `KeptConnections` (the client's requests
-over connections kept open), and for the Event Webhook `WebhookVerifier` (its signature)
-and `read_events` (its events in our words). Imports `models`, `errors` and the
+Owns: `SendGridTransport`, `mail_body_json`. Its requests go over `connections.KeptConnections`;
+the Event Webhook's signature and events are `webhook`'s. Imports `models`, `errors` and the
 `sendgrid` package (with its `python_http_client`); nothing else of ours.
 
 A batch becomes one request: the segment's HTML and text once in `content`, and one
@@ -16,45 +15,30 @@ What each answer means (the ledger in `dispatch` decides what to do with it):
 
     202                       accepted, with the X-Message-Id header
     429                       retryable, after X-RateLimit-Reset
-    5xx, timeout, connection  retryable (bounded backoff in `dispatch`)
+    5xx, timeout, connection  retryable (bounded backoff in `sending`)
     400, 413, other 4xx       permanent, with SendGrid's error messages
     401, 403                  `TransportAuthError`: nothing more can be sent
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import http.client
-import io
 import json
 import logging
-import select
 import socket
-import ssl
-import threading
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
-import urllib.response
 from collections.abc import Callable
-from datetime import UTC, datetime
-from enum import StrEnum
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from python_http_client import exceptions as http_errors
-from python_http_client.client import Client as HttpClient
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.eventwebhook import EventWebhook
 
-from ..errors import TransportAuthError
-from ..links import list_unsubscribe
-from ..models import ALL_TAGS, Batch, DeliveryEvent, EventKind, Outcome, OutcomeKind
+from ...errors import TransportAuthError
+from ...links import list_unsubscribe
+from ...models import ALL_TAGS, Batch, Outcome, OutcomeKind
+from .connections import KeptConnections
 
 log = logging.getLogger(__name__)
 
@@ -222,112 +206,11 @@ def _client(api_key: str, api_host: str, timeout: float) -> SendGridAPIClient:
     return client
 
 
-class KeptConnections:
-    """The `sendgrid` client's requests over connections kept open from one request to
-    the next: one per sending thread, closed by `close`.
-
-    The client (`python_http_client`) builds a new urllib opener for every request, and
-    urllib closes the connection after each answer: every batch paid for a new TCP
-    connection and, against SendGrid, a TLS handshake with the certificates loaded
-    again: milliseconds of CPU and two round trips to SendGrid before the first byte of
-    a 700 KB body. This replaces only the step that opens and reads (the client's
-    `_make_request`, kept apart in the package "so we can mock it easily"); the client
-    still builds the URL, the headers and the body, and turns an error status into its
-    exception with its own `handle_error`, as urllib's opener would.
-
-    A connection the server has closed while it was idle (it reads as ready, at end of
-    file) is replaced before a request is written. One that fails or times out during a
-    request is closed, never used again: an answer that is late must not be taken for
-    the next request's. Behind a proxy (urllib's `*_proxy` environment variables) the
-    client keeps its own urllib opener, which goes through the proxy.
-    """
-
-    def __init__(self, api_host: str) -> None:
-        parts = urllib.parse.urlsplit(api_host)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port
-        self._context = ssl.create_default_context() if self.https else None
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._open: set[http.client.HTTPConnection] = set()
-
-    @staticmethod
-    def usable(api_host: str) -> bool:
-        """Whether requests to `api_host` may go straight to it (no proxy to go through)."""
-        parts = urllib.parse.urlsplit(api_host)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return False
-        return parts.scheme not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(parts.hostname))
-
-    def install(self, endpoint: HttpClient) -> None:
-        """Make `endpoint` (the client of one API path) send through these connections."""
-
-        def make_request(opener: Any, request: urllib.request.Request, timeout: float | None = None) -> urllib.response.addinfourl:
-            return self.open(request, timeout or endpoint.timeout)
-
-        endpoint._make_request = make_request
-
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        """This thread's connection; not connected yet when the last one was closed (it
-        connects as the request is written)."""
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is not None and conn.sock is not None and _readable(conn.sock):
-            conn.close()  # closed by the server while idle: the next request reconnects
-        if conn is None:
-            if self._context is not None:
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._context)
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-            self._local.conn = conn
-        if conn.sock is None:
-            with self._lock:
-                self._open.add(conn)  # to close, even if `close` has run since it was last used
-        conn.timeout = timeout
-        return conn
-
-    def open(self, request: urllib.request.Request, timeout: float | None) -> urllib.response.addinfourl:
-        """The answer read to its end, as urllib's opener returns it (what the client's
-        `Response` reads); an error status raised as the client's exception."""
-        conn = self._connection(timeout)
-        try:
-            conn.request(request.get_method(), request.selector, body=request.data, headers=dict(request.header_items()))
-            response = conn.getresponse()
-            body = response.read()
-        except BaseException:
-            conn.close()
-            raise
-        if response.will_close:
-            conn.close()
-        if not 200 <= response.status < 300:
-            # What urllib's opener raises for such an answer, turned into the client's
-            # exception by the client's own function, as its `_make_request` does.
-            error = urllib.error.HTTPError(request.full_url, response.status, response.reason, response.headers, io.BytesIO(body))
-            raise http_errors.handle_error(error) from None
-        return urllib.response.addinfourl(io.BytesIO(body), response.headers, request.full_url, response.status)
-
-    def close(self) -> None:
-        with self._lock:
-            kept, self._open = self._open, set()
-        for conn in kept:
-            conn.close()
-
-
-def _readable(sock: socket.socket) -> bool:
-    """Whether an idle connection has something to read: the server closed it (or broke
-    the protocol); either way it cannot carry another request."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([sock], [], [], 0)[0])
-
-
 class SendGridTransport:
     """Sends each batch as one Mail Send request through `SendGridAPIClient`.
 
     Thread-safe: each sending thread has its own connection (`KeptConnections`), so
-    `dispatch` may have several batches in flight at once.
+    `sending` may have several batches in flight at once.
     """
 
     name = "sendgrid"
@@ -410,135 +293,3 @@ class SendGridTransport:
     def close(self) -> None:
         if self._connections is not None:
             self._connections.close()
-
-
-# The Event Webhook: what SendGrid reports after sending, signed with its private key.
-
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-
-
-class SignatureProblem(StrEnum):
-    """Why a webhook request is refused: no signature at all, or one that does not hold."""
-
-    MISSING = "missing"
-    INVALID = "invalid"
-    STALE = "stale"
-    FUTURE = "future"
-
-
-class WebhookVerifier:
-    """Checks the Signed Event Webhook: ECDSA P-256 over the timestamp header followed by
-    the raw body. The key is read by the `sendgrid` package's `EventWebhook`; the check
-    itself runs on the bytes received (that helper takes text, which a body that is not
-    UTF-8 is not), so a signed body that cannot be used is the caller's 400, not a 403.
-
-    `public_key` is the verification key as SendGrid shows it (base64 DER); `ValueError`
-    when it is not a P-256 public key, so a wrong key stops the app at start-up.
-    """
-
-    def __init__(self, public_key: str, *, max_age: float) -> None:
-        try:
-            self._webhook = EventWebhook(public_key)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise ValueError(f"not a public key in base64 DER ({exc.__class__.__name__})") from None
-        key = self._webhook.public_key
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise ValueError("not an ECDSA P-256 public key, which is what SendGrid signs with")
-        self._key = key
-        self.max_age = max_age
-
-    def problem(self, body: bytes, signature: str | None, timestamp: str | None, *, now: float) -> SignatureProblem | None:
-        """None when the request is SendGrid's and fresh, else what is wrong with it."""
-        if not signature or not timestamp:
-            return SignatureProblem.MISSING
-        # The signature covers the raw bytes, whatever they are: whether they make a
-        # usable body is for the caller to say after this (400, not 403).
-        try:
-            self._key.verify(
-                base64.b64decode(signature, validate=True),
-                timestamp.encode("utf-8") + body,
-                ec.ECDSA(hashes.SHA256()),
-            )
-        except (InvalidSignature, ValueError, TypeError):
-            return SignatureProblem.INVALID
-        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-            return SignatureProblem.STALE
-        age = now - int(timestamp)
-        if age > self.max_age:
-            return SignatureProblem.STALE
-        if -age > self.max_age:
-            return SignatureProblem.FUTURE
-        return None
-
-
-_KINDS: dict[str, EventKind] = {
-    "processed": EventKind.PROCESSED,
-    "delivered": EventKind.DELIVERED,
-    "deferred": EventKind.DEFERRED,
-    "spamreport": EventKind.COMPLAINED,
-    "unsubscribe": EventKind.UNSUBSCRIBED,
-    "group_unsubscribe": EventKind.UNSUBSCRIBED,
-    "group_resubscribe": EventKind.RESUBSCRIBED,
-    "open": EventKind.OPENED,
-    "click": EventKind.CLICKED,
-}
-#: The reasons of a `dropped` event that mean the address itself is dead.
-_DEAD_ADDRESS = ("bounced address", "invalid")
-
-
-def _number(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if 0 < value < 2**31 else None
-    if isinstance(value, str) and value.isdigit() and len(value) < 10:
-        return int(value)
-    return None
-
-
-def _kind(name: str, item: dict[str, Any]) -> EventKind:
-    if name == "bounce":
-        # SendGrid reports a block (a refusal that may pass) as a bounce of type "blocked".
-        return EventKind.SOFT_BOUNCE if str(item.get("type", "bounce")).lower() == "blocked" else EventKind.BOUNCED
-    if name == "dropped":
-        reason = str(item.get("reason", "")).strip().lower()
-        return EventKind.BOUNCED if reason in _DEAD_ADDRESS else EventKind.SOFT_BOUNCE
-    return _KINDS.get(name, EventKind.OTHER)
-
-
-def read_events(data: Any, *, received_at: datetime) -> list[DeliveryEvent]:
-    """The events of one Event Webhook request (a JSON array of objects). `ValueError`
-    naming the problem when it is not one. An event without a timestamp counts as
-    happening when it arrived; one without `sg_event_id` is keyed by a hash of its
-    content, so that its redelivery is recognised too."""
-    if not isinstance(data, list):
-        raise ValueError("expected a JSON array of events")
-    events: list[DeliveryEvent] = []
-    for index, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise ValueError(f"event {index}: expected a JSON object")
-        name = str(item.get("event", ""))[:50]
-        key = item.get("sg_event_id")
-        if not isinstance(key, str) or not key or len(key) > 100:
-            digest = hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-            key = "sha256:" + digest[:64]
-        stamp = item.get("timestamp")
-        occurred = received_at
-        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 < stamp < 10**11:
-            occurred = datetime.fromtimestamp(int(stamp), UTC)
-        url = item.get("url")
-        reason = item.get("reason") or item.get("response") or ""
-        events.append(
-            DeliveryEvent(
-                key=key,
-                kind=_kind(name, item),
-                provider_event=name,
-                occurred_at=occurred,
-                issue_id=_number(item.get("issue_id")),
-                batch_id=_number(item.get("batch_id")),
-                subscriber_id=_number(item.get("subscriber_id")),
-                email=str(item.get("email") or "")[:320],
-                url=url[:2000] if isinstance(url, str) else "",
-                reason=str(reason)[:500],
-            )
-        )
-    return events

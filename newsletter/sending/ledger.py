@@ -1,6 +1,7 @@
-"""The send ledger's queries: plan the batches of an issue, claim them, record outcomes.
+"""The send ledger's queries: claim an issue's planned batches and record their outcomes.
 
-Owns: reading and writing `batches` and `deliveries`. Imports `models`, `tables`, and
+Owns: reading and updating `batches` and `deliveries` once planned (`planning` writes
+them). Imports `models`, `tables`, and
 what `subscribers` exports. Callers own the transaction; every state change is meant to
 be committed on its own, so a crash leaves each batch in a state that says what to do.
 
@@ -17,44 +18,19 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Integer,
-    MetaData,
-    Select,
-    Table,
-    Text,
-    Update,
-    and_,
-    bindparam,
-    delete,
-    exists,
-    func,
-    insert,
-    literal,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import Connection, Select, Update, bindparam, exists, func, select, update
 
 from subscribers import mailable_clause, subscribers
 
-from .models import BatchStatus
-from .tables import batches, deliveries, issues
+from ..models import BatchStatus
+from ..tables import batches, deliveries
 
-
-@dataclass(frozen=True)
-class PlanCounts:
-    batches: int
-    recipients: int
-    unsegmented: int
 
 
 @dataclass(frozen=True)
@@ -65,174 +41,6 @@ class BatchRow:
     status: BatchStatus
     recipients: int
     attempts: int
-
-
-def _not_planned(conn: Connection, issue_id: int) -> Any:
-    """A WHERE clause on `subscribers`: not yet planned for the issue. Before anyone is
-    planned it is no clause at all: asking a million times whether someone has a
-    delivery of an issue that has none cost half a second of a first send's planning."""
-    if conn.execute(select(deliveries.c.id).where(deliveries.c.issue_id == issue_id).limit(1)).first() is None:
-        return true()
-    return ~exists().where(and_(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscribers.c.id))
-
-
-def unplanned_section_keys(conn: Connection, issue_id: int) -> list[str]:
-    """The distinct section choices of mailable subscribers not yet planned for the issue."""
-    query = (
-        select(subscribers.c.sections)
-        .where(mailable_clause(), _not_planned(conn, issue_id))
-        .distinct()
-        .order_by(subscribers.c.sections)
-    )
-    return list(conn.execute(query).scalars())
-
-
-def active_subscribers(conn: Connection) -> int:
-    """How many subscribers are active: an upper bound of a first send's recipients, counted
-    from an index (a few milliseconds at a million)."""
-    return int(conn.execute(select(func.count()).select_from(subscribers).where(subscribers.c.status == "active")).scalar_one())
-
-
-def lock_issue(conn: Connection, issue_id: int) -> None:
-    """Hold the issue's row until the transaction ends, so that on PostgreSQL two workers
-    starting together plan its batches one after the other, never both at once.
-
-    On SQLite the transaction writes first (a no-op update of the row), which takes the
-    database's write lock before anything is read. The driver begins a transaction only at
-    the first write, so without it the counts read for planning and the rows written would
-    not be one snapshot; with it, a write of the web app (an unsubscribe) waits until the
-    plan is committed (seconds at a million subscribers, within the busy timeout) and is
-    then applied when each batch is claimed."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(issues.c.id).where(issues.c.id == issue_id).with_for_update())
-    else:
-        conn.execute(update(issues).where(issues.c.id == issue_id).values(id=issues.c.id))
-
-
-def unplanned_choices(conn: Connection, issue_id: int) -> dict[str, int]:
-    """How many mailable subscribers not yet planned for the issue made each section choice."""
-    query = (
-        select(subscribers.c.sections, func.count())
-        .where(mailable_clause(), _not_planned(conn, issue_id))
-        .group_by(subscribers.c.sections)
-    )
-    return {raw: count for raw, count in conn.execute(query)}
-
-
-def plan_batches(
-    conn: Connection,
-    issue_id: int,
-    *,
-    segment_for: Mapping[str, int | None],
-    batch_size: int,
-    transport: str,
-    now: datetime,
-    choices: Mapping[str, int] | None = None,
-) -> PlanCounts:
-    """Put every mailable subscriber not yet planned for the issue into a batch of their
-    segment. `segment_for` maps a subscriber's section choice (the raw key) to a segment
-    id, or None when nothing they chose is in this issue (they get no email this time).
-    Choices it does not know (someone who joined since it was made) wait for a later run.
-    `choices` is what `unplanned_choices` just said, when the caller has it already.
-
-    The work is done by the database in bulk: one query counts the recipients of each
-    segment, the batches are inserted, and one INSERT … SELECT numbers each segment's
-    subscribers by id and puts every `batch_size` of them in the next batch. Memory does
-    not grow with the list.
-    """
-    counts: dict[int, int] = {}
-    unsegmented = 0
-    for raw, count in (unplanned_choices(conn, issue_id) if choices is None else choices).items():
-        segment_id = segment_for.get(raw)
-        if segment_id is None:
-            unsegmented += count if raw in segment_for else 0
-            continue
-        counts[segment_id] = counts.get(segment_id, 0) + count
-    if not counts:
-        return PlanCounts(0, 0, unsegmented)
-
-    keys = _temporary_table("plan_keys", Column("sections", Text, primary_key=True), Column("segment_id", Integer, nullable=False))
-    slots = _temporary_table(
-        "plan_slots",
-        Column("segment_id", Integer, primary_key=True),
-        Column("ordinal", Integer, primary_key=True),
-        Column("batch_id", Integer, nullable=False),
-    )
-    keys.create(conn)
-    slots.create(conn)
-    conn.execute(insert(keys), [{"sections": raw, "segment_id": sid} for raw, sid in segment_for.items() if sid is not None])
-    # Every batch in one statement, its id returned in the order of the rows. Batches are
-    # claimed by id, so their ids go first ordinal then segment: the first batch of each
-    # segment, then the second of each, … Each ordinal's batches read their subscribers
-    # from the same stretch of the table (every segment's readers sorted by id), which
-    # then stays in the page cache (`sending_cache`): reading a batch back took 25% less.
-    sizes_of = {segment_id: -(-count // batch_size) for segment_id, count in counts.items()}
-    places = sorted(((segment_id, ordinal) for segment_id, n in sizes_of.items() for ordinal in range(n)),
-                    key=lambda place: (place[1], place[0]))
-    planned = dict(
-        issue_id=issue_id, status=BatchStatus.PLANNED.value, transport=transport, recipients=0, attempts=0, message_id="",
-        status_code=0, error="", updated_at=now,
-    )
-    batch_ids = conn.execute(
-        insert(batches).returning(batches.c.id, sort_by_parameter_order=True),
-        [{**planned, "segment_id": segment_id} for segment_id, _ in places],
-    ).scalars().all()
-    slot_rows = [
-        {"segment_id": segment_id, "ordinal": ordinal, "batch_id": batch_id}
-        for (segment_id, ordinal), batch_id in zip(places, batch_ids, strict=True)
-    ]
-    conn.execute(insert(slots), slot_rows)
-
-    numbered = (
-        select(
-            subscribers.c.id.label("subscriber_id"),
-            keys.c.segment_id,
-            ((func.row_number().over(partition_by=keys.c.segment_id, order_by=subscribers.c.id) - 1) // batch_size).label("ordinal"),
-        )
-        .join(keys, keys.c.sections == subscribers.c.sections)
-        .where(mailable_clause(), _not_planned(conn, issue_id))
-        .subquery()
-    )
-    conn.execute(
-        insert(deliveries).from_select(
-            ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
-            select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
-            .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
-            # In subscriber order: every index of `deliveries` then grows at its end (or
-            # at one place per segment), which at a million rows plans in 5 s instead of
-            # 9 s in batch order, whose random inserts into the (issue, subscriber) index
-            # cost more than reading a batch back from scattered rows saves.
-            .order_by(numbered.c.subscriber_id),
-        )
-    )
-    # Count what was really planned: the list may have changed between the two queries.
-    new_ids = [row["batch_id"] for row in slot_rows]
-    sizes: dict[int, int] = {
-        batch_id: count
-        for batch_id, count in conn.execute(
-            select(deliveries.c.batch_id, func.count()).where(deliveries.c.batch_id.in_(new_ids)).group_by(deliveries.c.batch_id)
-        )
-    }
-    empty = [b for b in new_ids if not sizes.get(b)]
-    if empty:
-        conn.execute(delete(batches).where(batches.c.id.in_(empty)))
-    for size, ids in _group_by_size(sizes).items():
-        conn.execute(update(batches).where(batches.c.id.in_(ids)).values(recipients=size))
-    slots.drop(conn)
-    keys.drop(conn)
-    return PlanCounts(len(new_ids) - len(empty), sum(sizes.values()), unsegmented)
-
-
-def _temporary_table(name: str, *columns: Column[Any]) -> Table:
-    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
-
-
-def _group_by_size(sizes: Mapping[int, int]) -> dict[int, list[int]]:
-    """Batch ids grouped by their recipient count (nearly all batches are full)."""
-    groups: dict[int, list[int]] = {}
-    for batch_id, size in sizes.items():
-        groups.setdefault(size, []).append(batch_id)
-    return groups
 
 
 def _batch(row: Any) -> BatchRow:
@@ -385,6 +193,20 @@ def skip_deliveries(conn: Connection, batch_id: int, delivery_ids: list[int]) ->
         conn.execute(update(batches).where(batches.c.id == batch_id).values(skipped=batches.c.skipped + len(delivery_ids)))
 
 
+def refuse_deliveries(conn: Connection, batch_id: int, refused: Sequence[tuple[int, str]]) -> None:
+    """These recipients of the batch were refused for good by the provider (subscriber ids
+    with its answer): their deliveries say "refused", they are counted with the batch's
+    left-out recipients (never as sent), and the first answer is kept in its `error`."""
+    if not refused:
+        return
+    ids = [subscriber_id for subscriber_id, _ in refused]
+    conn.execute(
+        update(deliveries).where(deliveries.c.batch_id == batch_id, deliveries.c.subscriber_id.in_(ids)).values(status="refused")
+    )
+    error = f"{len(ids)} recipient(s) refused: {refused[0][1]}"[:1000]
+    conn.execute(update(batches).where(batches.c.id == batch_id).values(skipped=batches.c.skipped + len(ids), error=error))
+
+
 def mark_accepted(conn: Connection, batch_id: int, *, message_id: str, status_code: int, now: datetime) -> None:
     """The provider took the batch: its recipients not skipped have the issue."""
     conn.execute(_accept(), {"accepted_batch": batch_id, "accepted_id": message_id, "answer": status_code, "accepted_at": now})
@@ -470,7 +292,7 @@ def confirm_processed(conn: Connection, issue_id: int, *, now: datetime) -> list
     carried): the provider took them, so they are never unknown and never sent again.
     Returns their ids."""
     # Imported here: `delivery_events` is the webhook's table, read only by this query.
-    from .tables import delivery_events
+    from ..tables import delivery_events
 
     confirmed = list(
         conn.execute(
