@@ -7,13 +7,19 @@ with `cli.py`: may import anything. The work is done by `subscribers.importer` a
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO, TextIO
 
 import typer
+from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 import subscribers as people
@@ -55,13 +61,14 @@ def register(group: typer.Typer, *, cli: Any) -> None:
         unknown = sorted(set(chosen) - set(known))
         if unknown:
             raise ConfigError(f"--sections: unknown section {unknown[0]!r} (known: {', '.join(known)})")
-        text = _read_csv(file)
         engine = database(cfg)
-        with engine.begin() as conn:
-            report = people.import_csv(
-                conn, io.StringIO(text), columns=people.ColumnMap(email_column, name_column, sections_column),
-                known_sections=known, default_sections=chosen, now=now(), source=f"import:{file.name}", dry_run=dry_run,
-            )
+        with _open_csv(file) as (stream, counted, total):
+            with _import_progress(console, counted, total, show=not as_json) as progress, engine.begin() as conn:
+                report = people.import_csv(
+                    conn, stream, columns=people.ColumnMap(email_column, name_column, sections_column),
+                    known_sections=known, default_sections=chosen, now=now(), source=f"import:{file.name}",
+                    dry_run=dry_run, progress=progress,
+                )
         if rejects is not None:
             _write_rejects(report, rejects)
         if as_json:
@@ -87,14 +94,21 @@ def register(group: typer.Typer, *, cli: Any) -> None:
         cfg = settings()
         statuses = [_status(status)] if status else None
         engine = database(cfg)
-        buffer = io.StringIO()
         with engine.connect() as conn:
-            count = people.export_csv(conn, buffer, statuses=statuses)
-        if out:
-            out.write_text(buffer.getvalue(), encoding="utf-8")
-            console.print(f"Wrote {count:,} subscribers to {out}")
-        else:
-            sys.stdout.write(buffer.getvalue())
+            if out is None:
+                count = people.export_csv(conn, sys.stdout, statuses=statuses)
+                return
+            # Written beside the file and moved over it at the end: a failure part-way
+            # leaves the old file, never half a new one.
+            partial = out.with_name(f".{out.name}.partial")
+            try:
+                with partial.open("w", encoding="utf-8", newline="") as f:
+                    count = people.export_csv(conn, f, statuses=statuses)
+                partial.replace(out)
+            except OSError as exc:
+                partial.unlink(missing_ok=True)
+                raise ConfigError(f"--out: {out} cannot be written: {exc.strerror or exc}") from None
+        console.print(f"Wrote {count:,} subscribers to {out}")
 
     @group.command("list")
     @handled
@@ -185,19 +199,76 @@ def _status(value: str) -> people.Status:
         raise ConfigError(f"--status: expected one of {', '.join(s.value for s in people.Status)}, got {value!r}") from None
 
 
-def _read_csv(file: Path) -> str:
-    """The text of the CSV file (standard input for -), or one line saying why not."""
+class _Counted(io.BufferedIOBase):
+    """A binary stream that counts the bytes read from it, so a decoding error can name
+    its byte in the file, and a progress bar can show how far the import is."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self.raw.read(-1 if size is None else size)
+        self.consumed += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+@contextlib.contextmanager
+def _open_csv(file: Path) -> Iterator[tuple[TextIO, _Counted, int | None]]:
+    """The CSV file (standard input for -) as text read as it goes, and its size in bytes
+    when known; a file that cannot be read, or is not UTF-8, is one line saying why."""
     where = "standard input" if str(file) == "-" else str(file)
     try:
-        return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
+        raw: BinaryIO = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     except FileNotFoundError:
         raise ConfigError(f"no such file: {file}") from None
     except IsADirectoryError:
         raise ConfigError(f"{file}: is a folder, not a CSV file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot be read: {exc.strerror or exc}") from None
+    counted = _Counted(raw)
+    total = None if str(file) == "-" else os.fstat(raw.fileno()).st_size
+    try:
+        text = io.TextIOWrapper(counted, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
+        yield text, counted, total
+    except UnicodeDecodeError as exc:
+        # The decoder was given the bytes up to `consumed`, ending with `exc.object`.
+        byte = counted.consumed - len(exc.object) + exc.start + 1
+        raise ConfigError(f"{where}: not UTF-8 text (byte {byte} cannot be read); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a folder, not a CSV file") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read: {exc.strerror or exc}") from None
+    finally:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+
+
+@contextlib.contextmanager
+def _import_progress(console: Console, counted: _Counted, total: int | None, *,
+                     show: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal (the share of the file read, rows, rows per second),
+    or nothing for scripts; yields the callback `import_csv` calls after each batch."""
+    if not show or not console.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("Importing"), BarColumn(), TextColumn("{task.fields[rows]:,} rows"),
+               TextColumn("{task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("import", total=total, rows=0, rate=0.0)
+        started = time.monotonic()
+
+        def advance(rows: int) -> None:
+            elapsed = time.monotonic() - started
+            bar.update(task, completed=counted.consumed, rows=rows, rate=rows / elapsed if elapsed else 0.0)
+
+        yield advance
 
 
 def _write_rejects(report: people.ImportReport, path: Path) -> None:
@@ -206,6 +277,10 @@ def _write_rejects(report: people.ImportReport, path: Path) -> None:
             people.write_rejects(report, out)
     except OSError as exc:
         raise ConfigError(f"--rejects: {path} cannot be written: {exc.strerror or exc}") from None
+
+
+#: Rows of the "Rows not imported" table printed at most; --rejects and --json have all.
+SHOWN_ROWS = 50
 
 
 def _print_report(report: people.ImportReport, console: Any) -> None:
@@ -217,8 +292,11 @@ def _print_report(report: people.ImportReport, console: Any) -> None:
         table.add_column("line", justify="right")
         table.add_column("kind")
         table.add_column("why")
-        for line, why in report.rejected:
-            table.add_row(str(line), "[red]rejected[/red]", escape(why))
-        for line, why in report.skipped:
-            table.add_row(str(line), "left out", escape(why))
+        rows = [(line, "[red]rejected[/red]", why) for line, why in report.rejected]
+        rows += [(line, "left out", why) for line, why in report.skipped]
+        for line, kind, why in rows[:SHOWN_ROWS]:
+            table.add_row(str(line), kind, escape(why))
         console.print(table)
+        if len(rows) > SHOWN_ROWS:
+            console.print(f"… and {len(rows) - SHOWN_ROWS:,} more rows not imported; --rejects PATH writes every "
+                          "rejected row with its line and reason, --json lists them all.", highlight=False)

@@ -25,6 +25,7 @@ double opt-in: that is their own new consent).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
@@ -136,15 +137,23 @@ def may_create(conn: Connection, email: str, *, own_consent: bool) -> bool:
 
 def blocked_addresses(conn: Connection, emails: Iterable[str]) -> set[str]:
     """Of the (normalized) addresses, those that an import or the CLI may not create:
-    suppressed, or erased for any reason. One query per call."""
+    suppressed, or erased for any reason. One query per call, the keys passed as one
+    parameter (a JSON array on SQLite, an array on PostgreSQL): an import asks this for
+    5,000 addresses at a time, and SQLAlchemy rendering 10,000 placeholders cost more
+    than the query."""
     by_key = {}
     for email in emails:
         by_key[email] = email
         by_key[erased_key(email)] = email
     if not by_key:
         return set()
-    found = conn.execute(select(suppressions.c.email).where(suppressions.c.email.in_(list(by_key))))
-    return {by_key[row.email] for row in found}
+    if conn.dialect.name == "postgresql":
+        found = conn.exec_driver_sql("SELECT email FROM suppressions WHERE email = ANY(%(keys)s)", {"keys": list(by_key)})
+    else:
+        found = conn.exec_driver_sql(
+            "SELECT email FROM suppressions WHERE email IN (SELECT value FROM json_each(?))", (json.dumps(list(by_key)),)
+        )
+    return {by_key[key] for (key,) in found}
 
 
 def forget_erasure(conn: Connection, email: str) -> None:

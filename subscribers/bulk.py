@@ -1,0 +1,201 @@
+"""The statements of a large import and export, a batch of rows at a time, written for each
+database: SQLite takes a batch as one JSON array (`json_each`) or through `executemany`;
+PostgreSQL takes it as arrays (`unnest`, `= ANY`), one statement per batch, and streams
+the export through a server-side cursor. Everything goes through the caller's
+SQLAlchemy connection (so its transaction and its error translation hold), none of it
+through SQLAlchemy's statement construction, which cost more than the work itself when
+done row by row.
+
+Owns: `ImportBatch` (the per-import scratch table of addresses seen, and the writes),
+`export_rows`. Imports `tables` and `tokens` of this package.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from .tables import subscribers
+from .tokens import TOKEN_BYTES
+
+#: The scratch table of one import: each address of the file with the line it was
+#: first seen on, so a later duplicate names that line without the whole file in memory.
+SEEN = "import_seen"
+#: SQLite's page cache while importing, in KiB (its default is 2 MiB). Inserting a
+#: million addresses walks the email and token indexes at random places; a cache this
+#: size holds their upper levels. It is bounded, whatever the file's size.
+IMPORT_CACHE_KIB = 32 * 1024
+
+
+def new_tokens(count: int) -> list[str]:
+    """`count` link tokens, each as `tokens.new_token` makes one (24 random bytes as
+    URL-safe base64 without padding), from one read of the system's random source:
+    24 is a multiple of 3, so the encoding of the concatenation is the concatenation of
+    the encodings."""
+    text = base64.urlsafe_b64encode(os.urandom(TOKEN_BYTES * count)).decode("ascii")
+    size = TOKEN_BYTES * 4 // 3
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+class ImportBatch:
+    """The writes of one import on one connection, in the caller's transaction.
+    `open` prepares the scratch table; `close` drops it (PostgreSQL also drops it at
+    commit or rollback)."""
+
+    def __init__(self, conn: Connection, *, now: datetime, source: str, form: str) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+        # The timestamp as SQLAlchemy's column type stores it (SQLite keeps text).
+        bind = subscribers.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        self.now: Any = bind(now) if bind is not None else now
+        self.source = source
+        self.form = form
+
+    def open(self) -> None:
+        self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {SEEN}")
+        if self.postgres:
+            self.conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {SEEN} (email text PRIMARY KEY, line integer NOT NULL) ON COMMIT DROP"
+            )
+        else:
+            self.conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {SEEN} (email TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            self.conn.exec_driver_sql(f"PRAGMA cache_size = -{IMPORT_CACHE_KIB}")
+
+    def close(self) -> None:
+        self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {SEEN}")
+        if not self.postgres:
+            self.conn.exec_driver_sql("PRAGMA cache_size = -2000")
+
+    def _in(self, column: str) -> str:
+        """`column IN (the batch)`, the batch being one parameter."""
+        return f"{column} = ANY(%(batch)s)" if self.postgres else f"{column} IN (SELECT value FROM json_each(:batch))"
+
+    def _batch(self, values: Sequence[Any]) -> dict[str, Any]:
+        return {"batch": list(values) if self.postgres else json.dumps(list(values))}
+
+    def seen_before(self, emails: Sequence[str]) -> dict[str, int]:
+        """Of these addresses, those an earlier batch of this import held, with their line."""
+        rows = self.conn.exec_driver_sql(
+            f"SELECT email, line FROM {SEEN} WHERE {self._in('email')}", self._batch(emails)
+        )
+        return {email: line for email, line in rows}
+
+    def remember(self, firsts: Sequence[tuple[str, int]]) -> None:
+        """Note where each address (new to this import) was first seen."""
+        if not firsts:
+            return
+        if self.postgres:
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {SEEN} (email, line) SELECT * FROM unnest(%(emails)s::text[], %(lines)s::integer[])",
+                {"emails": [e for e, _ in firsts], "lines": [n for _, n in firsts]},
+            )
+        else:
+            self.conn.exec_driver_sql(f"INSERT INTO {SEEN} (email, line) VALUES (?, ?)", list(firsts))
+
+    def existing(self, emails: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """The subscribers with these addresses: address → (id, status)."""
+        rows = self.conn.exec_driver_sql(
+            f"SELECT email, id, status FROM subscribers WHERE {self._in('email')}", self._batch(emails)
+        )
+        return {email: (id_, status) for email, id_, status in rows}
+
+    def update(self, rows: Sequence[tuple[int, str, str]], *, names: bool) -> None:
+        """Give existing subscribers (id, name, sections key); the name only if `names`."""
+        if not rows:
+            return
+        if self.postgres:
+            ids, name_list, keys = zip(*rows, strict=True)
+            self.conn.exec_driver_sql(
+                "UPDATE subscribers AS s SET sections = v.sections" + (", name = v.name" if names else "")
+                + " FROM unnest(%(ids)s::integer[], %(names)s::text[], %(keys)s::text[]) AS v(id, name, sections)"
+                " WHERE s.id = v.id",
+                {"ids": list(ids), "names": list(name_list), "keys": list(keys)},
+            )
+        elif names:
+            self.conn.exec_driver_sql(
+                "UPDATE subscribers SET name = ?, sections = ? WHERE id = ?", [(n, k, i) for i, n, k in rows]
+            )
+        else:
+            self.conn.exec_driver_sql("UPDATE subscribers SET sections = ? WHERE id = ?", [(k, i) for i, _, k in rows])
+
+    def create(self, rows: Sequence[tuple[str, str, str]], *, status: str, action: str) -> None:
+        """New subscribers (email, name, sections key) with `status`, confirmed now, each
+        with a fresh token and one consent row (`action`, the import's form)."""
+        if not rows:
+            return
+        tokens = new_tokens(len(rows))
+        params = {"now": self.now, "status": status, "source": self.source, "action": action, "form": self.form}
+        if self.postgres:
+            emails, names, keys = zip(*rows, strict=True)
+            self.conn.exec_driver_sql(
+                "WITH new AS (INSERT INTO subscribers (email, name, status, sections, token, created_at, confirmed_at, source)"
+                " SELECT v.email, v.name, %(status)s, v.sections, v.token, %(now)s, %(now)s, %(source)s"
+                " FROM unnest(%(emails)s::text[], %(names)s::text[], %(keys)s::text[], %(tokens)s::text[])"
+                " AS v(email, name, sections, token) RETURNING id, sections)"
+                " INSERT INTO consents (subscriber_id, action, sections, at, ip, user_agent, form)"
+                " SELECT id, %(action)s, sections, %(now)s, '', '', %(form)s FROM new",
+                {**params, "emails": list(emails), "names": list(names), "keys": list(keys), "tokens": tokens},
+            )
+            return
+        # SQLite gives a new row the largest id so far plus one, and this transaction is
+        # the only writer: the rows after the largest id before the insert are this
+        # batch's, which the count confirms (else they are found by address).
+        before = self.conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM subscribers").scalar_one()
+        self.conn.exec_driver_sql(
+            "INSERT INTO subscribers (email, name, status, sections, token, created_at, confirmed_at, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e, n, status, k, t, self.now, self.now, self.source) for (e, n, k), t in zip(rows, tokens, strict=True)],
+        )
+        ours = self.conn.exec_driver_sql("SELECT count(*) FROM subscribers WHERE id > ?", (before,)).scalar_one()
+        where = "id > :before" if ours == len(rows) else self._in("email")
+        self.conn.exec_driver_sql(
+            "INSERT INTO consents (subscriber_id, action, sections, at, ip, user_agent, form)"
+            f" SELECT id, :action, sections, :now, '', '', :form FROM subscribers WHERE {where} ORDER BY id",
+            {**params, "before": before, **self._batch([e for e, _, _ in rows])},
+        )
+
+
+def _defused(column: str) -> str:
+    # A spreadsheet runs a cell that starts like a formula; a leading ' makes it text.
+    return f"CASE WHEN substr({column}, 1, 1) IN ('=', '+', '-', '@') THEN '''' || {column} ELSE {column} END"
+
+
+def _iso(column: str, *, postgres: bool) -> str:
+    """The timestamp as `datetime.isoformat` writes an aware UTC one (microseconds only
+    when there are any), or '' for none. SQLite keeps the text SQLAlchemy wrote
+    (`YYYY-MM-DD HH:MM:SS.ffffff`, in UTC)."""
+    if postgres:
+        utc = f"({column} AT TIME ZONE 'UTC')"
+        return (f"CASE WHEN {column} IS NULL THEN '' ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+                f" || CASE WHEN to_char({utc}, 'US') = '000000' THEN '' ELSE '.' || to_char({utc}, 'US') END"
+                " || '+00:00' END")
+    return (f"CASE WHEN {column} IS NULL THEN '' ELSE substr({column}, 1, 10) || 'T' || substr({column}, 12, 8)"
+            f" || CASE WHEN substr({column}, 21, 6) IN ('', '000000') THEN '' ELSE '.' || substr({column}, 21, 6) END"
+            " || '+00:00' END")
+
+
+def export_rows(conn: Connection, columns: Sequence[str], *, statuses: Sequence[str] | None,
+                dates: Sequence[str], chunk: int = 10_000) -> Iterator[Sequence[Sequence[str]]]:
+    """The subscribers in id order as lists of rows of text cells, `chunk` rows at a time,
+    formatted by the database: text defused, timestamps (`dates`) as `isoformat` writes
+    them. Streamed: PostgreSQL through a server-side cursor, SQLite as it steps."""
+    postgres = conn.dialect.name == "postgresql"
+    cells = ", ".join(_iso(c, postgres=postgres) if c in dates else _defused(c) for c in columns)
+    where = ""
+    params: dict[str, Any] = {}
+    if statuses is not None:
+        where = " WHERE status = ANY(%(statuses)s)" if postgres else " WHERE status IN (SELECT value FROM json_each(:statuses))"
+        params["statuses"] = list(statuses) if postgres else json.dumps(list(statuses))
+    result = conn.execution_options(stream_results=True, yield_per=chunk).exec_driver_sql(
+        f"SELECT {cells} FROM subscribers{where} ORDER BY id", params
+    )
+    for part in result.partitions(chunk):
+        yield part
