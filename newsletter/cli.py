@@ -47,6 +47,7 @@ from .errors import (
     NothingToDoError,
     StorageError,
 )
+from .text import counted
 from .models import BatchStatus
 from .ingest import FeedReport, category_placements, configured_sources, ingest_sources, source_statuses
 
@@ -472,10 +473,10 @@ def send(
         for batch_id, error in report.failed_batches:
             err.print(f"[red]batch {batch_id} failed:[/red] {error}", highlight=False)
         if report.failed_total > len(report.failed_batches):
-            err.print(f"[red]{report.failed_total} batches of this issue have failed; --retry-failed sends them again[/red]")
+            err.print(f"[red]{counted(report.failed_total, 'batch', 'batches')} of this issue failed; --retry-failed sends them again[/red]")
         if report.unknown_batches:
             err.print(
-                f"[yellow]{len(report.unknown_batches)} batches have an unknown outcome (in flight when a run stopped): "
+                f"[yellow]{counted(len(report.unknown_batches), 'batch', 'batches')} with an unknown outcome (in flight when a run stopped): "
                 f"{', '.join(map(str, report.unknown_batches[:20]))}; --resend-unknown sends them again[/yellow]"
             )
     stopped_early = stop.is_set() and not report.complete
@@ -695,7 +696,7 @@ def archive_export(
     if as_json:
         _print_json({"written": list(report.written), "unchanged": list(report.unchanged)})
         return
-    console.print(f"Wrote {len(report.written)} files to {folder}; {len(report.unchanged)} unchanged.")
+    console.print(f"Wrote {counted(len(report.written), 'file')} to {folder}; {len(report.unchanged):,} unchanged.")
     for name in report.written:
         console.print(f"  {name}", highlight=False)
 
@@ -818,7 +819,7 @@ def _print_preflight(report: Any) -> None:
         err.print(f"[{colour}]{finding.level}:[/{colour}] {escape(f'[{finding.check}]')} {escape(finding.message)}",
                   highlight=False)
     if report.passed:
-        console.print(f"Preflight passed with {len(report.warnings)} warnings.")
+        console.print(f"Preflight passed with {counted(len(report.warnings), 'warning')}.")
 
 
 @draft_app.command("build")
@@ -839,7 +840,7 @@ def draft_build(
         return
     _show_draft(result.draft, False)
     console.print(f"{'Built' if result.created else 'Refreshed'} draft {result.draft.issue.slug}: "
-                  f"{len(result.added)} articles added, {len(result.removed)} removed.", highlight=False)
+                  f"{counted(len(result.added), 'article')} added, {len(result.removed):,} removed.", highlight=False)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 

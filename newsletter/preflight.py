@@ -43,6 +43,7 @@ from .config import Settings
 from .errors import AddressRefusedError, DeadlineError, IssueError, RenderError
 from .models import ALL_TAGS, TAG_PATTERN, TAGS, Article, Batch, RenderedMessage, Sponsor
 from .netguard import NetworkPolicy
+from .text import counted
 from .render import IssueContent, Renderer
 from .sending import planning
 from .transports.outbox import MessageTemplate
@@ -388,4 +389,4 @@ def require_passing(report: Preflight, slug: str) -> None:
     """Raise `IssueError` listing every error of the preflight, if it found any."""
     if report.errors:
         listed = "; ".join(f.message for f in report.errors)
-        raise IssueError(f"issue {slug} fails its preflight ({len(report.errors)} errors): {listed}")
+        raise IssueError(f"issue {slug} fails its preflight ({counted(len(report.errors), 'error')}): {listed}")

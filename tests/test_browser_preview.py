@@ -288,10 +288,10 @@ def test_approval_is_refused_while_the_preflight_finds_an_error(preview: Preview
     expect(page.get_by_role("status")).to_have_text("The subject, preheader and intro are saved.")
     expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Hello editors")
     preflight = page.get_by_label("Preflight")
-    expect(preflight).to_contain_text("Preflight: 1 errors")
+    expect(preflight).to_contain_text("Preflight: 1 error,")
     expect(preflight).to_contain_text("error [subject]: the subject has 151 characters, over 150")
     page.get_by_role("button", name="Approve").click()
-    expect(page.get_by_role("alert")).to_contain_text("issue 2026-w48 fails its preflight (1 errors)")
+    expect(page.get_by_role("alert")).to_contain_text("issue 2026-w48 fails its preflight (1 error)")
     assert drafts.current_draft(engine, preview.settings).issue.status is IssueStatus.DRAFT
 
     drafts.set_subject(engine, "GLP-1 and a new plant")

@@ -133,3 +133,10 @@ def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error:") and "site.timezone" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_counts_take_the_right_plural() -> None:
+    from newsletter.text import counted
+
+    assert [counted(n, "error") for n in (0, 1, 2)] == ["0 errors", "1 error", "2 errors"]
+    assert counted(1, "batch", "batches") == "1 batch" and counted(1200, "batch", "batches") == "1,200 batches"

@@ -90,7 +90,7 @@ def test_editors_changes_survive_a_refresh(editor: Editor, engine: Engine, make_
     # New articles arrive; the refresh takes them and keeps every change.
     add(engine, "dd3", "Clinical Trials", when=NOW + timedelta(hours=1))
     code, output = editor("draft", "build")
-    assert code == 0 and f"Refreshed draft {SLUG}: 1 articles added, 1 removed." in output
+    assert code == 0 and f"Refreshed draft {SLUG}: 1 article added, 1 removed." in output
     shown = editor.show()
     assert titles(shown, "drug-development") == ["Story dd2", "Story dd3"]
     assert titles(shown, "events") == ["Story mf0"]
@@ -154,7 +154,7 @@ def test_approval_is_refused_while_the_preflight_finds_an_error(editor: Editor) 
     code, output = editor("draft", "check", "--no-links")
     assert code == 1 and "error: [subject] the subject has 151 characters, over 150" in output
     code, output = editor("draft", "approve", "--no-links")
-    assert code == 1 and "fails its preflight (1 errors): the subject has 151 characters" in output
+    assert code == 1 and "fails its preflight (1 error): the subject has 151 characters" in output
     assert editor.show()["status"] == "draft"
 
 

@@ -88,7 +88,7 @@ def test_a_segment_over_the_size_limit_blocks_approval_and_the_send(engine: Engi
     assert error.startswith("[size] all sections: the HTML is ")
     assert "bytes, over 12,000; Gmail clips messages at about 102 KB" in error
     assert [s.label for s in report.sizes] == ["all sections", "segment Events"]
-    with pytest.raises(IssueError, match="fails its preflight .1 errors.: all sections"):
+    with pytest.raises(IssueError, match="fails its preflight .1 error.: all sections"):
         drafts.approve(engine, settings)
     # The send path runs the same preflight, while it plans: the plan is rolled back, so
     # nothing is planned, published or delivered, and the issue is still a draft.
