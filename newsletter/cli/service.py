@@ -1,0 +1,227 @@
+"""`newsletter db upgrade`, `demo`, `archive export`, `serve`, `schedule`, `preview`: running the newsletter."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import subscribers as people
+
+from .. import db, issues, store
+from ..archive import export_archive
+from ..demo import demo_subscribers, prepare_demo
+from ..errors import (
+    EmptyIssueError,
+    NewsletterError,
+    StorageError,
+)
+from ..sending import SendReport
+from ..text import counted
+from ..transports import capabilities
+from .common import (
+    JsonOpt,
+    _now,
+    _print_json,
+    app,
+    console,
+    database,
+    handled,
+    settings,
+    state,
+)
+from .issues import _send
+from .sources import _feed_table, _run_ingest
+
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+@handled
+def db_upgrade() -> None:
+    """Create the database or apply pending migrations."""
+    cfg = settings()
+    engine = db.open_engine(cfg.database_url)
+    applied = db.upgrade(engine)
+    console.print(f"Database schema {'upgraded to' if applied else 'already at'} revision {db.head_revision()}.")
+
+
+
+
+@app.command()
+@handled
+def demo(
+    folder: Annotated[Path, typer.Option("--folder", help="Where the demo keeps its config, database and outbox.")] = Path("newsletter-demo"),
+    subscriber_count: Annotated[int, typer.Option("--subscribers", min=1, max=200_000, help="How many sample subscribers.")] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole weekly pipeline on sample data: ingest, subscribers, build, send to the outbox."""
+    started = time.perf_counter()
+    now = _now()
+    config_path = prepare_demo(folder, now=now)
+    state.config = config_path
+    cfg = settings()
+    engine = database(cfg)
+    reports = _run_ingest(engine, cfg, as_json)
+    with engine.begin() as conn:
+        created, _ = people.upsert_subscribers(conn, demo_subscribers(list(cfg.section_names()), subscriber_count), now=now)
+    built: issues.BuildResult | None = None
+    try:
+        built = issues.build_issue(engine, cfg, now=now)
+    except EmptyIssueError as exc:
+        if not as_json:
+            console.print(f"[cyan]No new issue:[/cyan] {exc}.")
+    try:
+        report: SendReport | None = _send(engine, cfg, None, quiet=as_json)
+    except StorageError:
+        raise
+    except NewsletterError as exc:
+        report = None
+        if not as_json:
+            console.print(f"[cyan]Nothing sent:[/cyan] {exc}.")
+    with engine.connect() as conn:
+        latest = store.latest_issue(conn)
+    web_file = None
+    if latest is not None:
+        web_dir = folder / "web"
+        web_dir.mkdir(exist_ok=True)
+        web_file = web_dir / f"{latest.slug}.html"
+        web_file.write_text(issues.render_issue(engine, cfg, latest, public=True).html, encoding="utf-8")
+    elapsed = time.perf_counter() - started
+    summary: dict[str, Any] = {
+        "folder": str(folder),
+        "issue": latest.slug if latest else None,
+        "new_issue": built is not None,
+        "sections": {b.name: len(b.articles) for b in built.blocks} if built else {},
+        "segments": report.segments if report else {},
+        "recipients": report.recipients_sent if report else 0,
+        "new_subscribers": created,
+        "outbox": str(cfg.outbox_dir),
+        "web_version": str(web_file) if web_file else None,
+        "elapsed_seconds": round(elapsed, 2),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    console.print(_feed_table(reports))
+    table = Table(title=f"Demo issue {summary['issue']}" + ("" if built else " (already built)"))
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, count in summary["sections"].items():
+        table.add_row(f"section: {name}", f"{count} article{'' if count == 1 else 's'}")
+    sizes = list(summary["segments"].values())
+    table.add_row("segments (distinct section choices)", str(len(sizes)))
+    table.add_row("recipients sent now", f"{summary['recipients']:,}")
+    if sizes:
+        table.add_row("HTML bytes per segment", f"{min(sizes):,} – {max(sizes):,}")
+    table.add_row("elapsed", f"{elapsed:.2f} s")
+    console.print(table)
+    cfg_arg = f"--config {config_path}"
+    if capabilities(cfg.delivery.transport).writes_files:
+        console.print(f"Outbox (one .eml per recipient): [bold]{cfg.outbox_dir}[/bold]")
+    else:
+        ledger = f"newsletter {cfg_arg} send --status {latest.slug}" if latest else f"newsletter {cfg_arg} issues"
+        console.print(f"Delivered through SendGrid at {cfg.sendgrid.api_host}; the ledger: [bold]{ledger}[/bold]")
+    if latest:
+        console.print(f"Web version: [bold]{web_file}[/bold] (served at {cfg.site.base_url}/archive/{latest.slug} by the web app)")
+        console.print(f"Render a segment: [bold]newsletter {cfg_arg} render {latest.slug} --sections drug-development,events --out preview.html[/bold]")
+        console.print(f"Preview next week's draft in a browser: [bold]newsletter {cfg_arg} preview[/bold]")
+    console.print(f"See the section each category lands in: [bold]newsletter {cfg_arg} sources --categories[/bold]")
+    console.print(f"Follow the links in the emails: [bold]newsletter {cfg_arg} serve[/bold] (listens on {cfg.site.base_url})")
+    console.print(f"Run it again: nothing is sent twice. Inspect: [bold]newsletter {cfg_arg} issues[/bold]")
+
+
+archive_app = typer.Typer(help="The public archive of sent issues.", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+
+@archive_app.command("export")
+@handled
+def archive_export(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the archive's pages and feeds into.")],
+    archive_url: Annotated[str, typer.Option("--url", help="Where the export will be hosted, for the feeds' links [default: BASE_URL/archive].")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the archive as static files (index pages, one page per issue, Atom feeds);
+    a rerun rewrites only files that changed."""
+    cfg = settings()
+    engine = database(cfg)
+    pages = issues.archive_pages(cfg, archive_url=archive_url.rstrip("/"))
+    with engine.connect() as conn:
+        report = export_archive(conn, pages, folder)
+    if as_json:
+        _print_json({"written": list(report.written), "unchanged": list(report.unchanged)})
+        return
+    console.print(f"Wrote {counted(len(report.written), 'file')} to {folder}; {len(report.unchanged):,} unchanged.")
+    for name in report.written:
+        console.print(f"  {name}", highlight=False)
+
+
+@app.command()
+@handled
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on [default: web.host].")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port to listen on [default: web.port].")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes; set web.rate_limit_storage so that they share the rate limits.")] = 1,
+) -> None:
+    """Run the subscriber web app: subscribe, confirm, preferences, one-click unsubscribe."""
+    from ..web.server import serve as run_server
+
+    cfg = settings()
+    run_server(
+        cfg, host=host, port=port, workers=workers, config_path=state.config,
+        announce=lambda url: console.print(f"Serving {cfg.site.name} on {url} (public URL {cfg.site.base_url})"),
+    )
+
+
+@app.command("schedule")
+@handled
+def schedule_service(
+    list_jobs: Annotated[bool, typer.Option("--list", help="Show the jobs and their next fire times, then exit.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the scheduled service: ingest hourly, build and send the weekly digest, retry
+    failed batches. Stops cleanly on SIGTERM or Ctrl-C after the batch in flight."""
+    from .. import schedule
+
+    cfg = settings()
+    if list_jobs:
+        zone = cfg.site.zone
+        jobs = schedule.planned_jobs(cfg, now=_now())
+        if as_json:
+            _print_json([{"id": j.id, "description": j.description, "next": [t.isoformat() for t in j.next_times]} for j in jobs])
+            return
+        table = Table(title=f"Scheduled jobs ({cfg.site.timezone})")
+        for column in ("job", "what", "next fire times"):
+            table.add_column(column)
+        for job in jobs:
+            table.add_row(job.id, job.description, "\n".join(f"{t.astimezone(zone):%a %Y-%m-%d %H:%M:%S %Z}" for t in job.next_times))
+        console.print(table)
+        return
+    logging.getLogger("newsletter").setLevel(logging.INFO)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.INFO)
+    schedule.run_service(cfg, str(state.config or ""))
+
+
+# Editors: the draft of the coming issue, its preflight and the local preview.
+
+
+@app.command()
+@handled
+def preview(
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port to listen on [default: preview.port].")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on [default: preview.host]; not localhost needs preview.password.")] = None,
+) -> None:
+    """Serve the editors' preview of the draft: desktop and mobile frames, the text part,
+    segments, preflight, and pin/exclude/approve buttons; reloads itself on changes."""
+    from ..web.preview import serve_preview
+
+    cfg = settings()
+    serve_preview(cfg, host=host, port=port, on_start=lambda url: console.print(f"Preview of the draft on {url}"))
+
+
