@@ -55,24 +55,26 @@ class PageCache:
         now = self.clock()
         if self.generation is None or now - self.checked >= CHECK_SECONDS:
             self.generation, self.checked = archive_generation(conn), now
-        generation = self.generation
-        kept = self.pages.get(key)
-        if kept is not None and kept[0] == generation and now - kept[1] < self.seconds:
-            return kept[2]
+        kept = self._kept(key, now)
+        if kept is not None:
+            return kept
         page = build(conn)
         if page is not None:
             if len(self.pages) >= CACHE_ENTRIES:
                 self.pages.clear()
-            self.pages[key] = (generation, now, page)
+            self.pages[key] = (self.generation, now, page)
         return page
 
     def fresh(self, key: Hashable) -> Page | None:
         """The page kept for `key` when neither it nor the last check is out of date:
         then no connection is needed at all."""
-        kept = self.pages.get(key)
         now = self.clock()
-        if (kept is not None and kept[0] == self.generation and now - self.checked < CHECK_SECONDS
-                and now - kept[1] < self.seconds):
+        return self._kept(key, now) if now - self.checked < CHECK_SECONDS else None
+
+    def _kept(self, key: Hashable, now: float) -> Page | None:
+        """The page kept for `key` if built for the last generation seen, not too long ago."""
+        kept = self.pages.get(key)
+        if kept is not None and kept[0] == self.generation and now - kept[1] < self.seconds:
             return kept[2]
         return None
 

@@ -87,15 +87,11 @@ class WebContext:
         and never waits for a lock (WAL), less than the hop to a thread and back (about
         100 µs, and the threads' fight for the GIL put 50 ms on the 99th percentile under
         load). On a server database, which answers over the network, it runs in a thread."""
-        if self.reads_inline:
-            with self.engine.connect() as conn:
-                return work(conn)
-
         def run() -> T:
             with self.engine.connect() as conn:
                 return work(conn)
 
-        return await run_in_threadpool(run)
+        return run() if self.reads_inline else await run_in_threadpool(run)
 
     @property
     def reads_inline(self) -> bool:
