@@ -76,6 +76,9 @@ issues = Table(
     Column("status", String(20), nullable=False),
     Column("sent_at", UTCDateTime()),
     Column("intro", Text, nullable=False, default=""),
+    #: The provider's id for every request of this issue's send (SendGrid's `batch_id`),
+    #: created before the first request and reused by a resumed send, so it can be recalled.
+    Column("provider_batch_id", String(200)),
 )
 
 issue_articles = Table(
@@ -134,6 +137,8 @@ deliveries = Table(
     Column("segment_id", Integer, nullable=False),
     Column("batch_id", Integer, nullable=False),
     Column("status", String(20), nullable=False),
+    #: When the delivery is meant to reach the reader (local-time delivery); NULL: at once.
+    Column("send_at", UTCDateTime()),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_batch", "batch_id"),
 )

@@ -79,6 +79,8 @@ subscribers = Table(
     Column("paused_until", UTCDateTime()),
     # When the last confirmation email went out; a confirmation link expires after it.
     Column("confirmation_sent_at", UTCDateTime()),
+    # The reader's IANA time zone (local-time delivery); NULL: the site's.
+    Column("timezone", String(64)),
     Index("ix_subscribers_status_sections", "status", "sections"),
 )
 
