@@ -156,7 +156,7 @@ def _format_error(error: Mapping[str, Any], source: str, env_names: dict[tuple[s
     if error["type"] == "extra_forbidden" and loc in _MOVED:
         msg = f"moved: write it as {_MOVED[loc]}"
     elif error["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see the configuration reference in the README)"
+        msg = "unknown key (check the spelling; see the configuration reference, docs/configuration.md)"
     elif error["type"] == "missing":
         msg = "missing: this key is required"
     elif error["type"] == "literal_error":

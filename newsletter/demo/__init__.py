@@ -27,7 +27,7 @@ SAMPLE_FEED = Path(__file__).parent / "pharma-news.xml"
 _DATE = re.compile(r"<(pubDate|lastBuildDate)>([^<]+)</\1>")
 
 CONFIG_TEMPLATE = """\
-# Written by `newsletter demo`. Every key is explained in the README's configuration reference.
+# Written by `newsletter demo`. Every key is explained in the configuration reference, docs/configuration.md.
 [site]
 name = "Pharma Industry Weekly"
 base_url = "http://127.0.0.1:8000"
