@@ -62,19 +62,21 @@ def _tables() -> typing.Iterator[tuple[str, str, type[BaseModel]]]:
 
 
 def config_reference() -> str:
-    """Markdown: a heading per table, then its keys with default, environment variable and help."""
+    """Markdown: a heading per table, then its keys with default, help and environment variable."""
     blocks = []
     for table, name, model in _tables():
         is_list = name.startswith("[[")
         lines = [f"### `{name}` {{#{table}}}", ""]
         if is_list:
             lines += ["An array of tables: give it once per entry. Its keys cannot be set from the environment.", ""]
-        lines += ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
+        lines += ["| key | default | meaning |", "|---|---|---|"]
         for key, sub in model.model_fields.items():
             env = "" if is_list else _SPECIAL_ENV.get(f"{table}.{key}", f"NEWSLETTER_{table.upper()}__{key.upper()}")
-            lines.append(f"| `{key}` | {_default(sub)} | {f'`{env}`' if env else ''} | {_text(sub.description or '')} |")
+            meaning = _text(sub.description or "") + (f"<br>Environment: `{env}`" if env else "")
+            lines.append(f"| `{key}` | {_default(sub)} | {meaning} |")
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    # The class lets the stylesheet keep keys and defaults on one line (docs/reference.css).
+    return '<div class="reference" markdown>\n\n' + "\n\n".join(blocks) + "\n\n</div>"
 
 
 def _commands(group: typing.Any, prefix: str) -> typing.Iterator[tuple[str, typing.Any]]:
@@ -127,7 +129,7 @@ def cli_reference() -> str:
                 lines += [paragraph, ""]
             lines += _parameters(command, ctx)
         blocks.append("\n".join(lines).rstrip())
-    return "\n\n".join(blocks)
+    return '<div class="reference" markdown>\n\n' + "\n\n".join(blocks) + "\n\n</div>"
 
 
 def expand(markdown: str) -> str:
