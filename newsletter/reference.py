@@ -41,9 +41,7 @@ def _text(value: str) -> str:
 def _default(field: typing.Any) -> str:
     if field.is_required():
         return "required"
-    if field.default_factory is not None:
-        return "see below" if field.default_factory.__name__ == "default_sections" else ""
-    if field.default in (None, ""):
+    if field.default_factory is not None or field.default in (None, ""):
         return ""
     return f"`{field.default!r}`".replace("'", '"')
 
@@ -114,7 +112,10 @@ def cli_reference() -> str:
     from .cli import app
 
     root = typer.main.get_command(app)
-    blocks = []
+    ctx = root.context_class(root, info_name="newsletter")
+    usage = root.get_usage(ctx).removeprefix("Usage: ")
+    blocks = ["\n".join([f"### `newsletter` {{#newsletter}}", "", f"    {usage}", "", *_help(root), "",
+                         "Options of every command, given before it:", "", *_parameters(root, ctx)])]
     for path, command in _commands(root, "newsletter"):
         level = "#" * (path.count(" ") + 2)
         lines = [f"{level} `{path}` {{#{_slug(path)}}}", ""]
