@@ -73,7 +73,7 @@ def config_reference() -> str:
             meaning = _text(sub.description or "") + (f"<br>Environment: `{env}`" if env else "")
             lines.append(f"| `{key}` | {_default(sub)} | {meaning} |")
         blocks.append("\n".join(lines))
-    # The class lets the stylesheet keep keys and defaults on one line (docs/reference.css).
+    # The class lets the stylesheet keep keys and defaults on one line (docs/extra.css).
     return '<div class="reference" markdown>\n\n' + "\n\n".join(blocks) + "\n\n</div>"
 
 
