@@ -24,6 +24,31 @@ _SPECIAL_ENV = {"sendgrid.api_key": "SENDGRID_API_KEY", "database.url": "NEWSLET
                 "security.secret_key": "NEWSLETTER_SECRET_KEY"}
 
 
+# Where the guide explains each table (links relative to docs/; `mkdocs build --strict` fails
+# on one that leads nowhere). A table missing here is listed all the same, without a link.
+_GUIDE = {
+    "sender": "[Sending](sending.md)",
+    "sections": "[How it works](index.md#how-it-works), step 2",
+    "feeds": "[Sources](sources.md#feeds)",
+    "wordpress": "[Sources](sources.md#wordpress)",
+    "folders": "[Sources](sources.md#folders)",
+    "ingest": "[Sources](sources.md#reaching-only-the-public-internet)",
+    "images": "[What WordPress sites put in their feeds](sources.md#what-wordpress-sites-put-in-their-feeds)",
+    "selection": "[How it works](index.md#how-it-works), step 3",
+    "database": "[Operations](operations.md#postgresql)",
+    "delivery": "[Sending](sending.md#transports)",
+    "templates": "[The preference center](subscribers.md#the-preference-center)",
+    "sendgrid": "[Sending](sending.md#transports) and [Events and statistics](events.md)",
+    "smtp": "[Sending through your own SMTP relay](sending.md#sending-through-your-own-smtp-relay)",
+    "security": "[Running the web app](subscribers.md#running-the-web-app)",
+    "web": "[Running the web app](subscribers.md#running-the-web-app) and [Several web workers](operations.md#several-web-workers)",
+    "theme": "[The email](email.md#the-theme-theme)",
+    "links": "[The email](email.md#utm-parameters-links-utm)",
+    "schedule": "[Scheduling](scheduling.md)",
+    "preview": "[Editing an issue](editors.md#the-preview)",
+}
+
+
 def _text(value: str) -> str:
     """Help text as Markdown that shows it as written: one line, and outside `code` the
     characters Markdown would read as markup (`<slug>`, a `|` in a table, `*`) escaped."""
@@ -65,6 +90,8 @@ def config_reference() -> str:
     for table, name, model in _tables():
         is_list = name.startswith("[[")
         lines = [f"### `{name}` {{#{table}}}", ""]
+        if table in _GUIDE:
+            lines += [f"Explained in {_GUIDE[table]}.", ""]
         if is_list:
             lines += ["An array of tables: give it once per entry. Its keys cannot be set from the environment.", ""]
         lines += ["| key | default | meaning |", "|---|---|---|"]
@@ -73,8 +100,8 @@ def config_reference() -> str:
             meaning = _text(sub.description or "") + (f"<br>Environment: `{env}`" if env else "")
             lines.append(f"| `{key}` | {_default(sub)} | {meaning} |")
         blocks.append("\n".join(lines))
-    # The class lets the stylesheet keep keys and defaults on one line (docs/extra.css).
-    return '<div class="reference" markdown>\n\n' + "\n\n".join(blocks) + "\n\n</div>"
+    # The classes let the stylesheet keep keys and defaults whole (docs/extra.css).
+    return '<div class="reference settings" markdown>\n\n' + "\n\n".join(blocks) + "\n\n</div>"
 
 
 def _commands(group: typing.Any, prefix: str) -> typing.Iterator[tuple[str, typing.Any]]:
