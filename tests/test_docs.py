@@ -42,6 +42,14 @@ def test_ci_runs_the_readme_test_line_verbatim() -> None:
     assert tests in ci.splitlines()
 
 
+def test_the_readme_links_lead_to_files_of_the_repository() -> None:
+    links = re.findall(r"\]\(([^)\s]+)\)", README.read_text(encoding="utf-8"))
+    local = [link.split("#", 1)[0] for link in links if not link.startswith(("http://", "https://"))]
+    assert "docs/getting-started.md" in local and "docs/configuration.md" in local
+    for path in local:
+        assert (ROOT / path).exists(), f"README.md links to {path}, which does not exist"
+
+
 def mkdocs_build(folder: Path, site: Path) -> subprocess.CompletedProcess[str]:
     """`mkdocs build --strict` of the mkdocs.yml in `folder`, run there, into `site`."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's banner about its successor
