@@ -47,6 +47,11 @@ def _batch(row: Any) -> BatchRow:
     return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus(row.status), row.recipients, row.attempts)
 
 
+def send_started(conn: Connection, issue_id: int) -> bool:
+    """Whether any batch of the issue has been planned (some readers may have it already)."""
+    return conn.execute(select(batches.c.id).where(batches.c.issue_id == issue_id).limit(1)).first() is not None
+
+
 def batches_in(conn: Connection, issue_id: int, *statuses: BatchStatus) -> list[BatchRow]:
     """The issue's batches in these states (all states when none are given), by id."""
     query = select(batches).where(batches.c.issue_id == issue_id).order_by(batches.c.id)
