@@ -1,7 +1,7 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
 Owns: `open_database`, `make_renderer`, `make_theme`, `issue_content`, `build_issue`, `send_pending`, `ledger_status`,
-`render_issue`; hands on `make_transport` (from `transports`) and `SendFlags` (from
+`render_issue`, `remind_editors` (the scheduler's mail to the editors); hands on `make_transport` (from `transports`) and `SendFlags` (from
 `sending`), so that the CLI, the scheduler and the web app find every use case here.
 Imports everything below it (`config`, `db`, `store`, `preflight`, `selection`, `render`,
 `archive`, `transports`, `sending`).
@@ -21,7 +21,7 @@ from . import db, preflight, sending, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
 from .errors import ConfigError, EmptyIssueError, IssueError, NothingToSendError
-from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
+from .models import Batch, Issue, IssueStatus, Outcome, Recipient, RenderedMessage, SectionBlock
 from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
 from .theme import Theme, build_theme
@@ -233,6 +233,29 @@ def _helpers(conn: Connection, settings: Settings, issue: Issue, transport: Tran
         return None
     expected = active_subscribers(conn) // settings.delivery.batch_size if first_send else 0
     return sending.Helpers(settings, issue.id, flags, expected_batches=expected)
+
+
+def remind_editors(settings: Settings, slug: str, *, now: datetime) -> Outcome | None:
+    """Email `schedule.editors` that the draft `slug` waits for approval (through the
+    configured transport); the transport's outcome, or None when no editor is configured."""
+    editors = settings.schedule.editors
+    if not editors:
+        return None
+    text = (
+        f"The {settings.site.name} issue {slug} is built and waits for approval; the scheduled send skipped it.\n"
+        f"Review it with `newsletter render {slug}` and approve it to send.\n"
+    )
+    message = RenderedMessage(subject=f"[{settings.site.name}] Issue {slug} awaits approval", preheader="", html=f"<pre>{text}</pre>", text=text)
+    batch = Batch(
+        id=int(now.timestamp()), issue_id=0, issue_slug="reminders", segment_id=0, message=message,
+        recipients=tuple(Recipient(0, e, {}, settings.site.base_url, f"mailto:{settings.sender.address}") for e in editors),
+        sender_name=settings.sender.name, sender_address=settings.sender.address, reply_to=settings.sender.reply_to,
+    )
+    transport = make_transport(settings)
+    try:
+        return transport.send(batch)
+    finally:
+        transport.close()
 
 
 @dataclass(frozen=True)
