@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 import jinja2
 from sqlalchemy import Connection, Engine
 
+import subscribers as people
+
 from . import db, preflight, sending, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
@@ -29,7 +31,6 @@ from .selection import issue_slug, issue_window, select_articles
 from .sending import SendFlags as SendFlags
 from .sending import SendProgress, SendReport
 from .sending.ledger import BatchDetail, batch_details, ledger_summary
-from .sending.planning import active_subscribers
 from .transports import Transport, capabilities
 from .transports import make_transport as make_transport
 
@@ -231,7 +232,7 @@ def _helpers(conn: Connection, settings: Settings, issue: Issue, transport: Tran
     planned."""
     if not capabilities(transport.name).helper_processes:
         return None
-    expected = active_subscribers(conn) // settings.delivery.batch_size if first_send else 0
+    expected = people.count_with_status(conn, people.Status.ACTIVE) // settings.delivery.batch_size if first_send else 0
     return sending.Helpers(settings, issue.id, flags, expected_batches=expected)
 
 
