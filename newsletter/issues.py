@@ -273,19 +273,28 @@ def ledger_status(engine: Engine, issue: Issue) -> LedgerStatus:
 
 
 def page_environment(settings: Settings) -> jinja2.Environment:
-    """Jinja2 for the web pages and feeds: the user's `templates.folder`/web first, then
-    the built-in `templates/web`."""
-    folders = []
+    """The one Jinja2 environment of the pages and feeds (the web app's, the archive's,
+    the preview's): the user's `templates.folder`/web first, then the built-in
+    `templates/web`; every value escaped (pages are HTML, feeds XML), an undefined name an
+    error. Globals: `site` (name, base_url), `brand` (colour, text), `logo_url` and
+    `theme`, the emails' theme, which the pages wear too. Raises `ConfigError` when
+    `templates.folder` is not a folder."""
+    folders: list[str] = []
     if settings.templates.folder:
-        folders.append(str(settings.path(settings.templates.folder) / "web"))
+        folder = settings.path(settings.templates.folder)
+        if not folder.is_dir():
+            raise ConfigError(f"templates.folder: {folder} is not a folder")
+        folders.append(str(folder / "web"))
     folders.append(str(builtin_templates() / "web"))
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folders),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "xml")),
-        undefined=jinja2.StrictUndefined,
-    )
-    # The archive's pages wear the emails' theme.
-    env.globals["theme"] = make_theme(settings)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined)
+    site = settings.site
+    theme = make_theme(settings)
+    env.globals |= {
+        "site": {"name": site.name, "base_url": site.base_url},
+        "brand": {"colour": theme.brand, "text": theme.on_brand},
+        "logo_url": theme.logo_url,
+        "theme": theme,
+    }
     return env
 
 
