@@ -5,8 +5,9 @@ Owns: `Draft`, `DraftArticle`, `DraftBuild`, `current_draft`, `build_draft`, `se
 `set_preheader`, `set_intro`, `set_sponsor`, `pin`, `exclude`, `move`, `add_item`, `check_draft`,
 `approve`, `reopen`, `send_test`, `sample_message`, `draft_fingerprint`, and the `draft_choices` table's
 queries. Imports `config`, `errors`, `models`, `tables`, `store`, `sections`, `selection`,
-`render`, `preflight`, `links` (for the substitution values), `transports` and
-`issues` (the use cases it builds on).
+`render`, `preflight`, `links` (for the substitution values), `transports`, `sending.ledger`
+(whether a send started) and `issues` (the use cases it builds on). The issue's rows
+(`issues`, `issue_articles`, `articles`) are written through `store`.
 
 The draft is the newest issue while it is not sent. Its articles are recomposed from the
 selection after every change: the editors' choices (`draft_choices`) say which articles
@@ -23,10 +24,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import nh3
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select
 
 import subscribers as people
 
@@ -39,7 +39,8 @@ from .preflight import LinkChecker, Preflight, require_passing, run_preflight, s
 from .render import IssueContent
 from .sections import assign_section, make_rules
 from .selection import select_articles
-from .tables import articles, batches, draft_choices, issue_articles, issues as issues_table
+from .sending.ledger import send_started
+from .tables import draft_choices
 from .transports import Transport, personalize
 
 EDITOR_SOURCE = "editor"
@@ -184,15 +185,13 @@ def _recompose(conn: Connection, settings: Settings, issue: Issue, *, end: datet
         room = max(0, limit - len(placed.get(block.slug, [])))
         for index, article in enumerate(block.articles[:room]):
             placed.setdefault(block.slug, []).append(((_FREE_RANK, float(index), article.id), article))
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, str]] = []
     for section in [*names, *sorted(set(placed) - set(names))]:
         for _, article in sorted(placed.get(section, []), key=lambda item: item[0]):
-            rows.append({"issue_id": issue.id, "article_id": article.id, "section": section, "position": len(rows)})
-    conn.execute(delete(issue_articles).where(issue_articles.c.issue_id == issue.id))
-    if rows:
-        conn.execute(insert(issue_articles), rows)
-    conn.execute(update(issues_table).where(issues_table.c.id == issue.id).values(window_end=end))
-    after: set[int] = {r["article_id"] for r in rows}
+            rows.append((article.id, section))
+    store.place_articles(conn, issue.id, rows)
+    store.edit_issue(conn, issue.id, window_end=end)
+    after: set[int] = {article_id for article_id, _ in rows}
     added = [pool[i].title for i in sorted(after - set(current))]
     removed = [a.title for i, (_, a) in sorted(current.items()) if i not in after]
     return added, removed
@@ -224,10 +223,11 @@ def _one_line(value: str, what: str, *, limit: int) -> str:
     return text
 
 
-def _update_issue(engine: Engine, **values: Any) -> Issue:
+def _update_issue(engine: Engine, *, subject: str | None = None, preheader: str | None = None,
+                  intro: str | None = None) -> Issue:
     with engine.begin() as conn:
         issue = _editable(conn)
-        conn.execute(update(issues_table).where(issues_table.c.id == issue.id).values(**values))
+        store.edit_issue(conn, issue.id, subject=subject, preheader=preheader, intro=intro)
         found = store.find_issue(conn, issue.id)
     assert found is not None
     return found
@@ -254,7 +254,7 @@ def _article_in_play(conn: Connection, issue: Issue, article_id: int) -> Article
     found = store.articles_by_id(conn, [article_id]).get(article_id)
     if found is None:
         raise EditError(f"article {article_id}: no such article (see `newsletter draft show`)")
-    taken = conn.execute(select(issue_articles.c.issue_id).where(issue_articles.c.article_id == article_id)).scalar()
+    taken = store.article_issue(conn, article_id)
     if taken is not None and taken != issue.id:
         raise EditError(f"article {article_id}: already in another issue")
     return found
@@ -311,14 +311,13 @@ def add_item(engine: Engine, settings: Settings, *, title: str, link: str, secti
     clean_summary = _one_line(nh3.clean(summary, tags=set()), "summary", limit=2000)
     with engine.begin() as conn:
         issue = _editable(conn)
-        existing = conn.execute(select(articles.c.id).where(articles.c.url == link.strip())).scalar()
+        existing = store.article_id_by_url(conn, link.strip())
         if existing is not None:
             raise EditError(f"link {link.strip()}: already the link of article {existing}; pin that article instead")
-        article_id = conn.execute(insert(articles).values(
-            guid=f"editor:{issue.slug}:{uuid.uuid4().hex[:12]}", url=link.strip(), title=clean_title, author="",
-            published_at=now, categories="", summary=clean_summary, image_url=image_url.strip(), source=EDITOR_SOURCE,
-            first_seen_at=now, updated_at=now,
-        )).inserted_primary_key[0]  # type: ignore[index]
+        article_id = store.add_article(
+            conn, guid=f"editor:{issue.slug}:{uuid.uuid4().hex[:12]}", url=link.strip(), title=clean_title,
+            summary=clean_summary, image_url=image_url.strip(), source=EDITOR_SOURCE, now=now,
+        )
         _save_choice(conn, issue.id, article_id, Choice(pinned=True, section=section), now=now)
         _recompose(conn, settings, issue, end=issue.window_end)
         return load_draft(conn, settings, issue)
@@ -392,7 +391,7 @@ def reopen(engine: Engine) -> Issue:
             raise IssueError(f"issue {issue.slug} is {issue.status.value}, not approved: nothing to reopen")
         # An approved issue whose send has started stays approved until it is sent:
         # some subscribers may have it already.
-        if conn.execute(select(batches.c.id).where(batches.c.issue_id == issue.id).limit(1)).first() is not None:
+        if send_started(conn, issue.id):
             raise IssueError(f"issue {issue.slug} is being sent: it can no longer be reopened")
         store.set_issue_status(conn, issue.id, IssueStatus.DRAFT)
         found = store.find_issue(conn, issue.id)
@@ -408,13 +407,7 @@ def draft_fingerprint(engine: Engine) -> str:
         if latest is None:
             return ""
         digest.update(repr(latest).encode())
-        rows = conn.execute(
-            select(articles.c.id, articles.c.title, articles.c.summary, articles.c.url, articles.c.image_url,
-                   issue_articles.c.section, issue_articles.c.position)
-            .join(issue_articles, issue_articles.c.article_id == articles.c.id)
-            .where(issue_articles.c.issue_id == latest.id).order_by(issue_articles.c.position)
-        ).all()
-        digest.update(repr([tuple(r) for r in rows]).encode())
+        digest.update(repr(store.issue_article_rows(conn, latest.id)).encode())
         digest.update(repr(sorted(_choices(conn, latest.id).items())).encode())
         digest.update(repr(store.find_sponsor(conn, latest.id)).encode())
     return digest.hexdigest()

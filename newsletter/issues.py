@@ -1,7 +1,7 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
 Owns: `open_database`, `make_renderer`, `make_theme`, `issue_content`, `build_issue`, `send_pending`, `ledger_status`,
-`render_issue`; hands on `make_transport` (from `transports`) and `SendFlags` (from
+`render_issue`, `remind_editors` (the scheduler's mail to the editors); hands on `make_transport` (from `transports`) and `SendFlags` (from
 `sending`), so that the CLI, the scheduler and the web app find every use case here.
 Imports everything below it (`config`, `db`, `store`, `preflight`, `selection`, `render`,
 `archive`, `transports`, `sending`).
@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 import jinja2
 from sqlalchemy import Connection, Engine
 
+import subscribers as people
+
 from . import db, preflight, sending, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
 from .errors import ConfigError, EmptyIssueError, IssueError, NothingToSendError
-from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
+from .models import Batch, Issue, IssueStatus, Outcome, Recipient, RenderedMessage, SectionBlock
 from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
 from .theme import Theme, build_theme
@@ -29,7 +31,6 @@ from .selection import issue_slug, issue_window, select_articles
 from .sending import SendFlags as SendFlags
 from .sending import SendProgress, SendReport
 from .sending.ledger import BatchDetail, batch_details, ledger_summary
-from .sending.planning import active_subscribers
 from .transports import Transport, capabilities
 from .transports import make_transport as make_transport
 
@@ -231,8 +232,31 @@ def _helpers(conn: Connection, settings: Settings, issue: Issue, transport: Tran
     planned."""
     if not capabilities(transport.name).helper_processes:
         return None
-    expected = active_subscribers(conn) // settings.delivery.batch_size if first_send else 0
+    expected = people.count_with_status(conn, people.Status.ACTIVE) // settings.delivery.batch_size if first_send else 0
     return sending.Helpers(settings, issue.id, flags, expected_batches=expected)
+
+
+def remind_editors(settings: Settings, slug: str, *, now: datetime) -> Outcome | None:
+    """Email `schedule.editors` that the draft `slug` waits for approval (through the
+    configured transport); the transport's outcome, or None when no editor is configured."""
+    editors = settings.schedule.editors
+    if not editors:
+        return None
+    text = (
+        f"The {settings.site.name} issue {slug} is built and waits for approval; the scheduled send skipped it.\n"
+        f"Review it with `newsletter render {slug}` and approve it to send.\n"
+    )
+    message = RenderedMessage(subject=f"[{settings.site.name}] Issue {slug} awaits approval", preheader="", html=f"<pre>{text}</pre>", text=text)
+    batch = Batch(
+        id=int(now.timestamp()), issue_id=0, issue_slug="reminders", segment_id=0, message=message,
+        recipients=tuple(Recipient(0, e, {}, settings.site.base_url, f"mailto:{settings.sender.address}") for e in editors),
+        sender_name=settings.sender.name, sender_address=settings.sender.address, reply_to=settings.sender.reply_to,
+    )
+    transport = make_transport(settings)
+    try:
+        return transport.send(batch)
+    finally:
+        transport.close()
 
 
 @dataclass(frozen=True)
@@ -249,19 +273,28 @@ def ledger_status(engine: Engine, issue: Issue) -> LedgerStatus:
 
 
 def page_environment(settings: Settings) -> jinja2.Environment:
-    """Jinja2 for the web pages and feeds: the user's `templates.folder`/web first, then
-    the built-in `templates/web`."""
-    folders = []
+    """The one Jinja2 environment of the pages and feeds (the web app's, the archive's,
+    the preview's): the user's `templates.folder`/web first, then the built-in
+    `templates/web`; every value escaped (pages are HTML, feeds XML), an undefined name an
+    error. Globals: `site` (name, base_url), `brand` (colour, text), `logo_url` and
+    `theme`, the emails' theme, which the pages wear too. Raises `ConfigError` when
+    `templates.folder` is not a folder."""
+    folders: list[str] = []
     if settings.templates.folder:
-        folders.append(str(settings.path(settings.templates.folder) / "web"))
+        folder = settings.path(settings.templates.folder)
+        if not folder.is_dir():
+            raise ConfigError(f"templates.folder: {folder} is not a folder")
+        folders.append(str(folder / "web"))
     folders.append(str(builtin_templates() / "web"))
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folders),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "xml")),
-        undefined=jinja2.StrictUndefined,
-    )
-    # The archive's pages wear the emails' theme.
-    env.globals["theme"] = make_theme(settings)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined)
+    site = settings.site
+    theme = make_theme(settings)
+    env.globals |= {
+        "site": {"name": site.name, "base_url": site.base_url},
+        "brand": {"colour": theme.brand, "text": theme.on_brand},
+        "logo_url": theme.logo_url,
+        "theme": theme,
+    }
     return env
 
 

@@ -200,6 +200,16 @@ class BatchStatus(StrEnum):
     FAILED = "failed"
 
 
+class DeliveryStatus(StrEnum):
+    """A recipient's row in the send ledger (`deliveries`): planned into a batch, skipped
+    (no longer mailable when the batch went out), or sent (rows written before an
+    accepted batch stood for its planned rows)."""
+
+    PLANNED = "planned"
+    SKIPPED = "skipped"
+    SENT = "sent"
+
+
 class OutcomeKind(StrEnum):
     ACCEPTED = "accepted"
     RETRYABLE = "retryable"

@@ -1,8 +1,9 @@
 """Bulk work on people: CSV import and export, listing, removal and erasure (GDPR).
 
 Owns: `import_csv`, `ImportReport`, `ColumnMap`, `write_rejects`, `export_csv`,
-`list_subscribers`, `remove`, `erase`, `is_erased`. Imports `models`, `errors`, `store`, `suppression`,
-`tables`, `tokens`, `bulk` and `fastcheck` of this package. The CLI turns these into commands.
+`remove`, `erase`, `is_erased`. Imports `models`, `errors`, `store`, `suppression`,
+`tokens`, `bulk` (the import's and export's fast path, which writes SQL of its own) and
+`fastcheck` of this package; no table (the queries are `store`'s and `suppression`'s). The CLI turns these into commands.
 
 Rules an import keeps:
 - every row is validated (address, sections, duplicates in the file) and each rejected
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection
 
 from . import bulk
 from .errors import ImportFileError, InvalidEmailError, InvalidNameError, SubscriberError
@@ -38,14 +39,14 @@ from .fastcheck import quick_normalize
 from .models import ConsentAction, Origin, Status, Subscriber, sections_key
 from .store import (
     check_name,
+    delete_consents,
     get_subscriber,
     normalize_email,
     record_consent,
     subscribers_by_id,
     update_subscriber,
 )
-from .suppression import ERASED, blocked_addresses, erased_key, is_suppressed, suppress
-from .tables import consents, subscribers, suppressions
+from .suppression import ERASED, blocked_addresses, erased_key, is_suppressed, suppress, suppression_reason, unsuppress
 from .tokens import new_token
 
 log = logging.getLogger(__name__)
@@ -293,16 +294,6 @@ def export_csv(conn: Connection, out: TextIO, *, statuses: Iterable[Status] | No
     return count
 
 
-def list_subscribers(
-    conn: Connection, *, status: Status | None = None, limit: int = 100, offset: int = 0
-) -> list[Subscriber]:
-    """Subscribers in id order, optionally of one status."""
-    query = select(subscribers.c.id).order_by(subscribers.c.id).limit(limit).offset(offset)
-    if status is not None:
-        query = query.where(subscribers.c.status == status.value)
-    return subscribers_by_id(conn, list(conn.execute(query).scalars()))
-
-
 def remove(conn: Connection, email: str, *, now: datetime) -> Subscriber:
     """Unsubscribe someone on their behalf (they asked by other means); the consent log
     records it with the form "admin". Raises `UnknownSubscriberError`."""
@@ -324,19 +315,16 @@ def erase(conn: Connection, email: str, *, now: datetime) -> None:
     subscriber = get_subscriber(conn, email)
     # An address that bounced or complained stays suppressed after the erasure: the hash
     # keeps why, so no path creates or mails it again.
-    suppressed = conn.execute(
-        select(suppressions.c.reason).where(suppressions.c.email == subscriber.email)
-    ).scalar_one_or_none()
+    suppressed = suppression_reason(conn, subscriber.email)
     if suppressed is not None:
         reason = f"erased:{suppressed}"[:50]
     elif subscriber.status in (Status.BOUNCED, Status.COMPLAINED):
         reason = f"erased:{subscriber.status.value}"
     else:
         reason = ERASED
-    conn.execute(delete(consents).where(consents.c.subscriber_id == subscriber.id))
+    delete_consents(conn, subscriber.id)
     # The plain address may be on the suppression list too; only the hash stays.
-    conn.execute(delete(suppressions).where(suppressions.c.email == subscriber.email))
-    conn.execute(delete(suppressions).where(suppressions.c.email == erased_key(subscriber.email)))
+    unsuppress(conn, subscriber.email, erased_key(subscriber.email))
     suppress(conn, erased_key(subscriber.email), reason=reason, now=now)
     update_subscriber(
         conn, subscriber.id, email=f"erased-{subscriber.id}@erased.invalid", name="", sections=(),

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Select, Update, bindparam, exists, func, sele
 
 from subscribers import mailable_clause, subscribers
 
-from ..models import BatchStatus
+from ..models import BatchStatus, DeliveryStatus
 from ..tables import batches, deliveries
 
 
@@ -45,6 +45,11 @@ class BatchRow:
 
 def _batch(row: Any) -> BatchRow:
     return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus(row.status), row.recipients, row.attempts)
+
+
+def send_started(conn: Connection, issue_id: int) -> bool:
+    """Whether any batch of the issue has been planned (some readers may have it already)."""
+    return conn.execute(select(batches.c.id).where(batches.c.issue_id == issue_id).limit(1)).first() is not None
 
 
 def batches_in(conn: Connection, issue_id: int, *statuses: BatchStatus) -> list[BatchRow]:
@@ -119,7 +124,7 @@ def _recipients_of_batch() -> Select[Any]:
             mailable_clause(few=True).label("mailable"),
         )
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(deliveries.c.batch_id == bindparam("batch_id"), deliveries.c.status == "planned")
+        .where(deliveries.c.batch_id == bindparam("batch_id"), deliveries.c.status == DeliveryStatus.PLANNED.value)
         .order_by(deliveries.c.id)
     )
 
@@ -189,7 +194,7 @@ def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Sequence[Any]]
 def skip_deliveries(conn: Connection, batch_id: int, delivery_ids: list[int]) -> None:
     """These recipients of the batch are left out (no longer mailable), and counted so."""
     if delivery_ids:
-        conn.execute(update(deliveries).where(deliveries.c.id.in_(delivery_ids)).values(status="skipped"))
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(delivery_ids)).values(status=DeliveryStatus.SKIPPED.value))
         conn.execute(update(batches).where(batches.c.id == batch_id).values(skipped=batches.c.skipped + len(delivery_ids)))
 
 

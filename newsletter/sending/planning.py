@@ -2,9 +2,10 @@
 subscriber into a batch of their segment, in bulk.
 
 Owns: `PlanCounts`, `lock_issue`, `unplanned_choices`, `unplanned_section_keys`,
-`active_subscribers`, `plan_batches`, and `plan_issue` (render each new segment once and
+`plan_batches`, and `plan_issue` (render each new segment once and
 plan). Writes `batches` and `deliveries` (the ledger, see `ledger`); imports `models`,
-`tables`, `store` and what `subscribers` exports. Callers own the transaction, except
+`tables`, `store` and what `subscribers` exports: who is mailable is its query
+(`mailable_recipients`), which the planning narrows and numbers, never a status it spells. Callers own the transaction, except
 `plan_issue`, which is one.
 """
 
@@ -34,10 +35,10 @@ from sqlalchemy import (
     update,
 )
 
-from subscribers import mailable_clause, parse_sections_key, subscribers
+from subscribers import mailable_recipients, parse_sections_key
 
 from .. import store
-from ..models import BatchStatus, Issue, IssueStatus, RenderedMessage, Segment
+from ..models import BatchStatus, DeliveryStatus, Issue, IssueStatus, RenderedMessage, Segment
 from ..tables import batches, deliveries, issues
 from .options import SendReport
 
@@ -51,30 +52,27 @@ class PlanCounts:
     unsegmented: int
 
 
-def _not_planned(conn: Connection, issue_id: int) -> Any:
-    """A WHERE clause on `subscribers`: not yet planned for the issue. Before anyone is
-    planned it is no clause at all: asking a million times whether someone has a
-    delivery of an issue that has none cost half a second of a first send's planning."""
+def _not_planned(conn: Connection, issue_id: int, subscriber_id: Any) -> Any:
+    """A WHERE clause on the recipients (`subscriber_id`, their id column): not yet planned
+    for the issue. Before anyone is planned it is no clause at all: asking a million times
+    whether someone has a delivery of an issue that has none cost half a second of a first
+    send's planning."""
     if conn.execute(select(deliveries.c.id).where(deliveries.c.issue_id == issue_id).limit(1)).first() is None:
         return true()
-    return ~exists().where(and_(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscribers.c.id))
+    return ~exists().where(and_(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscriber_id))
 
 
 def unplanned_section_keys(conn: Connection, issue_id: int) -> list[str]:
     """The distinct section choices of mailable subscribers not yet planned for the issue."""
+    recipients = mailable_recipients()
+    who = recipients.selected_columns
     query = (
-        select(subscribers.c.sections)
-        .where(mailable_clause(), _not_planned(conn, issue_id))
+        recipients.with_only_columns(who.sections)
+        .where(_not_planned(conn, issue_id, who.id))
         .distinct()
-        .order_by(subscribers.c.sections)
+        .order_by(who.sections)
     )
     return list(conn.execute(query).scalars())
-
-
-def active_subscribers(conn: Connection) -> int:
-    """How many subscribers are active: an upper bound of a first send's recipients, counted
-    from an index (a few milliseconds at a million)."""
-    return int(conn.execute(select(func.count()).select_from(subscribers).where(subscribers.c.status == "active")).scalar_one())
 
 
 def lock_issue(conn: Connection, issue_id: int) -> None:
@@ -95,10 +93,12 @@ def lock_issue(conn: Connection, issue_id: int) -> None:
 
 def unplanned_choices(conn: Connection, issue_id: int) -> dict[str, int]:
     """How many mailable subscribers not yet planned for the issue made each section choice."""
+    recipients = mailable_recipients()
+    who = recipients.selected_columns
     query = (
-        select(subscribers.c.sections, func.count())
-        .where(mailable_clause(), _not_planned(conn, issue_id))
-        .group_by(subscribers.c.sections)
+        recipients.with_only_columns(who.sections, func.count())
+        .where(_not_planned(conn, issue_id, who.id))
+        .group_by(who.sections)
     )
     return {raw: count for raw, count in conn.execute(query)}
 
@@ -167,20 +167,22 @@ def plan_batches(
     ]
     conn.execute(insert(slots), slot_rows)
 
+    recipients = mailable_recipients()
+    who = recipients.selected_columns
     numbered = (
-        select(
-            subscribers.c.id.label("subscriber_id"),
+        recipients.with_only_columns(
+            who.id.label("subscriber_id"),
             keys.c.segment_id,
-            ((func.row_number().over(partition_by=keys.c.segment_id, order_by=subscribers.c.id) - 1) // batch_size).label("ordinal"),
+            ((func.row_number().over(partition_by=keys.c.segment_id, order_by=who.id) - 1) // batch_size).label("ordinal"),
         )
-        .join(keys, keys.c.sections == subscribers.c.sections)
-        .where(mailable_clause(), _not_planned(conn, issue_id))
+        .join(keys, keys.c.sections == who.sections)
+        .where(_not_planned(conn, issue_id, who.id))
         .subquery()
     )
     conn.execute(
         insert(deliveries).from_select(
             ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
-            select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
+            select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal(DeliveryStatus.PLANNED.value))
             .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
             # In subscriber order: every index of `deliveries` then grows at its end (or
             # at one place per segment), which at a million rows plans in 5 s instead of
