@@ -36,6 +36,7 @@ from .store import (
 from .suppression import forget_erasure, may_create
 from .tables import subscribers
 from .tokens import new_token, rotate_token
+from .zones import check_timezone
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,17 @@ def request_subscription(
     origin: Origin,
     now: datetime,
     send: SendMail,
+    timezone: str | None = None,
 ) -> None:
-    """Ask to subscribe `email` to `sections` (none chosen means every known section).
+    """Ask to subscribe `email` to `sections` (none chosen means every known section),
+    reading in `timezone` (None: the site's).
 
-    Raises `InvalidEmailError`, `InvalidNameError` or `InvalidSectionError` for bad
-    input, before anything is written (`check_subscription` runs the same checks alone). Otherwise it answers nothing, whatever the address's standing (see the module
+    Raises `InvalidEmailError`, `InvalidNameError`, `InvalidSectionError` or
+    `InvalidTimezoneError` for bad input, before anything is written (`check_subscription` runs the same checks alone). Otherwise it answers nothing, whatever the address's standing (see the module
     docstring), and hands at most one `ConfirmationMail` to `send`.
     """
     address, display, chosen = check_subscription(email=email, name=name, sections=sections, known_sections=known_sections)
+    zone = check_timezone(timezone) if timezone else None
     if not may_create(conn, address, own_consent=True):
         log.info("subscription request for a suppressed address ignored")
         return
@@ -119,6 +123,7 @@ def request_subscription(
                 created_at=now,
                 source=origin.form[:100],
                 confirmation_sent_at=now,
+                timezone=zone,
             )
         )
         key = result.inserted_primary_key
@@ -149,6 +154,7 @@ def request_subscription(
         sections=chosen,
         name=display or current.name,
         confirmation_sent_at=now,
+        timezone=zone or current.timezone,
     )
     record_consent(conn, current.id, ConsentAction.REQUESTED, sections=chosen, origin=origin, now=now)
     log.info("confirmation sent again to subscriber %s", current.id)

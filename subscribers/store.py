@@ -82,6 +82,7 @@ def _row_to_subscriber(row: Any) -> Subscriber:
         source=row.source,
         paused_until=row.paused_until,
         confirmation_sent_at=row.confirmation_sent_at,
+        timezone=row.timezone,
     )
 
 
@@ -89,7 +90,7 @@ def upsert_subscribers(
     conn: Connection, items: Iterable[NewSubscriber], *, now: datetime, chunk: int = 5000
 ) -> tuple[int, int]:
     """Create the subscribers that do not exist yet and refresh the sections and name of
-    those that do. Returns (created, updated). Every address and name is validated first,
+    those that do (and their time zone, when the item gives one). Returns (created, updated). Every address and name is validated first,
     so one bad value raises `InvalidEmailError` or `InvalidNameError` before anything is
     written for its chunk. An address that is suppressed or was erased is left out (see
     `suppression.blocked_addresses`): neither counted nor written."""
@@ -114,11 +115,10 @@ def upsert_subscribers(
         new_rows: list[dict[str, Any]] = []
         for email, item in normalized.items():
             if email in existing:
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == existing[email])
-                    .values(name=item.name, sections=sections_key(item.sections))
-                )
+                values: dict[str, Any] = {"name": item.name, "sections": sections_key(item.sections)}
+                if item.timezone is not None:
+                    values["timezone"] = item.timezone
+                conn.execute(update(subscribers).where(subscribers.c.id == existing[email]).values(**values))
                 updated += 1
             else:
                 new_rows.append(
@@ -132,6 +132,7 @@ def upsert_subscribers(
                         "confirmed_at": now if item.status is Status.ACTIVE else None,
                         "unsubscribed_at": None,
                         "source": item.source,
+                        "timezone": item.timezone,
                     }
                 )
         if new_rows:
