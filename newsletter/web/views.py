@@ -1,8 +1,8 @@
 """The endpoints of the web app: subscribe, confirm, the preference center, unsubscribe.
 
 Owns: one function per route (the route table is in `app.py`) and `WebContext`, what
-every endpoint needs. Imports `config`, `web.forms`, `web.limits`, `web.mail`,
-`web.errors` and what `subscribers` exports.
+every endpoint needs. Imports `config`, `welcome` (recording a welcome at confirmation),
+`web.forms`, `web.limits`, `web.mail`, `web.errors` and what `subscribers` exports.
 
 Endpoints raise errors; `app.py` alone turns them into pages and status codes. Database
 work runs in a thread (SQLAlchemy is synchronous) inside one transaction per request.
@@ -27,6 +27,7 @@ from starlette.templating import Jinja2Templates
 
 import subscribers as people
 
+from .. import welcome
 from ..config import Settings
 from ..errors import StorageError
 from .errors import BadRequestError, RateLimitedError
@@ -304,6 +305,8 @@ async def confirm(request: Request) -> Response:
     max_age = timedelta(days=ctx.settings.web.confirm_days)
     origin = origin_of(request, "confirm-link")
 
+    welcomes: list[int] = []
+
     def work(conn: Connection) -> tuple[str, people.Subscriber, str]:
         try:
             result, subscriber = people.confirm_subscription(
@@ -314,12 +317,20 @@ async def confirm(request: Request) -> Response:
             subscriber = people.subscriber_by_token(conn, token)
             version = people.consent_version(conn, subscriber.id)
             return "expired", subscriber, ctx.csrf.issue("resend", token, version, now=_ts(ctx))
+        if result is people.ConfirmResult.CONFIRMED and ctx.settings.welcome.enabled:
+            # Recorded with the confirmation, so that a crash before the email leaves it
+            # for the retry job; sent after the answer, so that it never delays or undoes it.
+            queued = welcome.queue_welcome(conn, subscriber.id, now=ctx.clock())
+            welcomes.extend([queued] if queued is not None else [])
         return result.value, subscriber, ""
 
     outcome, subscriber, csrf = await ctx.transaction(work)
     if outcome == "expired":
         return ctx.page(request, "expired.html", {"token": token, "csrf": csrf}, status=410)
-    return ctx.page(request, "confirmed.html", {"already": outcome == "already-confirmed", "token": subscriber.token})
+    response = ctx.page(request, "confirmed.html", {"already": outcome == "already-confirmed", "token": subscriber.token})
+    if welcomes:
+        response.background = BackgroundTask(ctx.mailer.welcome, ctx.engine, welcomes)
+    return response
 
 
 async def confirm_resend(request: Request) -> Response:

@@ -1,0 +1,226 @@
+"""The welcome email, as a new reader and an editor meet it: sent once when a subscription
+is confirmed (never for a re-confirmation), carrying the latest issue in the reader's
+sections or a short note before the first, with a digest's per-recipient headers; a
+failure never undoes the confirmation and the retry job sends it later. Through the
+outbox and the SendGrid stand-in, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from typer.testing import CliRunner
+
+import subscribers as people
+from newsletter import issues, schedule, store
+from newsletter.cli import app
+from newsletter.config import Settings, load_settings
+from newsletter.models import FeedItem, Issue, IssueStatus
+from newsletter.tables import welcomes
+from newsletter.web import create_app
+from tests.conftest import NOW
+from tests.helpers import outbox_messages, parts
+from tests.sendgrid_standin import Answer, SendGridStandIn
+from tests.test_web import BASE, SECRET, Client, Site
+
+DAY = timedelta(days=1)
+API_KEY = "SG.welcome-test-key"
+runner = CliRunner()
+
+
+def publish_issue(engine: Engine, settings: Settings) -> Issue:
+    """An issue with an Insights and a Drug Development article, sent (to nobody)."""
+    with engine.begin() as conn:
+        store.upsert_articles(conn, [
+            FeedItem("i1", "https://p.example.com/insight", "Why biosimilars win in Europe", "Ann Writer", NOW - DAY,
+                     ("Insights",), "An insight worth reading.", ""),
+            FeedItem("d1", "https://p.example.com/drug", "FDA approves oral GLP-1", "", NOW - 2 * DAY,
+                     ("FDA Approvals",), "A drug story.", ""),
+        ], source="t", now=NOW)
+    issue = issues.build_issue(engine, settings, now=NOW).issue
+    with engine.begin() as conn:
+        store.set_issue_status(conn, issue.id, IssueStatus.SENT, now=NOW)
+    return issue
+
+
+def welcome_rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(welcomes).order_by(welcomes.c.id)))
+
+
+def welcome_mails(settings: Settings) -> list[EmailMessage]:
+    return outbox_messages(settings.outbox_dir / "welcome")
+
+
+def app_site(engine: Engine, settings: Settings) -> Site:
+    site = Site(client=None, engine=engine, settings=settings)  # type: ignore[arg-type]
+    site.client = Client(create_app(settings, engine=engine, clock=lambda: site.now[0],
+                                    monotonic=lambda: site.seconds[0]), base_url=BASE)
+    return site
+
+
+@pytest.fixture
+def welcome_site(engine: Engine, make_settings: Callable[..., Settings]) -> Site:
+    return app_site(engine, make_settings(security={"secret_key": SECRET}))
+
+
+def confirm(site: Site, email: str, sections: list[str]) -> str:
+    """Subscribe through the form and follow the confirmation link; returns the token."""
+    assert site.subscribe(email, sections).status_code == 200
+    token = site.subscriber(email).token
+    answer = site.client.get(f"/confirm/{token}")
+    assert answer.status_code == 200 and "You are subscribed" in answer.text
+    return token
+
+
+def test_a_confirmed_reader_is_welcomed_once_with_the_latest_issue_in_their_sections(welcome_site: Site) -> None:
+    site = welcome_site
+    issue = publish_issue(site.engine, site.settings)
+    token = confirm(site, "ann@example.com", ["insights"])
+
+    (mail,) = welcome_mails(site.settings)
+    assert mail["To"] == "ann@example.com" and mail["Subject"] == "Welcome to Pharma Weekly"
+    # The per-recipient headers of a digest: one-click unsubscribe and the list's id.
+    assert f"<{BASE}/unsubscribe/{token}>" in mail["List-Unsubscribe"]
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mail["List-Id"] == "Pharma Weekly <pharma-weekly.example.com>"
+    text, html = parts(mail)
+    assert "Hello Ann," in text and "Welcome to Pharma Weekly: your subscription is confirmed, with Insights." in text
+    assert "Why biosimilars win in Europe" in text and "Why biosimilars win in Europe" in html
+    assert "FDA approves oral GLP-1" not in text + html, "a section the reader did not choose"
+    assert f"{BASE}/preferences/{token}" in text and f"{BASE}/unsubscribe/{token}" in html
+    assert f"{BASE}/archive/{issue.slug}" in text and "%%" not in text + html and not re.search(r"<mj-", html)
+    (row,) = welcome_rows(site.engine)
+    assert (row.status, row.attempts, row.issue_id, row.error) == ("sent", 1, issue.id, "")
+
+    # Following the link again, or leaving and confirming a new subscription: no second welcome.
+    assert "already confirmed" in site.client.get(f"/confirm/{token}").text
+    assert site.client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    confirm(site, "ann@example.com", ["insights", "events"])
+    assert site.subscriber("ann@example.com").status is people.Status.ACTIVE
+    assert len(welcome_mails(site.settings)) == 1 and len(welcome_rows(site.engine)) == 1
+
+
+def test_before_the_first_issue_the_welcome_is_a_short_note(welcome_site: Site) -> None:
+    confirm(welcome_site, "bo@example.com", ["events", "news"])
+    (mail,) = welcome_mails(welcome_site.settings)
+    text, html = parts(mail)
+    assert "Our first issue is being prepared" in text and "Our first issue is being prepared" in html
+    assert "with Events, News." in text and "IN THIS ISSUE" not in text and "TOP STORY" not in text
+    (row,) = welcome_rows(welcome_site.engine)
+    assert (row.status, row.issue_id) == ("sent", None)
+
+
+def test_with_the_welcome_switched_off_nothing_is_recorded_or_sent(
+    engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    site = app_site(engine, make_settings(security={"secret_key": SECRET}, welcome={"enabled": False}))
+    confirm(site, "cy@example.com", ["news"])
+    assert welcome_rows(engine) == [] and not (site.settings.outbox_dir / "welcome").exists()
+
+
+def test_a_failed_welcome_keeps_the_confirmation_shows_in_stats_and_the_retry_job_sends_it(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # An outbox that cannot be written: a file stands where its folder should be.
+    blocked = tmp_path / "blocked-outbox"
+    blocked.write_text("not a folder")
+    settings = make_settings(security={"secret_key": SECRET}, delivery={"outbox_dir": str(blocked)},
+                             welcome={"subject": "Hello from {site}"})
+    site = app_site(engine, settings)
+    publish_issue(engine, settings)
+    confirm(site, "dee@example.com", ["insights"])
+    assert site.subscriber("dee@example.com").status is people.Status.ACTIVE
+    (row,) = welcome_rows(engine)
+    assert (row.status, row.attempts) == ("failed", 1) and "cannot write" in row.error
+
+    result = runner.invoke(app, ["--config", str(settings.base_dir / "newsletter.toml"), "stats"], env={"COLUMNS": "200"})
+    assert "Welcome emails: 0 sent, 1 failed (1 to be tried again), 0 pending." in result.output
+
+    blocked.unlink()
+    report = schedule.run_welcomes(engine, settings, clock=lambda: NOW + timedelta(minutes=30))
+    assert (report.sent, report.failed) == (1, 0)
+    (mail,) = welcome_mails(settings)
+    assert mail["To"] == "dee@example.com" and mail["Subject"] == "Hello from Pharma Weekly"
+    (row,) = welcome_rows(engine)
+    assert (row.status, row.attempts, row.error) == ("sent", 2, "")
+    # Nothing is due any more: a second run sends nothing.
+    assert schedule.run_welcomes(engine, settings).sent == 0 and len(welcome_mails(settings)) == 1
+    result = runner.invoke(app, ["--config", str(settings.base_dir / "newsletter.toml"), "stats", "--json"])
+    assert '"welcomes": {' in result.output and '"sent": 1' in result.output
+
+
+def test_a_reader_who_leaves_before_the_retry_is_not_welcomed(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    blocked = tmp_path / "blocked-outbox"
+    blocked.write_text("not a folder")
+    settings = make_settings(security={"secret_key": SECRET}, delivery={"outbox_dir": str(blocked)})
+    site = app_site(engine, settings)
+    token = confirm(site, "eve@example.com", ["news"])
+    site.client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    blocked.unlink()
+    assert schedule.run_welcomes(engine, settings).skipped == 1
+    assert welcome_mails(settings) == [] and welcome_rows(engine)[0].status == "skipped"
+
+
+@pytest.fixture
+def standin() -> Iterator[SendGridStandIn]:
+    server = SendGridStandIn(API_KEY)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_through_sendgrid_a_refused_welcome_is_retried_and_the_request_fits_the_schema(
+    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn
+) -> None:
+    made = make_settings(security={"secret_key": SECRET}, delivery={"transport": "sendgrid"},
+                         sendgrid={"api_host": standin.url, "verify": False})
+    settings = load_settings(made.base_dir / "newsletter.toml", environ={"SENDGRID_API_KEY": API_KEY})
+    site = app_site(engine, settings)
+    publish_issue(engine, settings)
+    assert site.subscribe("fay@example.com", ["drug-development"]).status_code == 200
+    token = site.subscriber("fay@example.com").token
+    # SendGrid has a bad moment as the welcome goes: the confirmation stands all the same.
+    standin.answer_next(Answer(status=500))
+    assert "You are subscribed" in site.client.get(f"/confirm/{token}").text
+    assert site.subscriber("fay@example.com").status is people.Status.ACTIVE
+    (row,) = welcome_rows(engine)
+    assert row.status == "failed" and row.attempts == 1
+
+    assert schedule.run_welcomes(engine, settings).sent == 1
+    welcome_request = standin.accepted[-1]
+    body = welcome_request.body
+    (personalization,) = body["personalizations"]
+    assert [to["email"] for to in personalization["to"]] == ["fay@example.com"]
+    assert personalization["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert f"{BASE}/unsubscribe/{token}" in personalization["headers"]["List-Unsubscribe"]
+    assert body["headers"]["List-Id"] == "Pharma Weekly <pharma-weekly.example.com>"
+    assert body["subject"] == "Welcome to Pharma Weekly" and "welcome" in body["categories"]
+    html = next(c["value"] for c in body["content"] if c["type"] == "text/html")
+    assert "FDA approves oral GLP-1" in html and "Why biosimilars win in Europe" not in html
+    assert welcome_rows(engine)[0].status == "sent"
+
+
+def test_an_editor_can_send_the_welcome_as_a_test(engine: Engine, make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    publish_issue(engine, settings)
+    config = str(settings.base_dir / "newsletter.toml")
+    result = runner.invoke(app, ["--config", config, "draft", "test", "--welcome", "--sections", "insights",
+                                 "--to", "editor@example.com"])
+    assert result.exit_code == 0, result.output
+    assert "Test sent to editor@example.com." in result.output
+    (mail,) = outbox_messages(settings.outbox_dir / "welcome-test")
+    assert mail["Subject"] == "[TEST] Welcome to Pharma Weekly" and mail["List-Unsubscribe-Post"]
+    text, _ = parts(mail)
+    assert "Hello Editor," in text and "Why biosimilars win in Europe" in text and "FDA approves" not in text
+    assert welcome_rows(engine) == [], "a test is not a reader's welcome"
+    bad = runner.invoke(app, ["--config", config, "draft", "test", "--welcome", "--sections", "sport"])
+    assert bad.exit_code == 2 and "--sections: unknown section 'sport'" in bad.output
