@@ -7,6 +7,7 @@ outbox and the SendGrid stand-in, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -224,3 +225,51 @@ def test_an_editor_can_send_the_welcome_as_a_test(engine: Engine, make_settings:
     assert welcome_rows(engine) == [], "a test is not a reader's welcome"
     bad = runner.invoke(app, ["--config", config, "draft", "test", "--welcome", "--sections", "sport"])
     assert bad.exit_code == 2 and "--sections: unknown section 'sport'" in bad.output
+
+
+def test_spamassassin_gives_the_welcome_no_points_the_sender_controls(
+    welcome_site: Site, tmp_path: Path
+) -> None:
+    from tests.test_email_checks import assert_no_sender_points
+
+    if shutil.which("spamassassin") is None:
+        pytest.skip("Debian's spamassassin is not installed (.ci/run installs it)")
+    publish_issue(welcome_site.engine, welcome_site.settings)
+    confirm(welcome_site, "ann@example.com", ["insights", "drug-development"])
+    (path,) = sorted((welcome_site.settings.outbox_dir / "welcome").rglob("*.eml"))
+    prefs = tmp_path / "user_prefs"
+    prefs.write_text("")
+    assert_no_sender_points(path, prefs)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed")
+@pytest.mark.parametrize("latest", [True, False], ids=["latest-issue", "note"])
+def test_in_chromium_the_welcome_fits_375_and_600_px(
+    engine: Engine, make_settings: Callable[..., Settings], latest: bool
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from newsletter import drafts, welcome
+
+    settings = make_settings()
+    if latest:
+        publish_issue(engine, settings)
+    with engine.connect() as conn:
+        content = welcome.latest_content(conn, settings)
+    message = welcome.welcome_message(issues.make_renderer(settings), settings, content, ("insights", "events"))
+    html = drafts.sample_message(message, settings).html
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            for width in (600, 375):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.route("https://**/*", lambda route: route.abort())
+                page.set_content(html, wait_until="load")
+                assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+                shown = page.inner_text("body")
+                assert "Hello Editor," in shown and "Welcome to Pharma Weekly" in shown
+                assert ("Why biosimilars win in Europe" in shown) is latest
+                assert ("Our first issue is being prepared" in shown) is not latest
+                page.close()
+        finally:
+            browser.close()
