@@ -28,6 +28,7 @@ from newsletter.web import create_app
 from tests.conftest import NOW
 from tests.helpers import outbox_messages, parts
 from tests.sendgrid_standin import Answer, SendGridStandIn
+from tests.test_smtp import Relay, relay  # noqa: F401  (a real SMTP server, aiosmtpd)
 from tests.test_web import BASE, SECRET, Client, Site
 
 DAY = timedelta(days=1)
@@ -273,3 +274,28 @@ def test_in_chromium_the_welcome_fits_375_and_600_px(
                 page.close()
         finally:
             browser.close()
+
+
+def test_through_smtp_a_refused_reader_is_kept_failed_and_sent_once_the_relay_takes_them(
+    engine: Engine, make_settings: Callable[..., Settings], relay: tuple[Relay, int]
+) -> None:
+    handler, port = relay
+    settings = make_settings(security={"secret_key": SECRET}, delivery={"transport": "smtp"},
+                             smtp={"host": "127.0.0.1", "port": port, "tls": "none"})
+    site = app_site(engine, settings)
+    publish_issue(engine, settings)
+    assert site.subscribe("gil@example.com", ["insights"]).status_code == 200
+    token = site.subscriber("gil@example.com").token
+    handler.refuse["gil@example.com"] = "450 4.2.1 mailbox busy, try later"
+    assert "You are subscribed" in site.client.get(f"/confirm/{token}").text
+    (row,) = welcome_rows(engine)
+    assert row.status == "failed" and "mailbox busy" in row.error
+
+    del handler.refuse["gil@example.com"]
+    assert schedule.run_welcomes(engine, settings).sent == 1
+    welcomes_received = [m for _, _, m in handler.received if b"Subject: =?utf-8?q?Welcome_to_Pharma_Weekly?=" in m]
+    assert len(welcomes_received) == 1
+    message = welcomes_received[0].decode()
+    assert f"<{BASE}/unsubscribe/{token}>" in message and "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in message
+    assert "List-Id: Pharma Weekly <pharma-weekly.example.com>" in message
+    assert welcome_rows(engine)[0].status == "sent"
