@@ -299,3 +299,26 @@ def test_through_smtp_a_refused_reader_is_kept_failed_and_sent_once_the_relay_ta
     assert f"<{BASE}/unsubscribe/{token}>" in message and "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in message
     assert "List-Id: Pharma Weekly <pharma-weekly.example.com>" in message
     assert welcome_rows(engine)[0].status == "sent"
+
+
+def test_the_editors_preview_shows_the_welcome_of_a_segment(engine: Engine, make_settings: Callable[..., Settings]) -> None:
+    from newsletter.web.preview import create_preview_app
+
+    settings = make_settings()
+    client = Client(create_preview_app(settings, engine=engine), base_url="http://127.0.0.1:8100")
+    note = client.get("/welcome?sections=insights")
+    assert note.status_code == 200 and "Our first issue is being prepared" in note.text
+    assert note.headers["content-security-policy"].startswith("default-src 'none'")
+    publish_issue(engine, settings)
+    html = client.get("/welcome?sections=insights").text
+    assert "Why biosimilars win in Europe" in html and "FDA approves oral GLP-1" not in html
+    text = client.get("/welcome?sections=drug-development&kind=text").text
+    assert "Hello Editor," in text and "FDA approves oral GLP-1" in text and "Why biosimilars" not in text
+    # The next draft's page links to it, with the segment shown.
+    from newsletter import drafts
+
+    with engine.begin() as conn:
+        store.upsert_articles(conn, [FeedItem("e2", "https://p.example.com/event", "CPHI opens", "", NOW + 6 * DAY,
+                                              ("Events",), "", "")], source="t", now=NOW + 6 * DAY)
+    drafts.build_draft(engine, settings, now=NOW + 7 * DAY)
+    assert 'href="/welcome?sections=' in client.get("/").text
