@@ -78,8 +78,13 @@ class WelcomeReport:
 def queue_welcome(conn: Connection, subscriber_id: int, *, now: datetime) -> int | None:
     """Record that `subscriber_id`, just confirmed, is to be welcomed, in the caller's
     transaction. Returns the row's id, or None when they have a row already (welcomed
-    before, or being welcomed): never twice."""
+    before, or being welcomed), or when this is not their first confirmation (a reader
+    who confirmed before the welcome existed, or while it was switched off): never twice,
+    never for a re-confirmation."""
     if conn.execute(select(welcomes.c.id).where(welcomes.c.subscriber_id == subscriber_id)).first() is not None:
+        return None
+    confirmations = [c for c in people.consent_history(conn, subscriber_id) if c.action is people.ConsentAction.CONFIRMED]
+    if len(confirmations) > 1:
         return None
     result = conn.execute(
         insert(welcomes).values(
@@ -206,10 +211,16 @@ def send_welcomes(
             error = error or (f"refused: {outcome.refused[0][1]}" if outcome.refused else "")
         except NewsletterError as exc:
             error = str(exc) or type(exc).__name__
-        carried = issue.id if issue is not None and content is not None else None
+        carried = None
+        if issue is not None and content is not None and any(
+            b.articles for b in content.blocks if b.slug in subscriber.sections
+        ):
+            carried = issue.id
         if error:
             _record(engine, welcome_id, WelcomeStatus.FAILED, now=clock(), error=error, issue_id=carried)
-            log.warning("welcome %s to subscriber %s failed: %s", welcome_id, subscriber.id, error)
+            # Why is kept in the row (`newsletter stats`); a provider's answer may quote
+            # the address, which no log line carries.
+            log.warning("welcome %s to subscriber %s failed; tried again later", welcome_id, subscriber.id)
             failed += 1
         else:
             _record(engine, welcome_id, WelcomeStatus.SENT, now=clock(), issue_id=carried)

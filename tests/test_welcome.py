@@ -322,3 +322,18 @@ def test_the_editors_preview_shows_the_welcome_of_a_segment(engine: Engine, make
                                               ("Events",), "", "")], source="t", now=NOW + 6 * DAY)
     drafts.build_draft(engine, settings, now=NOW + 7 * DAY)
     assert 'href="/welcome?sections=' in client.get("/").text
+
+
+def test_a_reader_who_confirmed_before_the_welcome_existed_is_not_welcomed_on_coming_back(
+    engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    before = app_site(engine, make_settings(security={"secret_key": SECRET}, welcome={"enabled": False}))
+    token = confirm(before, "hal@example.com", ["news"])
+    before.client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    site = app_site(engine, make_settings(security={"secret_key": SECRET}))
+    confirm(site, "hal@example.com", ["news"])
+    assert site.subscriber("hal@example.com").status is people.Status.ACTIVE
+    assert welcome_rows(engine) == [] and welcome_mails(site.settings) == []
+    # A reader new since then is welcomed as usual.
+    confirm(site, "ida@example.com", ["news"])
+    assert [m["To"] for m in welcome_mails(site.settings)] == ["ida@example.com"]
