@@ -337,3 +337,25 @@ def test_a_reader_who_confirmed_before_the_welcome_existed_is_not_welcomed_on_co
     # A reader new since then is welcomed as usual.
     confirm(site, "ida@example.com", ["news"])
     assert [m["To"] for m in welcome_mails(site.settings)] == ["ida@example.com"]
+
+
+def test_the_preflight_warns_when_the_welcome_would_not_render_with_the_issue(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from newsletter import drafts
+
+    folder = tmp_path / "mine" / "email"
+    folder.mkdir(parents=True)
+    settings = make_settings(templates={"folder": str(folder.parent)})
+    with engine.begin() as conn:
+        store.upsert_articles(conn, [FeedItem("i1", "https://p.example.com/insight", "Why biosimilars win", "", NOW - DAY,
+                                              ("Insights",), "An insight.", "")], source="t", now=NOW)
+    drafts.build_draft(engine, settings, now=NOW)
+    _, report = drafts.check_draft(engine, settings)
+    assert report.passed and not [f for f in report.findings if f.check == "welcome"]
+
+    (folder / "welcome.mjml.j2").write_text('{% extends "email/digest.mjml.j2" %}{% block greeting %}{{ oops.name }}{% endblock %}')
+    _, report = drafts.check_draft(engine, settings)
+    (finding,) = [f for f in report.findings if f.check == "welcome"]
+    assert finding.level == "warning" and "the welcome email cannot be rendered with this issue" in finding.message
+    assert "'oops' is undefined" in finding.message and report.passed, "the digest does not wait for the welcome"
