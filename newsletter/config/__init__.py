@@ -46,6 +46,7 @@ from .surfaces import (
     SecuritySettings,
     ThemeSettings,
     WebSettings,
+    WelcomeSettings,
     default_sections,
 )
 
@@ -53,7 +54,7 @@ __all__ = [
     "DatabaseSettings", "DeliverySettings", "FeedSettings", "FolderSettings", "ImageSettings", "IngestSettings",
     "LinkSettings", "PreviewSettings", "ScheduleSettings", "SectionSettings", "SecuritySettings", "SelectionSettings",
     "SendGridSettings", "SenderSettings", "Settings", "SiteSettings", "SmtpSettings", "TemplateSettings",
-    "ThemeSettings", "WebSettings", "WordPressSettings", "default_sections", "hand_to_workers", "load_settings",
+    "ThemeSettings", "WebSettings", "WelcomeSettings", "WordPressSettings", "default_sections", "hand_to_workers", "load_settings",
 ]
 
 DEFAULT_CONFIG = "newsletter.toml"
@@ -87,6 +88,7 @@ class Settings(_Table):
     links: LinkSettings = Field(default_factory=LinkSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     preview: PreviewSettings = Field(default_factory=PreviewSettings)
+    welcome: WelcomeSettings = Field(default_factory=WelcomeSettings)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (not a setting).")
 
     @model_validator(mode="after")
