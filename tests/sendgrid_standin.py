@@ -1,4 +1,13 @@
-"""A stand-in for SendGrid's `POST /v3/mail/send`: a real local HTTP server.
+"""A stand-in for SendGrid's `POST /v3/mail/send` and its scheduled sends: a real local
+HTTP server.
+
+Besides Mail Send it plays `POST /v3/mail/batch` (a batch id), `GET /v3/mail/batch/{id}`,
+and `GET/POST/PATCH/DELETE /v3/user/scheduled_sends[/{id}]` with SendGrid's rules: an
+unknown batch id is refused (in a cancel and in a Mail Send), a cancel or pause later than
+10 minutes before every pending `send_at` of the batch is refused, at most 10 batches are
+cancelled or paused at once, and no `send_at` may be more than 72 hours ahead. Time is the
+stand-in's `clock` (real time unless a test gives one), and `fates` says what became of
+every copy it accepted: delivered, still scheduled, cancelled or paused.
 
 It checks the bearer token, validates every body against
 `../shared/sendgrid/mail_send.schema.json` (Draft 2020-12 with a format checker) and the
@@ -28,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -91,10 +101,12 @@ def sendgrid_errors(*messages: tuple[str | None, str]) -> bytes:
 
 
 class LimitChecker:
-    """The checks SendGrid makes that the JSON Schema cannot express."""
+    """The checks SendGrid makes that the JSON Schema cannot express; `clock` is the time
+    `send_at` is checked against (real time by default)."""
 
-    def __init__(self, now: datetime | None = None) -> None:
+    def __init__(self, now: datetime | None = None, *, clock: Callable[[], datetime] | None = None) -> None:
         self.now = now
+        self.clock = clock
 
     def problems(self, body: dict[str, Any], size: int) -> list[tuple[str | None, str]]:
         found: list[tuple[str | None, str]] = []
@@ -142,11 +154,39 @@ class LimitChecker:
                 found.append(("headers", f"The header {name} is reserved."))
         if size > MAX_MESSAGE_BYTES:
             found.append((None, "The total message size may not exceed 30MB."))
-        send_at = body.get("send_at")
-        now = self.now or datetime.now(UTC)
-        if isinstance(send_at, int) and datetime.fromtimestamp(send_at, UTC) > now + SEND_AT_HORIZON:
-            found.append(("send_at", "send_at may not be more than 72 hours in the future."))
+        now = self.now or (self.clock() if self.clock else datetime.now(UTC))
+        for where, holder in [("send_at", body), *((f"personalizations.{n}.send_at", p) for n, p in enumerate(personalizations))]:
+            send_at = holder.get("send_at")
+            if isinstance(send_at, int) and datetime.fromtimestamp(send_at, UTC) > now + SEND_AT_HORIZON:
+                found.append((where, "send_at may not be more than 72 hours in the future."))
         return found
+
+
+#: SendGrid refuses to cancel or pause a batch later than this before a `send_at`.
+CANCEL_MARGIN = timedelta(minutes=10)
+#: At most this many batches may be cancelled or paused at once.
+MAX_HELD_BATCHES = 10
+
+
+@dataclass
+class Copy:
+    """One recipient's copy of an accepted Mail Send request."""
+
+    email: str
+    subject: str
+    batch_id: str
+    #: Due at (None: at once, i.e. when accepted).
+    send_at: datetime | None
+    accepted_at: datetime
+
+
+@dataclass
+class Hold:
+    """A batch's cancel or pause: since when, and (a resumed pause) until when."""
+
+    status: str
+    since: datetime
+    released_at: datetime | None = None
 
 
 class SendGridStandIn(LocalServer):
@@ -161,9 +201,17 @@ class SendGridStandIn(LocalServer):
 
     def __init__(
         self, api_key: str = "SG.test-key", *, keep_bodies: bool = True, validate_schema_every: int = 1,
-        charset_allowed: bool = True, validate_later: bool = False,
+        charset_allowed: bool = True, validate_later: bool = False, clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__()
+        #: The stand-in's time: `send_at`, the 10-minute rule and `fates` are read against it.
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.batch_ids: set[str] = set()
+        #: Every batch's cancel or pause (a resumed pause stays, with `released_at`).
+        self.holds: dict[str, Hold] = {}
+        self.copies: list[Copy] = []
+        #: Requests other than Mail Send: (method, path, status).
+        self.api_requests: list[tuple[str, str, int]] = []
         self.api_key = api_key
         #: Whether `application/json; charset=utf-8` is taken (SendGrid's Mail Send does;
         #: False plays an endpoint that wants exactly `application/json`).
@@ -177,7 +225,7 @@ class SendGridStandIn(LocalServer):
         self.validate_later = validate_later
         self.kept_for_validation: list[bytes] = []
         self.validator = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()), format_checker=FormatChecker())
-        self.limits = LimitChecker()
+        self.limits = LimitChecker(clock=lambda: self.clock())
         self.mail_requests: list[MailRequest] = []
         self.delivered: Counter[str] = Counter()
         self.accepted_requests = 0
@@ -196,10 +244,19 @@ class SendGridStandIn(LocalServer):
                 return None
 
             def do_POST(self) -> None:
-                standin._handle(self)
+                if self.path.split("?")[0] == "/v3/mail/send":
+                    standin._handle(self)
+                else:
+                    standin._api(self, "POST")
 
             def do_GET(self) -> None:
-                self._reply(404, sendgrid_errors((None, "not found")))
+                standin._api(self, "GET")
+
+            def do_PATCH(self) -> None:
+                standin._api(self, "PATCH")
+
+            def do_DELETE(self) -> None:
+                standin._api(self, "DELETE")
 
             def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
@@ -212,6 +269,108 @@ class SendGridStandIn(LocalServer):
         self.httpd.RequestHandlerClass = _Handler
         # A client that went away mid-answer (a killed sender) is part of the game.
         self.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+
+    # The batch and scheduled-sends endpoints.
+
+    def _api(self, handler: Any, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        path = handler.path.split("?")[0].rstrip("/")
+        if handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            status, body = 401, sendgrid_errors((None, "The provided authorization grant is invalid, expired, or revoked"))
+        else:
+            try:
+                payload = json.loads(raw) if raw else {}
+            except ValueError:
+                payload = None
+            with self.lock:
+                status, body = self._route(method, path, payload)
+                self.api_requests.append((method, path, status))
+        handler._reply(status, body)
+
+    def _route(self, method: str, path: str, payload: Any) -> tuple[int, bytes]:
+        now = self.clock()
+        if payload is None or not isinstance(payload, dict):
+            return 400, sendgrid_errors((None, "The request body must be a JSON object."))
+        if method == "POST" and path == "/v3/mail/batch":
+            batch_id = uuid.uuid4().hex + uuid.uuid4().hex[:12]
+            self.batch_ids.add(batch_id)
+            return 201, json.dumps({"batch_id": batch_id}).encode()
+        if method == "GET" and path.startswith("/v3/mail/batch/"):
+            batch_id = path.rsplit("/", 1)[1]
+            if batch_id not in self.batch_ids:
+                return 400, sendgrid_errors(("batch_id", "invalid batch id"))
+            return 200, json.dumps({"batch_id": batch_id}).encode()
+        if path == "/v3/user/scheduled_sends":
+            if method == "GET":
+                return 200, json.dumps([{"batch_id": b, "status": h.status} for b, h in self.holds.items() if not h.released_at]).encode()
+            if method == "POST":
+                return self._hold(str(payload.get("batch_id", "")), payload.get("status"), now, new=True)
+        if path.startswith("/v3/user/scheduled_sends/"):
+            batch_id = path.rsplit("/", 1)[1]
+            hold = self.holds.get(batch_id)
+            if hold is None or hold.released_at is not None:
+                return 404, sendgrid_errors(("batch_id", "no cancel or pause for this batch id"))
+            if method == "GET":
+                return 200, json.dumps([{"batch_id": batch_id, "status": hold.status}]).encode()
+            if method == "PATCH":
+                return self._hold(batch_id, payload.get("status"), now, new=False)
+            if method == "DELETE":
+                hold.released_at = now
+                return 204, b""
+        return 404, sendgrid_errors((None, f"no route {method} {path}"))
+
+    def _hold(self, batch_id: str, status: Any, now: datetime, *, new: bool) -> tuple[int, bytes]:
+        if status not in ("cancel", "pause"):
+            return 400, sendgrid_errors(("status", "status must be either cancel or pause"))
+        if batch_id not in self.batch_ids:
+            return 400, sendgrid_errors(("batch_id", "invalid batch id"))
+        current = self.holds.get(batch_id)
+        if new and current is not None and current.released_at is None:
+            return 400, sendgrid_errors(("batch_id", "this batch id is already cancelled or paused; PATCH to change it"))
+        held = sum(1 for b, h in self.holds.items() if h.released_at is None and b != batch_id)
+        if new and held >= MAX_HELD_BATCHES:
+            return 400, sendgrid_errors((None, f"You can't pause or cancel more than {MAX_HELD_BATCHES} different batches at one time."))
+        mine = [c for c in self.copies if c.batch_id == batch_id]
+        if mine and not any(c.send_at is not None and c.send_at > now + CANCEL_MARGIN for c in mine):
+            return 400, sendgrid_errors((None, "You can't pause or cancel a batch later than 10 minutes before its scheduled send_at."))
+        if new or current is None:
+            self.holds[batch_id] = Hold(status, now)
+        else:
+            current.status = status
+        return (201, json.dumps({"batch_id": batch_id, "status": status}).encode()) if new else (204, b"")
+
+    def fate(self, copy: Copy, now: datetime | None = None) -> str:
+        """What became of a copy by `now` (the clock's): delivered, scheduled, cancelled
+        or paused. A copy is held by its batch's cancel or pause when it was due more than
+        10 minutes after the hold began; a resumed pause lets it go then."""
+        now = now or self.clock()
+        due = copy.send_at or copy.accepted_at
+        hold = self.holds.get(copy.batch_id) if copy.batch_id else None
+        if hold is not None and due > hold.since + CANCEL_MARGIN:
+            if hold.released_at is None:
+                return "cancelled" if hold.status == "cancel" else "paused"
+            if hold.status == "cancel":
+                return "cancelled"
+            due = max(due, hold.released_at)
+        return "delivered" if due <= now else "scheduled"
+
+    def fates(self, now: datetime | None = None) -> list[tuple[str, str, str]]:
+        """(email, subject, fate) of every copy accepted, in the order accepted."""
+        with self.lock:
+            copies = list(self.copies)
+        return [(c.email, c.subject, self.fate(c, now)) for c in copies]
+
+    def _keep_copies(self, body: dict[str, Any]) -> None:
+        """Remember each copy of an accepted request (called with the lock held)."""
+        now = self.clock()
+        batch_id = str(body.get("batch_id", ""))
+        top = body.get("send_at")
+        for p in body.get("personalizations", []):
+            at = p.get("send_at", top)
+            when = datetime.fromtimestamp(at, UTC) if isinstance(at, int) else None
+            for to in p.get("to", []):
+                self.copies.append(Copy(to["email"], str(p.get("subject", body.get("subject", ""))), batch_id, when, now))
 
     def answer_next(self, *answers: Answer) -> None:
         """Give these answers to the next requests, in order, then behave normally."""
@@ -306,6 +465,8 @@ class SendGridStandIn(LocalServer):
             problems.append((None, "The body must be a JSON object."))
         if not problems:
             problems = self.limits.problems(body, len(raw))
+        if not problems and "batch_id" in body and body["batch_id"] not in self.batch_ids:
+            problems.append(("batch_id", "invalid batch id"))
         if problems:
             return 400, sendgrid_errors(*problems[:20]), "", body if isinstance(body, dict) else None, []
         addresses = [to["email"] for p in body["personalizations"] for to in p.get("to", [])]
@@ -331,6 +492,8 @@ class SendGridStandIn(LocalServer):
             if status == 202:
                 self.accepted_requests += 1
                 self.delivered.update(addresses or ())
+                if body:
+                    self._keep_copies(body)
             else:
                 self.rejected += 1
             if self.keep_bodies:
