@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .models import RenderedMessage
@@ -54,12 +54,16 @@ class ArchivedIssue:
 
 
 def save_archived(
-    conn: Connection, *, issue_id: int, slug: str, message: RenderedMessage, sections: tuple[str, ...], now: datetime
+    conn: Connection, *, issue_id: int, slug: str, message: RenderedMessage, sections: tuple[str, ...], now: datetime,
+    replace: bool = False,
 ) -> bool:
     """Store the public version of an issue once; True when it was stored now. Several
     workers starting one send together may race here: the primary key lets one win, and
-    the others' inserts are rolled back to a savepoint."""
-    if conn.execute(select(archive.c.issue_id).where(archive.c.issue_id == issue_id)).first():
+    the others' inserts are rolled back to a savepoint. With `replace` (a recalled issue
+    sent again, corrected) the stored version gives way to this one."""
+    if replace:
+        conn.execute(delete(archive).where(archive.c.issue_id == issue_id))
+    elif conn.execute(select(archive.c.issue_id).where(archive.c.issue_id == issue_id)).first():
         return False
     try:
         with conn.begin_nested():

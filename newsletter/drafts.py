@@ -39,7 +39,7 @@ from .preflight import LinkChecker, Preflight, require_passing, run_preflight, s
 from .render import IssueContent
 from .sections import assign_section, make_rules
 from .selection import select_articles
-from .tables import articles, batches, draft_choices, issue_articles, issues as issues_table
+from .tables import articles, batches, deliveries, draft_choices, issue_articles, issues as issues_table
 from .transports import Transport, personalize
 
 EDITOR_SOURCE = "editor"
@@ -391,8 +391,12 @@ def reopen(engine: Engine) -> Issue:
         if issue.status is not IssueStatus.APPROVED:
             raise IssueError(f"issue {issue.slug} is {issue.status.value}, not approved: nothing to reopen")
         # An approved issue whose send has started stays approved until it is sent:
-        # some subscribers may have it already.
-        if conn.execute(select(batches.c.id).where(batches.c.issue_id == issue.id).limit(1)).first() is not None:
+        # some subscribers may have it already. A recalled one may be corrected for the
+        # readers whose copy was stopped (`newsletter recall`).
+        started = conn.execute(select(batches.c.id).where(batches.c.issue_id == issue.id).limit(1)).first() is not None
+        recalled = conn.execute(select(deliveries.c.id).where(deliveries.c.issue_id == issue.id,
+                                                              deliveries.c.status == "recalled").limit(1)).first() is not None
+        if started and not recalled:
             raise IssueError(f"issue {issue.slug} is being sent: it can no longer be reopened")
         store.set_issue_status(conn, issue.id, IssueStatus.DRAFT)
         found = store.find_issue(conn, issue.id)

@@ -38,6 +38,8 @@ from .common import (
     database,
     err,
     handled,
+    hours_json,
+    hours_table,
     settings,
 )
 
@@ -180,6 +182,7 @@ def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
                  "updated_at": b.updated_at.isoformat()}
                 for b in status.batches
             ],
+            "by_hour": hours_json(status.hours),
         })
     else:
         counts = status.counts
@@ -195,7 +198,11 @@ def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
         for state in BatchStatus:
             table.add_row(state.value, f"{counts[state.value]:,}", f"{recipients[state.value]:,}")
         table.add_row("skipped (left the list after planning)", "", f"{counts['recipients_skipped']:,}")
+        if counts["recipients_recalled"]:
+            table.add_row("recalled (stopped before they were due)", "", f"{counts['recipients_recalled']:,}")
         console.print(table)
+        if status.hours:
+            console.print(hours_table(status.hours, cfg.site.zone))
         zone = cfg.site.zone
         for b in status.batches:
             if b.status is BatchStatus.FAILED:

@@ -54,17 +54,19 @@ class Recalling(Protocol):
     the same effect as once."""
 
     def open_send(self) -> str:
-        """The provider's id for the requests of one send (SendGrid: `POST /v3/mail/batch`);
-        empty when the transport needs none. Raises `DeliveryError` when it cannot."""
+        """The provider's id for the requests of one send (SendGrid: `POST /v3/mail/batch`),
+        which its recall names. Raises `DeliveryError` when it cannot have one."""
         ...
 
-    def recall(self, target: RecallTarget, action: str) -> None:
-        """Stop ("cancel") or hold ("pause") the copies of `target` due after its cutoff.
-        Raises `RecallRefusedError` with the provider's reason when it refuses."""
+    def recall(self, target: RecallTarget, action: str) -> bool:
+        """Stop ("cancel") or hold ("pause") the copies of `target` due after its cutoff;
+        True when the provider held exactly that already (asked before a crash). Raises
+        `RecallRefusedError` with the provider's reason when it refuses."""
         ...
 
     def resume(self, target: RecallTarget) -> None:
-        """Undo a pause: the held copies are delivered (at once, when already due)."""
+        """Undo a pause: the held copies are delivered (at once, when already due). Nothing
+        happens when nothing is held."""
         ...
 
 

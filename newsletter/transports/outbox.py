@@ -183,12 +183,18 @@ class OutboxTransport:
     # file at its `X-Newsletter-Send-At`; a recall moves those not yet due to `recalled/`.
 
     def open_send(self) -> str:
-        return ""
+        return f"outbox-{uuid.uuid4().hex}"
 
-    def recall(self, target: RecallTarget, action: str) -> None:
+    def recall(self, target: RecallTarget, action: str) -> bool:
         if action != "cancel":
             raise RecallRefusedError(f"the outbox cannot {action} a send; only cancel it")
         issue = self.folder / target.issue_slug
+        # A mark per send, written before the first move: a recall run again after a
+        # crash moves what is left and says it was asked before.
+        mark = issue / RECALLED / f".{target.provider_batch_id}"
+        already = mark.exists()
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
         for path in sorted(issue.glob("*/batch-*/*.eml")):
             if path.parts[-3] == RECALLED:
                 continue
@@ -197,6 +203,7 @@ class OutboxTransport:
                 moved = issue / RECALLED / path.relative_to(issue)
                 moved.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, moved)
+        return already
 
     def resume(self, target: RecallTarget) -> None:
         raise RecallRefusedError("the outbox cannot pause a send, so there is nothing to resume")

@@ -84,20 +84,24 @@ class ScheduledSends:
                 return str(entry.get("status"))
         return None
 
-    def hold(self, batch_id: str, action: str) -> None:
-        """Cancel or pause the batch, unless SendGrid holds exactly that already."""
+    def hold(self, batch_id: str, action: str) -> bool:
+        """Cancel or pause the batch, unless SendGrid holds exactly that already (True)."""
         current = self.status(batch_id)
         if current == action:
-            return
+            return True
         if current is None:
             body = json.dumps({"batch_id": batch_id, "status": action})
             self._call(f"{action} the send", lambda: self.client.user.scheduled_sends.post(request_body=body))
         else:
             body = json.dumps({"status": action})
             self._call(f"{action} the send", lambda: self.client.user.scheduled_sends._(batch_id).patch(request_body=body))
+        return False
 
     def release(self, batch_id: str) -> None:
-        """Undo the batch's pause: SendGrid delivers its copies (at once when due)."""
+        """Undo the batch's pause: SendGrid delivers its copies (at once when due). Nothing
+        is asked when SendGrid holds nothing for it (undone before a crash)."""
+        if self.status(batch_id) is None:
+            return
         self._call("resume the send", lambda: self.client.user.scheduled_sends._(batch_id).delete())
 
     def _call(self, what: str, request: Callable[[], Any]) -> Any:

@@ -255,8 +255,8 @@ class SendGridTransport:
     def open_send(self) -> str:
         return self._scheduled.create_batch_id()
 
-    def recall(self, target: RecallTarget, action: str) -> None:
-        self._scheduled.hold(target.provider_batch_id, action)
+    def recall(self, target: RecallTarget, action: str) -> bool:
+        return self._scheduled.hold(target.provider_batch_id, action)
 
     def resume(self, target: RecallTarget) -> None:
         self._scheduled.release(target.provider_batch_id)
