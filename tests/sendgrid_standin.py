@@ -212,6 +212,10 @@ class SendGridStandIn(LocalServer):
         self.copies: list[Copy] = []
         #: Requests other than Mail Send: (method, path, status).
         self.api_requests: list[tuple[str, str, int]] = []
+        #: Set when a cancel or pause is taken; its answer then waits `hold_delay` seconds
+        #: (a test kills the client in between: SendGrid took it, the client never heard).
+        self.hold_taken = threading.Event()
+        self.hold_delay = 0.0
         self.api_key = api_key
         #: Whether `application/json; charset=utf-8` is taken (SendGrid's Mail Send does;
         #: False plays an endpoint that wants exactly `application/json`).
@@ -286,6 +290,9 @@ class SendGridStandIn(LocalServer):
             with self.lock:
                 status, body = self._route(method, path, payload)
                 self.api_requests.append((method, path, status))
+            if status == 201 and path == "/v3/user/scheduled_sends":
+                self.hold_taken.set()
+                time.sleep(self.hold_delay)
         handler._reply(status, body)
 
     def _route(self, method: str, path: str, payload: Any) -> tuple[int, bytes]:
