@@ -55,15 +55,15 @@ class ArchivedIssue:
 
 def save_archived(
     conn: Connection, *, issue_id: int, slug: str, message: RenderedMessage, sections: tuple[str, ...], now: datetime,
-    replace: bool = False,
+    older_than: datetime | None = None,
 ) -> bool:
     """Store the public version of an issue once; True when it was stored now. Several
     workers starting one send together may race here: the primary key lets one win, and
-    the others' inserts are rolled back to a savepoint. With `replace` (a recalled issue
-    sent again, corrected) the stored version gives way to this one."""
-    if replace:
-        conn.execute(delete(archive).where(archive.c.issue_id == issue_id))
-    elif conn.execute(select(archive.c.issue_id).where(archive.c.issue_id == issue_id)).first():
+    the others' inserts are rolled back to a savepoint. A stored version published before
+    `older_than` (the issue was recalled since, to be sent again corrected) gives way."""
+    if older_than is not None:
+        conn.execute(delete(archive).where(archive.c.issue_id == issue_id, archive.c.published_at < older_than))
+    if conn.execute(select(archive.c.issue_id).where(archive.c.issue_id == issue_id)).first():
         return False
     try:
         with conn.begin_nested():

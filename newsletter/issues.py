@@ -310,4 +310,4 @@ def _save_web_version(conn: Connection, issue: Issue, content: IssueContent, ren
     message = renderer.render(content, public=True)
     # A recalled issue is sent again corrected: so is its web version.
     return save_archived(conn, issue_id=issue.id, slug=issue.slug, message=message,
-                         sections=tuple(b.slug for b in content.blocks), now=now, replace=recall.was_recalled(conn, issue.id))
+                         sections=tuple(b.slug for b in content.blocks), now=now, older_than=recall.recalled_at(conn, issue.id))

@@ -135,6 +135,8 @@ def test_a_recall_before_the_10_minute_mark_stops_every_delivery(
         assert found is not None and found.status is IssueStatus.APPROVED and found.provider_batch_id is None
         [(action, state)] = conn.execute(select(recalls.c.action, recalls.c.state)).all()
         assert (action, state) == ("cancel", "done")
+    with pytest.raises(RecallError, match=f"issue {issue.slug} was recalled already .8 deliveries.: reopen the draft"):
+        recall(engine, sendgrid, issue, clock.at)
 
 
 def test_recalled_at_0730_london_and_resent_corrected_the_recalled_readers_get_it_once(

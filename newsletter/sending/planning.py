@@ -38,7 +38,7 @@ from subscribers import UTCDateTime, mailable_clause, parse_sections_key, subscr
 
 from .. import store
 from ..models import BatchStatus, Issue, IssueStatus, RenderedMessage, Segment
-from ..tables import batches, deliveries, issues
+from ..tables import batches, deliveries, issues, recalls
 from .options import SendReport
 from .timing import delivery_times
 
@@ -264,7 +264,8 @@ def plan_issue(
     by_raw_key: dict[str, int | None] = {}
     with conn.begin():
         lock_issue(conn, issue.id)
-        conn.execute(delete(deliveries).where(deliveries.c.issue_id == issue.id, deliveries.c.status == "recalled"))
+        if conn.execute(select(recalls.c.id).where(recalls.c.issue_id == issue.id, recalls.c.action == "cancel").limit(1)).first():
+            conn.execute(delete(deliveries).where(deliveries.c.issue_id == issue.id, deliveries.c.status == "recalled"))
         choices = unplanned_choices(conn, issue.id)
         stored = store.issue_segments(conn, issue.id)
         key_of: dict[str, str] = {}

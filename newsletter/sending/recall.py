@@ -2,7 +2,7 @@
 them in the ledger so that a corrected issue reaches exactly those readers.
 
 Owns: `RecallPlan`, `RecallReport`, `plan_recall`, `recall_issue`, `resume_issue`,
-`pending_recall`, `settle_recall`, `was_recalled`, and the `recalls` table's rows.
+`pending_recall`, `settle_recall`, `recalled_at`, and the `recalls` table's rows.
 Imports `store`, `tables`, `models`, `errors`, `transports` (the registry and
 `Recalling`); nothing above.
 
@@ -79,12 +79,14 @@ def pending_recall(conn: Connection, issue_id: int) -> Any:
     return _row(conn, issue_id, ASKED)
 
 
-def was_recalled(conn: Connection, issue_id: int) -> bool:
-    """The issue's send was cancelled at least once (its web version is then replaced)."""
-    found = conn.execute(
-        select(recalls.c.id).where(recalls.c.issue_id == issue_id, recalls.c.action == CANCEL, recalls.c.state == DONE).limit(1)
-    ).first()
-    return found is not None
+def recalled_at(conn: Connection, issue_id: int) -> datetime | None:
+    """When the issue's send was last cancelled (None: never): its deliveries recalled
+    then are planned again, and a web version older than that is replaced."""
+    value: datetime | None = conn.execute(
+        select(func.max(recalls.c.finished_at)).where(recalls.c.issue_id == issue_id, recalls.c.action == CANCEL,
+                                                      recalls.c.state == DONE)
+    ).scalar()
+    return value
 
 
 def _sent_by(conn: Connection, issue: Issue, transport: Transport) -> str:
@@ -138,6 +140,11 @@ def plan_recall(engine: Engine, issue: Issue, *, transport: Transport, action: s
         if action == PAUSE and paused is not None and paused.action == PAUSE and paused.state == DONE:
             raise RecallError(f"issue {issue.slug} is paused already: `newsletter resume {issue.slug}` or "
                               f"`newsletter recall {issue.slug}` to cancel it")
+        stopped = conn.execute(select(func.count()).where(deliveries.c.issue_id == issue.id,
+                                                          deliveries.c.status == "recalled")).scalar_one()
+        if stopped:
+            raise RecallError(f"issue {issue.slug} was recalled already ({stopped} deliveries): reopen the draft, correct it, "
+                              "approve it and send it to reach those readers")
         batch_id = store.provider_batch_id(conn, issue.id) or ""
         if not batch_id:
             raise RecallError(f"issue {issue.slug} was sent without a {name} batch id, so it cannot be recalled")
