@@ -41,7 +41,10 @@ from collections.abc import Callable
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from tests.sendgrid_scheduled import ScheduledSends, sendgrid_errors
 from tests.servers import LocalServer
+
+__all__ = ["Answer", "MailRequest", "SendGridStandIn", "sendgrid_errors"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "sendgrid" / "mail_send.schema.json"
 if not SCHEMA_PATH.exists():
@@ -93,11 +96,6 @@ class MailRequest:
     @property
     def recipients(self) -> list[str]:
         return [to["email"] for p in self.body.get("personalizations", []) for to in p.get("to", [])]
-
-
-def sendgrid_errors(*messages: tuple[str | None, str]) -> bytes:
-    """An error body shaped like SendGrid's: {"errors": [{"message", "field", "help"}]}."""
-    return json.dumps({"errors": [{"message": m, "field": f, "help": None} for f, m in messages]}).encode()
 
 
 class LimitChecker:
@@ -162,33 +160,6 @@ class LimitChecker:
         return found
 
 
-#: SendGrid refuses to cancel or pause a batch later than this before a `send_at`.
-CANCEL_MARGIN = timedelta(minutes=10)
-#: At most this many batches may be cancelled or paused at once.
-MAX_HELD_BATCHES = 10
-
-
-@dataclass
-class Copy:
-    """One recipient's copy of an accepted Mail Send request."""
-
-    email: str
-    subject: str
-    batch_id: str
-    #: Due at (None: at once, i.e. when accepted).
-    send_at: datetime | None
-    accepted_at: datetime
-
-
-@dataclass
-class Hold:
-    """A batch's cancel or pause: since when, and (a resumed pause) until when."""
-
-    status: str
-    since: datetime
-    released_at: datetime | None = None
-
-
 class SendGridStandIn(LocalServer):
     """`POST /v3/mail/send` on 127.0.0.1 with a free port, in a thread (a `LocalServer`
     whose handler plays SendGrid).
@@ -206,10 +177,7 @@ class SendGridStandIn(LocalServer):
         super().__init__()
         #: The stand-in's time: `send_at`, the 10-minute rule and `fates` are read against it.
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
-        self.batch_ids: set[str] = set()
-        #: Every batch's cancel or pause (a resumed pause stays, with `released_at`).
-        self.holds: dict[str, Hold] = {}
-        self.copies: list[Copy] = []
+        self.scheduled = ScheduledSends()
         #: Requests other than Mail Send: (method, path, status).
         self.api_requests: list[tuple[str, str, int]] = []
         #: Set when a cancel or pause is taken; its answer then waits `hold_delay` seconds
@@ -288,96 +256,23 @@ class SendGridStandIn(LocalServer):
             except ValueError:
                 payload = None
             with self.lock:
-                status, body = self._route(method, path, payload)
+                status, body = self.scheduled.route(method, path, payload, self.clock())
                 self.api_requests.append((method, path, status))
             if status == 201 and path == "/v3/user/scheduled_sends":
                 self.hold_taken.set()
                 time.sleep(self.hold_delay)
         handler._reply(status, body)
-
-    def _route(self, method: str, path: str, payload: Any) -> tuple[int, bytes]:
-        now = self.clock()
-        if payload is None or not isinstance(payload, dict):
-            return 400, sendgrid_errors((None, "The request body must be a JSON object."))
-        if method == "POST" and path == "/v3/mail/batch":
-            batch_id = uuid.uuid4().hex + uuid.uuid4().hex[:12]
-            self.batch_ids.add(batch_id)
-            return 201, json.dumps({"batch_id": batch_id}).encode()
-        if method == "GET" and path.startswith("/v3/mail/batch/"):
-            batch_id = path.rsplit("/", 1)[1]
-            if batch_id not in self.batch_ids:
-                return 400, sendgrid_errors(("batch_id", "invalid batch id"))
-            return 200, json.dumps({"batch_id": batch_id}).encode()
-        if path == "/v3/user/scheduled_sends":
-            if method == "GET":
-                return 200, json.dumps([{"batch_id": b, "status": h.status} for b, h in self.holds.items() if not h.released_at]).encode()
-            if method == "POST":
-                return self._hold(str(payload.get("batch_id", "")), payload.get("status"), now, new=True)
-        if path.startswith("/v3/user/scheduled_sends/"):
-            batch_id = path.rsplit("/", 1)[1]
-            hold = self.holds.get(batch_id)
-            if hold is None or hold.released_at is not None:
-                return 404, sendgrid_errors(("batch_id", "no cancel or pause for this batch id"))
-            if method == "GET":
-                return 200, json.dumps([{"batch_id": batch_id, "status": hold.status}]).encode()
-            if method == "PATCH":
-                return self._hold(batch_id, payload.get("status"), now, new=False)
-            if method == "DELETE":
-                hold.released_at = now
-                return 204, b""
-        return 404, sendgrid_errors((None, f"no route {method} {path}"))
-
-    def _hold(self, batch_id: str, status: Any, now: datetime, *, new: bool) -> tuple[int, bytes]:
-        if status not in ("cancel", "pause"):
-            return 400, sendgrid_errors(("status", "status must be either cancel or pause"))
-        if batch_id not in self.batch_ids:
-            return 400, sendgrid_errors(("batch_id", "invalid batch id"))
-        current = self.holds.get(batch_id)
-        if new and current is not None and current.released_at is None:
-            return 400, sendgrid_errors(("batch_id", "this batch id is already cancelled or paused; PATCH to change it"))
-        held = sum(1 for b, h in self.holds.items() if h.released_at is None and b != batch_id)
-        if new and held >= MAX_HELD_BATCHES:
-            return 400, sendgrid_errors((None, f"You can't pause or cancel more than {MAX_HELD_BATCHES} different batches at one time."))
-        mine = [c for c in self.copies if c.batch_id == batch_id]
-        if mine and not any(c.send_at is not None and c.send_at > now + CANCEL_MARGIN for c in mine):
-            return 400, sendgrid_errors((None, "You can't pause or cancel a batch later than 10 minutes before its scheduled send_at."))
-        if new or current is None:
-            self.holds[batch_id] = Hold(status, now)
-        else:
-            current.status = status
-        return (201, json.dumps({"batch_id": batch_id, "status": status}).encode()) if new else (204, b"")
-
-    def fate(self, copy: Copy, now: datetime | None = None) -> str:
-        """What became of a copy by `now` (the clock's): delivered, scheduled, cancelled
-        or paused. A copy is held by its batch's cancel or pause when it was due more than
-        10 minutes after the hold began; a resumed pause lets it go then."""
-        now = now or self.clock()
-        due = copy.send_at or copy.accepted_at
-        hold = self.holds.get(copy.batch_id) if copy.batch_id else None
-        if hold is not None and due > hold.since + CANCEL_MARGIN:
-            if hold.released_at is None:
-                return "cancelled" if hold.status == "cancel" else "paused"
-            if hold.status == "cancel":
-                return "cancelled"
-            due = max(due, hold.released_at)
-        return "delivered" if due <= now else "scheduled"
+    @property
+    def batch_ids(self) -> set[str]:
+        return self.scheduled.batch_ids
 
     def fates(self, now: datetime | None = None) -> list[tuple[str, str, str]]:
-        """(email, subject, fate) of every copy accepted, in the order accepted."""
+        """(email, subject, fate) of every copy accepted, in the order accepted: delivered,
+        scheduled, cancelled or paused by `now` (the clock's)."""
         with self.lock:
-            copies = list(self.copies)
-        return [(c.email, c.subject, self.fate(c, now)) for c in copies]
-
-    def _keep_copies(self, body: dict[str, Any]) -> None:
-        """Remember each copy of an accepted request (called with the lock held)."""
-        now = self.clock()
-        batch_id = str(body.get("batch_id", ""))
-        top = body.get("send_at")
-        for p in body.get("personalizations", []):
-            at = p.get("send_at", top)
-            when = datetime.fromtimestamp(at, UTC) if isinstance(at, int) else None
-            for to in p.get("to", []):
-                self.copies.append(Copy(to["email"], str(p.get("subject", body.get("subject", ""))), batch_id, when, now))
+            copies = list(self.scheduled.copies)
+        at = now or self.clock()
+        return [(c.email, c.subject, self.scheduled.fate(c, at)) for c in copies]
 
     def answer_next(self, *answers: Answer) -> None:
         """Give these answers to the next requests, in order, then behave normally."""
@@ -472,7 +367,7 @@ class SendGridStandIn(LocalServer):
             problems.append((None, "The body must be a JSON object."))
         if not problems:
             problems = self.limits.problems(body, len(raw))
-        if not problems and "batch_id" in body and body["batch_id"] not in self.batch_ids:
+        if not problems and "batch_id" in body and body["batch_id"] not in self.scheduled.batch_ids:
             problems.append(("batch_id", "invalid batch id"))
         if problems:
             return 400, sendgrid_errors(*problems[:20]), "", body if isinstance(body, dict) else None, []
@@ -500,7 +395,7 @@ class SendGridStandIn(LocalServer):
                 self.accepted_requests += 1
                 self.delivered.update(addresses or ())
                 if body:
-                    self._keep_copies(body)
+                    self.scheduled.keep_copies(body, self.clock())
             else:
                 self.rejected += 1
             if self.keep_bodies:
