@@ -8,10 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+
+import subscribers as people
 from typer.testing import CliRunner
 
 from newsletter.cli import app
@@ -157,3 +160,30 @@ def test_a_transport_that_cannot_schedule_is_refused_with_local_time(
     with pytest.raises(ConfigError, match="delivery.local_time is set but the smtp transport cannot deliver at a given time"):
         send_at(engine, settings, issue, SUNDAY_EVENING)
     assert delivery_states(engine, issue) == {}
+
+
+def test_a_zone_that_is_not_an_iana_name_gets_the_sites_time_and_the_send_says_so(
+    engine: Engine, make_settings: Callable[..., Settings], feed_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(feeds=[{"name": "Pharma", "url": feed_url}], delivery={"outbox_dir": str(tmp_path / "outbox"),
+                                                                                     "local_time": "08:00"})
+    add_zoned_readers(engine, per_zone=1)
+    with engine.begin() as conn:
+        conn.execute(update(people.subscribers).where(people.subscribers.c.email == "seoul0@example.com")
+                     .values(timezone="Mars/Olympus"))
+    issue = build_issue(engine, settings)
+    config = str(settings.base_dir / "newsletter.toml")
+
+    started = datetime.now(UTC)
+    sent = CliRunner().invoke(app, ["--config", config, "send", issue.slug], env={"COLUMNS": "200"})
+
+    assert sent.exit_code == 0, sent.output
+    assert "warning: time zone 'Mars/Olympus' of some subscribers is not an IANA name: they get the issue at 08:00 in " \
+           "Europe/London (site.timezone)" in sent.output
+    [mars] = [m for m in outbox_messages(tmp_path / "outbox" / issue.slug) if str(m["To"]) == "seoul0@example.com"]
+    expected = delivery_time(started, "Europe/London", "08:00", site_zone="Europe/London").at
+    assert parsedate_to_datetime(str(mars["X-Newsletter-Send-At"])) == expected
+
+    stats = CliRunner().invoke(app, ["--config", config, "stats", issue.slug, "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert sum(hour.get("sent", 0) for hour in json.loads(stats.stdout)["by_hour"]) == 4

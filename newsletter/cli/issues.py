@@ -255,6 +255,12 @@ def send(
                 f"[yellow]{counted(len(report.unknown_batches), 'batch', 'batches')} with an unknown outcome (in flight when a run stopped): "
                 f"{', '.join(map(str, report.unknown_batches[:20]))}; --resend-unknown sends them again[/yellow]"
             )
+    for zone in report.unknown_zones:
+        err.print(f"[yellow]warning:[/yellow] time zone {zone!r} of some subscribers is not an IANA name: they get the issue at "
+                  f"{cfg.delivery.local_time} in {cfg.site.timezone} (site.timezone)", highlight=False)
+    for zone in report.clamped_zones:
+        err.print(f"[yellow]warning:[/yellow] the next {cfg.delivery.local_time} in {zone} is more than 72 hours away: "
+                  "those readers get the issue 72 hours after the send started", highlight=False)
     stopped_early = stop.is_set() and not report.complete
     if stopped_early:
         err.print("[yellow]stopped before the end: `newsletter send` again sends the rest[/yellow]")
