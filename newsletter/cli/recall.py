@@ -12,8 +12,10 @@ from ..text import counted
 from .common import JsonOpt, _now, _print_json, app, console, database, handled, settings
 
 
-def _minutes(plan: issues.RecallPlan) -> str:
-    return counted(int(plan.margin.total_seconds() // 60), "minute")
+def _cannot(plan: issues.RecallPlan) -> str:
+    """Why the copies due so far cannot be stopped, with the transport's margin if it has one."""
+    minutes = int(plan.margin.total_seconds() // 60)
+    return "already due or delivered" + (f", or due within {counted(minutes, 'minute')}" if minutes else "")
 
 
 @app.command()
@@ -43,8 +45,8 @@ def recall(
             if plan.pending is not None:
                 console.print(f"An earlier recall of issue {found.slug} was interrupted; finishing it.", highlight=False)
             console.print(
-                f"Issue {found.slug}: {counted(plan.due, 'delivery', 'deliveries')} already due or delivered, or due within "
-                f"{_minutes(plan)}: they cannot be stopped.", highlight=False)
+                f"Issue {found.slug}: {counted(plan.due, 'delivery', 'deliveries')} {_cannot(plan)}: they cannot be stopped.",
+                highlight=False)
             console.print(f"Asking {plan.transport} to {verb} {counted(plan.stoppable, 'delivery', 'deliveries')} due after "
                           f"{plan.cutoff:%Y-%m-%d %H:%M} UTC…", highlight=False)
         report = issues.recall_issue(engine, plan, transport=transport, now=_now())
