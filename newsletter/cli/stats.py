@@ -51,7 +51,7 @@ def _stats_table(found: Any) -> Table:
 @handled
 def issue_statistics(
     issue: Annotated[str | None, typer.Argument(help="Issue slug or id; default: the newest issue sent (or being sent).")] = None,
-    chart: Annotated[Path | None, typer.Option("--chart", metavar="FILE.png", help="Also draw first opens and clicks per hour after the send to this PNG (needs the charts extra).")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", metavar="FILE.png", help="Also draw first opens and clicks per hour after the send to this PNG.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what happened to an issue after it left, per issue and per section:
