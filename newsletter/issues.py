@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine
 
 from . import db, preflight, sending, store
 from .archive import ArchivePages, save_archived
+from .site import page_globals
 from .config import Settings
 from .errors import ConfigError, EmptyIssueError, IssueError, NothingToSendError
 from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
@@ -250,18 +251,21 @@ def ledger_status(engine: Engine, issue: Issue) -> LedgerStatus:
 
 def page_environment(settings: Settings) -> jinja2.Environment:
     """Jinja2 for the web pages and feeds: the user's `templates.folder`/web first, then
-    the built-in `templates/web`."""
+    the built-in `templates/web`; every page sees `site.page_globals` (the site, the
+    emails' theme). A `templates.folder` that is not a folder is a `ConfigError`."""
     folders = []
     if settings.templates.folder:
-        folders.append(str(settings.path(settings.templates.folder) / "web"))
+        folder = settings.path(settings.templates.folder)
+        if not folder.is_dir():
+            raise ConfigError(f"templates.folder: {folder} is not a folder")
+        folders.append(str(folder / "web"))
     folders.append(str(builtin_templates() / "web"))
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folders),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "xml")),
         undefined=jinja2.StrictUndefined,
     )
-    # The archive's pages wear the emails' theme.
-    env.globals["theme"] = make_theme(settings)
+    env.globals |= page_globals(settings, make_theme(settings))
     return env
 
 

@@ -61,11 +61,13 @@ def test_the_demo_leaves_a_sent_issue_and_a_draft_and_its_hints_work_as_printed(
         with log.open("wb") as sink:
             process = subprocess.Popen([sys.executable, "-m", *shlex.split(hint)], stdout=sink, stderr=subprocess.STDOUT, env=env)
             try:
-                path = "/" if hint.endswith("preview") else "/healthz"
-                page = wait_for_http(f"http://127.0.0.1:{port}{path}", process, log)
+                page = wait_for_http(f"http://127.0.0.1:{port}/", process, log)
                 assert page.status_code == 200, page.text
                 if hint.endswith("preview"):
                     assert "Adaptive trial designs are cutting oncology" in page.text
+                else:
+                    # The landing page shows the sent issue, and links to it.
+                    assert "The latest issue" in page.text and re.search(r'href="/archive/\d{4}-w\d\d"', page.text)
             finally:
                 process.terminate()
                 process.wait(timeout=10)

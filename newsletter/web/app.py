@@ -14,10 +14,8 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,7 +31,7 @@ import subscribers as people
 from .. import issues
 from ..config import Settings
 from ..errors import ConfigError, StorageError
-from ..render import builtin_templates
+from ..site import privacy_html
 from ..transports import Transport
 from . import archive, views, webhooks
 from .errors import LinkNotValidError, RateLimitedError, WebError
@@ -44,6 +42,8 @@ from .mail import ConfirmationMailer
 log = logging.getLogger("newsletter.web")
 
 ROUTES = [
+    Route("/", archive.home, methods=["GET", "HEAD"]),
+    Route("/privacy", views.privacy, methods=["GET", "HEAD"]),
     Route("/healthz", views.health, methods=["GET"]),
     Route("/subscribe", views.subscribe_form, methods=["GET"]),
     Route("/subscribe", views.subscribe, methods=["POST"]),
@@ -181,25 +181,8 @@ def _reason(text: str) -> str:
 
 
 def _pages(settings: Settings) -> Jinja2Templates:
-    folders: list[str] = []
-    if settings.templates.folder:
-        folder = settings.path(settings.templates.folder)
-        if not folder.is_dir():
-            raise ConfigError(f"templates.folder: {folder} is not a folder")
-        folders.append(str(folder / "web"))
-    folders.append(str(Path(builtin_templates()) / "web"))
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined
-    )
-    site = settings.site
-    theme = issues.make_theme(settings)
-    env.globals |= {
-        "site": {"name": site.name, "base_url": site.base_url},
-        "brand": {"colour": theme.brand, "text": theme.on_brand},
-        "logo_url": theme.logo_url,
-        "theme": theme,
-    }
-    return Jinja2Templates(env=env)
+    # One environment for every public page, the archive's included (`issues.page_environment`).
+    return Jinja2Templates(env=issues.page_environment(settings))
 
 
 def create_app(
@@ -244,6 +227,7 @@ def create_app(
             limit=web.subscribe_per_address, window=web.rate_window_seconds, name="subscribe-address", counters=counters
         ),
         mailer=ConfirmationMailer(settings, transport=transport),
+        privacy=privacy_html(settings),
     )
     app = Starlette(
         routes=ROUTES,
