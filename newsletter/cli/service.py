@@ -1,4 +1,4 @@
-"""`newsletter db upgrade`, `demo`, `archive export`, `serve`, `schedule`, `preview`: running the newsletter."""
+"""`newsletter db upgrade`, `demo`, `archive export`, `serve`, `embed`, `schedule`, `preview`: running the newsletter."""
 
 from __future__ import annotations
 
@@ -239,6 +239,20 @@ def serve(
         cfg, host=host, port=port, workers=workers, config_path=state.config,
         announce=lambda url: console.print(f"Serving {cfg.site.name} on {url} (public URL {cfg.site.base_url})"),
     )
+
+
+@app.command()
+@handled
+def embed(
+    sections: Annotated[bool, typer.Option("--sections/--no-sections", help="Let readers choose sections (without: every section).")] = True,
+) -> None:
+    """Print an HTML subscribe form for your own site (a WordPress "Custom HTML" widget):
+    it posts to BASE_URL/subscribe with no JavaScript, and the web app answers with its
+    own pages ("check your inbox", or what to correct)."""
+    from ..site import embed_form
+
+    cfg = settings()
+    typer.echo(embed_form(issues.page_environment(cfg), cfg, sections=sections), nl=False)
 
 
 @app.command("schedule")
