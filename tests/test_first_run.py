@@ -3,11 +3,13 @@ next one's draft waiting, and every command it suggests works when pasted as pri
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,56 @@ def test_the_demo_leaves_a_sent_issue_and_a_draft_and_its_hints_work_as_printed(
     assert code == 0, again
     assert "recipients sent now" in again and len(outbox_messages(tmp_path / "newsletter-demo" / "outbox")) == 30
     assert "Next issue's draft (4 articles)" in again
+
+
+LONG = "very.long.address.of.a.reader@pharma-industry-example.com"
+DATE_TIME = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b")
+
+
+def test_listings_read_whole_at_80_columns(tmp_path: Path) -> None:
+    """Each listing at COLUMNS=80: no value cut with an ellipsis, no table line wider
+    than the terminal, every address and date whole; --wide shows what was left out."""
+    config = str(tmp_path / "d" / "newsletter.toml")
+    assert run("demo", "--folder", str(tmp_path / "d"), "--subscribers", "30")[0] == 0
+    assert run("--config", config, "subscribers", "add", LONG, "--name", "Someone With A Rather Long Name")[0] == 0
+    code, listed = run("--config", config, "issues", "--json")
+    sent = next(i["slug"] for i in json.loads(listed) if i["status"] == "sent")
+    listings: dict[tuple[str, ...], Callable[[str], None]] = {
+        # An address too long for its column is wrapped (folded over lines), never cut.
+        ("subscribers", "list", "--limit", "100"): lambda out: (
+            _assert(len(re.findall(r"\breader000\d\d@example\.com\b", out)) == 30), _assert(LONG in first_column(out))),
+        ("subscribers", "show", LONG): lambda out: _assert(LONG in out and "Consent history" in out),
+        ("subscribers", "count"): lambda out: _assert(re.search(r"active\s+│\s+31 │", out) is not None),
+        ("issues",): lambda out: _assert(len(DATE_TIME.findall(out)) == 5 and sent in out),
+        ("sources",): lambda out: _assert(len(DATE_TIME.findall(out)) == 2),
+        ("sources", "--categories"): lambda out: _assert("Drug Development" in out and "Clinical Trials" in out),
+        ("ingest",): lambda out: _assert(re.search(r"fetched\s+│\s+38 │", out) is not None),
+        ("stats",): lambda out: _assert(re.search(r"│ all\s+│\s+30 │", out) is not None and "--wide shows them" in out),
+        ("send", "--status", sent): lambda out: _assert(re.search(r"accepted\s+│\s+\d+ │\s+30 │", out) is not None),
+        ("draft", "show"): lambda out: _assert(re.search(r"│\s+1 │ Drug Development\s+│ Adaptive trial designs", out) is not None),
+        ("schedule", "--list"): lambda out: _assert(len(re.findall(r"\b\w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", out)) >= 9),
+    }
+    for args, check in listings.items():
+        code, out = run("--config", config, *args)
+        assert code == 0, (args, out)
+        assert "…" not in out, (args, out)
+        table_lines = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+        assert table_lines and max(len(line) for line in table_lines) <= 80, (args, out)
+        try:
+            check(out)
+        except AssertionError:
+            raise AssertionError(f"{args}:\n{out}") from None
+    # --wide: every column, the source's location among them.
+    code, wide = run("--config", config, "sources", "--wide")
+    assert code == 0 and "sample-feed.xml" in wide and "location" in wide
+    code, wide = run("--config", config, "stats", "--wide")
+    assert code == 0 and "opens (soft)" in wide and "unique clicks" in wide
+
+
+def first_column(out: str) -> str:
+    """The text of a table's first column, its lines joined."""
+    return "".join(line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│"))
+
+
+def _assert(condition: bool) -> None:
+    assert condition

@@ -35,6 +35,8 @@ from .common import (
     console,
     database,
     handled,
+    listing,
+    print_table,
     settings,
     state,
 )
@@ -179,10 +181,8 @@ def demo(
     if as_json:
         _print_json(summary)
         return
-    console.print(_feed_table(reports))
-    table = Table(title=f"Demo issue {summary['issue']}" + ("" if built else " (already built)"))
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    print_table(_feed_table(reports))
+    table = listing(f"Demo issue {summary['issue']}" + ("" if built else " (already built)"), [("what", "text"), ("value", "number")])
     for name, count in summary["sections"].items():
         table.add_row(f"section: {name}", counted(count, "article"))
     sizes = list(summary["segments"].values())
@@ -191,7 +191,7 @@ def demo(
     if sizes:
         table.add_row("HTML bytes per segment", f"{min(sizes):,} – {max(sizes):,}")
     table.add_row("elapsed", f"{elapsed:.2f} s")
-    console.print(table)
+    print_table(table)
     # Printed without Rich's line breaks: a command wrapped at the terminal's width by the
     # terminal itself is still one line when copied.
     for hint in _demo_hints(cfg, config_path, run, web_file):
@@ -272,12 +272,10 @@ def schedule_service(
         if as_json:
             _print_json([{"id": j.id, "description": j.description, "next": [t.isoformat() for t in j.next_times]} for j in jobs])
             return
-        table = Table(title=f"Scheduled jobs ({cfg.site.timezone})")
-        for column in ("job", "what", "next fire times"):
-            table.add_column(column)
+        table = listing(f"Scheduled jobs ({cfg.site.timezone})", [("job", "whole"), ("what", "text"), ("next fire times", "whole")])
         for job in jobs:
             table.add_row(job.id, job.description, "\n".join(f"{t.astimezone(zone):%a %Y-%m-%d %H:%M:%S %Z}" for t in job.next_times))
-        console.print(table)
+        print_table(table)
         return
     logging.getLogger("newsletter").setLevel(logging.INFO)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.INFO)
