@@ -57,7 +57,7 @@ class SiteSettings(_Table):
     privacy: str = Field(
         "",
         description="The privacy notice at /privacy, in Markdown (raw HTML is shown as text); empty: privacy_file, "
-        "or a notice made from the settings (what is stored, why, for how long, how to leave).",
+        "or a notice made from the settings (what is kept, why, how to leave, whom to write to).",
     )
     privacy_file: str = Field(
         "",
