@@ -29,6 +29,7 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+import subscribers as people
 from newsletter.cli import app
 from newsletter.config import Settings
 from tests.helpers import free_port, wait_for_http
@@ -111,6 +112,13 @@ def test_every_public_page_passes_axe_in_light_and_dark(
     assert slug, "the landing page links to no issue"
     shots = Path(os.environ.get("NEWSLETTER_PAGE_SHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
+    # A confirmation asked for a month ago: its link has expired.
+    asked: list[people.ConfirmationMail] = []
+    with engine.begin() as conn:
+        people.request_subscription(
+            conn, email="late@example.org", name="", sections=(), known_sections=list(served.section_names()),
+            origin=people.Origin(ip="192.0.2.1", user_agent="test", form="test"), now=now - timedelta(days=30), send=asked.append,
+        )
     axe = Axe()
     outbox = served.outbox_dir
     visited: dict[str, str] = {}
@@ -141,6 +149,7 @@ def test_every_public_page_passes_axe_in_light_and_dark(
                 "privacy": f"{base}/privacy",
                 "archive": f"{base}/archive/",
                 "issue": f"{base}/archive/{slug.group(1)}",
+                "expired": f"{base}/confirm/{asked[0].token}",
                 "invalid-link": f"{base}/preferences/not-a-token",
                 "not-found": f"{base}/no-such-page",
             }
@@ -168,7 +177,7 @@ def test_every_public_page_passes_axe_in_light_and_dark(
             browser.close()
     assert not problems, "\n".join(problems)
     assert "Check your inbox" in visited["subscribed"]
-    assert len(list(shots.glob("*.png"))) == 12 * len(WIDTHS) * len(SCHEMES)
+    assert len(list(shots.glob("*.png"))) == 13 * len(WIDTHS) * len(SCHEMES)
 
 
 def _shoot(page: Any, folder: Path, name: str, scheme: str) -> None:
