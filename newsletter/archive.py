@@ -2,7 +2,11 @@
 static export.
 
 Owns: the `archive` table's queries, `ArchivePages` (every page and feed as bytes, shared
-by the web app and the export), `export_archive`. Imports `models`, `tables`, `errors`.
+by the web app and the export, and the landing page, which shows the newest issue),
+`export_archive`. Imports `models`, `tables`, `errors`.
+
+Every page extends the site's `base.html`; an issue's page is its stored email (style
+sheets and body) inside that frame.
 
 What is stored is the public render of each issue (all sections, no personal links), made
 when the issue's send starts, so the "View in browser" link of the first email already
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import html
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -31,6 +37,19 @@ from .models import RenderedMessage
 from .tables import archive, articles, issue_articles
 
 PAGE_SIZE = 20
+_CONDITIONAL = re.compile(r"<!--\[if [^\]]*\]>.*?<!\[endif\]-->", re.S)
+_STYLE = re.compile(r"<style\b[^>]*>.*?</style>", re.S | re.I)
+_BODY = re.compile(r"<body\b[^>]*>(.*)</body>", re.S | re.I)
+
+
+def email_parts(document: str) -> tuple[Markup, Markup]:
+    """The style sheets of an email's head (those for Outlook alone left out) and its
+    body's content, to show the email inside a page. Both come from our own render,
+    stored when the send started, so they are trusted as they are."""
+    head, _, _ = document.partition("<body")
+    styles = "\n".join(_STYLE.findall(_CONDITIONAL.sub("", head)))
+    body = _BODY.search(document)
+    return Markup(styles), Markup(body.group(1) if body else document)
 
 
 @dataclass(frozen=True)
@@ -167,7 +186,7 @@ class ArchivePages:
     def _context(self, **values: Any) -> dict[str, Any]:
         return {
             "site_name": self.site_name, "base_url": self.base_url, "archive_url": self.archive_url,
-            "sections": self.section_names, "zone": self.zone, **values,
+            "sections": self.section_names, "zone": self.zone, "web_root": self.base_url, "chosen": None, **values,
         }
 
     def pages(self, conn: Connection) -> int:
@@ -193,7 +212,24 @@ class ArchivePages:
         found = get_archived(conn, slug)
         if found is None:
             return None
-        return Page(found.html.encode("utf-8"), "text/html; charset=utf-8", found.published_at)
+        styles, body = email_parts(found.html)
+        page = self.env.get_template("archive_issue.html").render(
+            self._context(issue=found, email_styles=styles, email_body=body)
+        )
+        return Page(page.encode("utf-8"), "text/html; charset=utf-8", found.published_at)
+
+    def home(self, conn: Connection) -> Page:
+        """The landing page: the site, a subscribe form, the newest issue's contents."""
+        newest = list_archived(conn, limit=1)
+        latest = newest[0] if newest else None
+        found = archived_articles(conn, [latest.issue_id])[latest.issue_id] if latest else []
+        # In the sections' configured order, as in the email.
+        order = {slug: n for n, slug in enumerate(self.section_names)}
+        blocks: dict[str, list[ArchivedArticle]] = {}
+        for article in sorted(found, key=lambda a: order.get(a.section, len(order))):
+            blocks.setdefault(self.section_names.get(article.section, article.section), []).append(article)
+        body = self.env.get_template("home.html").render(self._context(latest=latest, blocks=blocks, web_root=""))
+        return Page(body.encode("utf-8"), "text/html; charset=utf-8", latest.published_at if latest else None)
 
     def feed(self, conn: Connection, section: str | None = None) -> Page | None:
         """The Atom feed of all issues, or of the issues with `section`; None for an

@@ -1,8 +1,7 @@
 """Pictures of statistics for editors: opens and clicks over the hours after a send.
 
 Owns: `draw_activity`, `ChartsUnavailableError`. Imports `errors`, `stats`. matplotlib is
-an optional extra (`pip install 'newsletter[charts]'`), imported only when a chart is
-drawn, with its non-interactive backend, so no display is needed.
+a dependency, imported only when a chart is drawn, with its non-interactive backend, so no display is needed.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .stats import Hour
 
-INSTALL = "pip install 'newsletter[charts]'"
+INSTALL = "pip install matplotlib"
 
 
 class ChartsUnavailableError(ConfigError):
@@ -28,7 +27,7 @@ def draw_activity(path: Path, hours: list[Hour], *, title: str) -> None:
         matplotlib.use("Agg")
         from matplotlib import pyplot
     except ImportError:
-        raise ChartsUnavailableError(f"--chart needs matplotlib, an optional extra: {INSTALL}") from None
+        raise ChartsUnavailableError(f"--chart needs matplotlib, a dependency missing here: {INSTALL}") from None
     figure, axes = pyplot.subplots(figsize=(9, 4.5), dpi=100)
     try:
         x = [h.hour for h in hours]

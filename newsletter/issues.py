@@ -22,6 +22,7 @@ import subscribers as people
 
 from . import db, preflight, sending, store
 from .archive import ArchivePages, save_archived
+from .site import page_globals
 from .config import Settings
 from .errors import ConfigError, EmptyIssueError, IssueError, NothingToSendError
 from .models import Batch, Issue, IssueStatus, Outcome, Recipient, RenderedMessage, SectionBlock
@@ -303,9 +304,8 @@ def page_environment(settings: Settings) -> jinja2.Environment:
     """The one Jinja2 environment of the pages and feeds (the web app's, the archive's,
     the preview's): the user's `templates.folder`/web first, then the built-in
     `templates/web`; every value escaped (pages are HTML, feeds XML), an undefined name an
-    error. Globals: `site` (name, base_url), `brand` (colour, text), `logo_url` and
-    `theme`, the emails' theme, which the pages wear too. Raises `ConfigError` when
-    `templates.folder` is not a folder."""
+    error. Every page sees `site.page_globals` (the site, the emails' theme, which the
+    pages wear too). Raises `ConfigError` when `templates.folder` is not a folder."""
     folders: list[str] = []
     if settings.templates.folder:
         folder = settings.path(settings.templates.folder)
@@ -314,14 +314,7 @@ def page_environment(settings: Settings) -> jinja2.Environment:
         folders.append(str(folder / "web"))
     folders.append(str(builtin_templates() / "web"))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined)
-    site = settings.site
-    theme = make_theme(settings)
-    env.globals |= {
-        "site": {"name": site.name, "base_url": site.base_url},
-        "brand": {"colour": theme.brand, "text": theme.on_brand},
-        "logo_url": theme.logo_url,
-        "theme": theme,
-    }
+    env.globals |= page_globals(settings, make_theme(settings))
     return env
 
 

@@ -92,14 +92,14 @@ INTRO_TAGS = {"p", "br", "strong", "em", "a", "ul", "ol", "li", "blockquote", "c
 _MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("image")
 
 
-def intro_html(markdown: str) -> Markup:
+def intro_html(markdown: str, *, tags: frozenset[str] | set[str] = INTRO_TAGS) -> Markup:
     """An editor's Markdown as sanitized HTML: raw HTML in it is shown as text, and only
-    `INTRO_TAGS` with http(s) and mailto links survive."""
+    `tags` (`INTRO_TAGS`) with http(s) and mailto links survive."""
     if not markdown.strip():
         return Markup("")
     html = _MARKDOWN.render(markdown)
     clean = nh3.clean(
-        html, tags=INTRO_TAGS, attributes={"a": {"href"}}, url_schemes={"http", "https", "mailto"}, link_rel="noopener"
+        html, tags=set(tags), attributes={"a": {"href"}}, url_schemes={"http", "https", "mailto"}, link_rel="noopener"
     )
     return Markup(clean.strip())
 

@@ -1,9 +1,9 @@
 """PNG pictures of an email as desktop (600 px) and mobile (375 px) readers see it, taken
 with headless Chromium through Playwright, to share with colleagues.
 
-Owns: `take_screenshots`, `CHROMIUM_ARGS`. Imports `errors` and `netguard`. Playwright is
-imported only when a picture is taken; it drives the system's Chromium and never downloads
-a browser.
+Owns: `take_screenshots`, `find_chromium`, `CHROMIUM_ARGS`, `INSTALL_CHROMIUM`. Imports
+`errors` and `netguard`. Playwright (a dependency) is imported only when a picture is
+taken; it drives the system's Chromium and never downloads a browser.
 
 Chromium reaches the network only through us: every request the page makes (an article's
 image, whose URL a feed chose) is answered by the network guard's client, so an image at
@@ -13,6 +13,7 @@ image, whose URL a feed chose) is answered by the network guard's client, so an 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+#: What installs a Chromium for us, said when none is found.
+INSTALL_CHROMIUM = "sudo apt-get install chromium"
+#: The names a system Chromium goes by on PATH, when the configured one is missing.
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+DEFAULT_CHROMIUM = Path("/usr/bin/chromium")
 WIDTHS = (("desktop", 600), ("mobile", 375))
 # Seconds for one image, and its largest size: a picture is not worth waiting longer for.
 IMAGE_SECONDS = 5.0
@@ -54,6 +60,23 @@ def _answer(client: httpx.Client, route: Any) -> None:
     route.fulfill(status=response.status_code, headers={"content-type": kind}, body=body)
 
 
+def find_chromium(configured: Path, *, path: str | None = None) -> Path:
+    """The Chromium to drive: `configured` when it is there; when the default is missing,
+    the first `chromium` or `chromium-browser` on `path` (the PATH by default). A
+    `ConfigError` that names the command installing it otherwise."""
+    if configured.is_file():
+        return configured
+    if configured == DEFAULT_CHROMIUM:
+        for name in CHROMIUM_NAMES:
+            found = shutil.which(name, path=path)
+            if found:
+                return Path(found)
+    raise ConfigError(
+        f"preview.chromium: no Chromium at {configured}; install it with `{INSTALL_CHROMIUM}` (Debian, Ubuntu), "
+        "or set preview.chromium to the browser's path"
+    )
+
+
 def take_screenshots(
     html: str, folder: Path, *, stem: str, chromium: Path, policy: netguard.NetworkPolicy, user_agent: str = "",
     dark: bool = False,
@@ -66,9 +89,8 @@ def take_screenshots(
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise ConfigError("screenshots need Playwright: pip install playwright (it uses the system's Chromium)") from None
-    if not chromium.is_file():
-        raise ConfigError(f"preview.chromium: no Chromium at {chromium} (on Debian: apt-get install chromium)")
+        raise ConfigError("screenshots need Playwright, a dependency: pip install . again (it uses the system's Chromium)") from None
+    chromium = find_chromium(chromium)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

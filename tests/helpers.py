@@ -1,7 +1,11 @@
-"""Builders for test data: feeds as RSS or Atom text, and parsed outbox messages."""
+"""Builders for test data: feeds as RSS or Atom text, and parsed outbox messages; a free
+port and a wait for a server started as a subprocess."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -10,6 +14,8 @@ from email.parser import BytesParser
 from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+import httpx
 
 
 @dataclass
@@ -69,3 +75,25 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     html = message.get_body(("html",))
     assert text is not None and html is not None
     return text.get_content(), html.get_content()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, *, seconds: float = 30) -> httpx.Response:
+    """The first answer of `url` from the server `process` is starting; AssertionError
+    with the server's log when it exits or does not answer in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no answer from {url}:\n" + log.read_text())
+        time.sleep(0.1)

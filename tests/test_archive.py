@@ -45,6 +45,17 @@ def send_weeks(engine: Engine, settings: Settings, weeks: int) -> list[str]:
     return slugs
 
 
+def send_later_issue(engine: Engine, settings: Settings) -> str:
+    """Send, a week after `send_weeks`' first issue, one with the story "A later story"; its slug."""
+    with engine.begin() as conn:
+        store.upsert_articles(conn, [
+            FeedItem("late", "https://p.example.com/late", "A later story", "", NOW + 6 * DAY, ("Insights",), "S", ""),
+        ], source="t", now=NOW + 7 * DAY)
+    built = issues.build_issue(engine, settings, now=NOW + 7 * DAY)
+    issues.send_pending(engine, settings, built.issue, transport=issues.make_transport(settings), clock=lambda: NOW + 7 * DAY)
+    return built.issue.slug
+
+
 def test_each_sent_issue_gets_a_public_page_and_feed_entries(engine: Engine, make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     slugs = send_weeks(engine, settings, 2)
@@ -198,12 +209,7 @@ def test_archive_pages_are_kept_and_a_new_issue_shows_at_once(engine: Engine, ma
     assert client.get("/archive/").content == first.content
 
     # Another process sends next week's issue.
-    with engine.begin() as conn:
-        store.upsert_articles(conn, [
-            FeedItem("late", "https://p.example.com/late", "A later story", "", NOW + 6 * DAY, ("Insights",), "S", ""),
-        ], source="t", now=NOW + 7 * DAY)
-    built = issues.build_issue(engine, settings, now=NOW + 7 * DAY)
-    issues.send_pending(engine, settings, built.issue, transport=issues.make_transport(settings), clock=lambda: NOW + 7 * DAY)
+    send_later_issue(engine, settings)
     # Within the second after the last check the kept page is served; then the new one.
     assert client.get("/archive/").content == first.content
     seconds[0] += CHECK_SECONDS

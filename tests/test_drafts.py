@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from newsletter import drafts, issues, store
 from newsletter.cli import app
 from newsletter.config import Settings
+from newsletter.errors import ConfigError
 from newsletter.models import FeedItem
+from newsletter.screenshots import DEFAULT_CHROMIUM, find_chromium
 from newsletter.tables import batches, deliveries
 from newsletter.selection import issue_slug
 from tests.helpers import outbox_messages, parts
@@ -208,6 +210,33 @@ def test_wrong_values_get_one_clear_line_and_exit_status_2(editor: Editor, args:
 def test_no_draft_is_one_clear_line(editor: Editor) -> None:
     code, output = editor("draft", "show")
     assert code == 1 and "error: there is no draft: run `newsletter draft build` to build the coming issue" in output
+
+
+@SQLITE_ONLY
+def test_without_chromium_the_screenshot_says_which_command_installs_it(
+    editor: Editor, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    missing = tmp_path / "bin" / "chromium"
+    make_settings(preview={"chromium": str(missing)})
+    assert editor("draft", "build")[0] == 0
+    code, output = editor("draft", "screenshot", "--out", str(tmp_path / "shots"))
+    assert code == 2, output
+    assert output.strip() == (
+        f"error: preview.chromium: no Chromium at {missing}; install it with `sudo apt-get install chromium` "
+        "(Debian, Ubuntu), or set preview.chromium to the browser's path"
+    )
+    assert not (tmp_path / "shots").exists()
+    # The default path, absent, is looked for on PATH too; a PATH without one gives the same line.
+    (tmp_path / "bin").mkdir()
+    with pytest.raises(ConfigError, match="install it with `sudo apt-get install chromium`"):
+        find_chromium(Path("/nonexistent/chromium"), path=str(tmp_path / "bin"))
+    if not DEFAULT_CHROMIUM.is_file():
+        with pytest.raises(ConfigError, match="install it with `sudo apt-get install chromium`"):
+            find_chromium(DEFAULT_CHROMIUM, path=str(tmp_path / "bin"))
+    fake = tmp_path / "bin" / "chromium-browser"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert find_chromium(DEFAULT_CHROMIUM, path=str(tmp_path / "bin")) in (DEFAULT_CHROMIUM, fake)
 
 
 @SQLITE_ONLY

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -24,6 +24,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.markup import escape
+from rich.cells import cell_len
+from rich.table import Column, Table
+from rich.text import Text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 import subscribers as people
@@ -50,6 +53,11 @@ log = logging.getLogger("newsletter.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="Show every column, however wide the terminal (without it the table fits the terminal, leaving out its least useful columns).")
+]
+#: Below this width a listing leaves out its least useful columns unless --wide asks for them.
+WIDE_COLUMNS = 120
 
 
 class _State:
@@ -135,6 +143,63 @@ def _fail(exc: BaseException, message: str, code: int) -> NoReturn:
         err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True, end="")
     err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code) from None
+
+
+def listing(title: str, columns: Sequence[tuple[str, str]]) -> Table:
+    """A table whose columns say how their values may be laid out at any width:
+    "whole" (addresses, dates, slugs, states: never cut or broken), "number" (the same,
+    right-aligned), "text" (titles, names, lists: wrapped, a long word folded, never cut
+    with an ellipsis). Rich narrows only the text columns to fit the terminal."""
+    table = Table(title=title)
+    for header, kind in columns:
+        if kind == "text":
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, no_wrap=True, justify="right" if kind == "number" else "left")
+    return table
+
+
+def narrow(wide: bool) -> bool:
+    """Whether a listing should leave out its least useful columns: the terminal is
+    narrower than `WIDE_COLUMNS` and --wide was not given."""
+    return not wide and console.width < WIDE_COLUMNS
+
+
+def _natural(column: Column) -> int:
+    """The width `column` needs for its longest line, header included."""
+    lines = [str(column.header), *(line for cell in column.cells if isinstance(cell, str)
+                                   for line in Text.from_markup(cell).plain.splitlines())]
+    return max(cell_len(line) for line in lines)
+
+
+def _fit(table: Table, width: int) -> None:
+    """When the whole columns alone do not fit in `width` (an address of 60 characters),
+    the widest one is wrapped (folded over two lines) rather than cutting every column."""
+    whole = [c for c in table.columns if c.no_wrap]
+    if not whole:
+        return
+    borders = 3 * len(table.columns) + 1
+    need = sum(_natural(c) for c in whole) + 6 * (len(table.columns) - len(whole)) + borders
+    if need > width:
+        widest = max(whole, key=_natural)
+        widest.no_wrap, widest.overflow = False, "fold"
+        widest.width = max(12, _natural(widest) - (need - width))
+
+
+def print_table(table: Table, *, wide: bool = False) -> None:
+    """Print a `listing`: fitted to the terminal, or with `wide` at its natural width,
+    whatever the terminal's (which then wraps the lines)."""
+    if not wide:
+        _fit(table, console.width)
+        console.print(table)
+        return
+    # Rich never prints wider than the console: it is widened for this table alone.
+    width = console.width
+    try:
+        console.width = max(width, console.measure(table, options=console.options.update_width(10_000)).maximum)
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def settings() -> Settings:

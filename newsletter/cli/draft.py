@@ -24,6 +24,8 @@ from .common import (
     database,
     err,
     handled,
+    listing,
+    print_table,
     settings,
 )
 
@@ -53,9 +55,7 @@ def _draft_table(draft: Any) -> Table:
 
     assert isinstance(draft, Draft)
     issue = draft.issue
-    table = Table(title=f"Draft {issue.slug} ({issue.status.value})")
-    for column in ("id", "section", "title", "notes"):
-        table.add_column(column, justify="right" if column == "id" else "left")
+    table = listing(f"Draft {issue.slug} ({issue.status.value})", [("id", "number"), ("section", "text"), ("title", "text"), ("notes", "text")])
     names = {b.slug: b.name for b in draft.blocks}
     for item in draft.articles:
         notes = [n for n, on in (("pinned", item.pinned), ("editor's item", item.editor_item),
@@ -83,7 +83,7 @@ def _show_draft(draft: Any, as_json: bool) -> None:
         _print_json(_draft_dict(draft))
         return
     issue = draft.issue
-    console.print(_draft_table(draft))
+    print_table(_draft_table(draft))
     console.print(f"Subject: {issue.subject or '(default: site name and first headline)'}", markup=False, highlight=False)
     console.print(f"Preheader: {issue.preheader or '(default: the next headlines)'}", markup=False, highlight=False)
     if issue.intro:

@@ -40,14 +40,14 @@ from .common import (
     handled,
     hours_json,
     hours_table,
+    listing,
+    print_table,
     settings,
 )
 
 
 def _build_summary(result: issues.BuildResult) -> Table:
-    table = Table(title=f"Issue {result.issue.slug}")
-    table.add_column("section")
-    table.add_column("articles", justify="right")
+    table = listing(f"Issue {result.issue.slug}", [("section", "text"), ("articles", "number")])
     for block in result.blocks:
         table.add_row(block.name, str(len(block.articles)))
     return table
@@ -71,7 +71,7 @@ def build(
             "warnings": list(result.warnings),
         })
         return
-    console.print(_build_summary(result))
+    print_table(_build_summary(result))
     console.print(f"Full issue HTML: {result.full_bytes:,} bytes")
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}")
@@ -91,9 +91,7 @@ class _RichProgress:
 
 
 def _send_table(report: SendReport) -> Table:
-    table = Table(title=f"Sent issue {report.issue}")
-    table.add_column("what")
-    table.add_column("count", justify="right")
+    table = listing(f"Sent issue {report.issue}", [("what", "text"), ("count", "number")])
     rate = report.recipients_sent / report.elapsed if report.elapsed else 0
     for label, value in (
         ("segments rendered", len(report.segments)),
@@ -186,10 +184,8 @@ def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
         })
     else:
         counts = status.counts
-        table = Table(title=f"Ledger of issue {found.slug} ({found.status.value})")
-        table.add_column("state")
-        table.add_column("batches", justify="right")
-        table.add_column("recipients", justify="right")
+        table = listing(f"Ledger of issue {found.slug} ({found.status.value})",
+                        [("state", "text"), ("batches", "number"), ("recipients", "number")])
         # Recipients by the state of their batch (those skipped at send time apart).
         recipients = {state.value: 0 for state in BatchStatus}
         for b in status.batches:
@@ -200,15 +196,15 @@ def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
         table.add_row("skipped (left the list after planning)", "", f"{counts['recipients_skipped']:,}")
         if counts["recipients_recalled"]:
             table.add_row("recalled (stopped before they were due)", "", f"{counts['recipients_recalled']:,}")
-        console.print(table)
+        print_table(table)
         if status.hours:
             console.print(hours_table(status.hours, cfg.site.zone))
         zone = cfg.site.zone
         for b in status.batches:
             if b.status is BatchStatus.FAILED:
-                console.print(f"batch {b.id} failed ({b.recipients} recipients, {b.attempts} attempts, {b.updated_at.astimezone(zone):%Y-%m-%d %H:%M}): {b.error}", markup=False, highlight=False)
+                console.print(f"batch {b.id} failed ({b.recipients} recipients, {b.attempts} attempts, {b.updated_at.astimezone(zone):%Y-%m-%d %H:%M}): {b.error}", markup=False, highlight=False, soft_wrap=True)
             elif b.status is BatchStatus.IN_FLIGHT:
-                console.print(f"batch {b.id} in flight since {b.updated_at.astimezone(zone):%Y-%m-%d %H:%M} ({b.recipients} recipients): being sent, or its outcome is unknown", markup=False, highlight=False)
+                console.print(f"batch {b.id} in flight since {b.updated_at.astimezone(zone):%Y-%m-%d %H:%M} ({b.recipients} recipients): being sent, or its outcome is unknown", markup=False, highlight=False, soft_wrap=True)
     if status.counts["failed"]:
         raise typer.Exit(1)
 
@@ -245,7 +241,7 @@ def send(
     if as_json:
         _print_json(_report_dict(report))
     else:
-        console.print(_send_table(report))
+        print_table(_send_table(report))
         for batch_id, error in report.failed_batches:
             err.print(f"[red]batch {batch_id} failed:[/red] {error}", highlight=False)
         if report.failed_total > len(report.failed_batches):
@@ -279,14 +275,12 @@ def list_issues(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json([i.__dict__ for i in found])
         return
-    table = Table(title="Issues")
-    for column in ("issue", "status", "window start", "window end", "sent"):
-        table.add_column(column)
+    table = listing("Issues", [("issue", "whole"), ("status", "whole"), ("window start", "whole"), ("window end", "whole"), ("sent", "whole")])
     zone = cfg.site.zone
     for i in found:
         sent = f"{i.sent_at.astimezone(zone):%Y-%m-%d %H:%M}" if i.sent_at else ""
         table.add_row(i.slug, i.status.value, f"{i.window_start.astimezone(zone):%Y-%m-%d %H:%M}", f"{i.window_end.astimezone(zone):%Y-%m-%d %H:%M}", sent)
-    console.print(table)
+    print_table(table)
 
 
 @app.command()

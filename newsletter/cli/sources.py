@@ -22,29 +22,38 @@ from ..ingest import (
 )
 from .common import (
     JsonOpt,
+    WideOpt,
     _now,
     _print_json,
     app,
     console,
     database,
     handled,
+    listing,
+    narrow,
+    print_table,
     settings,
 )
 
 
-def _feed_table(reports: list[FeedReport]) -> Table:
-    table = Table(title="Sources")
-    numbers = ("items", "new", "updated", "cleaned", "small images", "left out")
-    for column in ("source", "type", "status", *numbers, "why"):
-        table.add_column(column, justify="right" if column in numbers else "left")
+def _feed_table(reports: list[FeedReport], *, wide: bool = False) -> Table:
+    """What an ingest did per source. Narrow, without the type and the counts of cleaned
+    summaries and small images (`--wide` shows them)."""
+    short = narrow(wide)
+    columns = [("source", "text"), ("type", "whole"), ("status", "whole"), ("items", "number"), ("new", "number"),
+               ("updated", "number"), ("cleaned", "number"), ("small images", "number"), ("left out", "number"), ("why", "text")]
+    dropped = {"type", "cleaned", "small images"} if short else set()
+    table = listing("Sources", [c for c in columns if c[0] not in dropped])
     for r in reports:
         colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}[r.status]
         notes = [*r.warnings, *r.skipped]
         why = r.error or ("; ".join(notes[:3]) + (" …" if len(notes) > 3 else ""))
-        table.add_row(
-            escape(r.name), r.kind, f"[{colour}]{r.status}[/{colour}]", str(r.items), str(r.new), str(r.updated),
-            str(r.cleaned), str(r.small_images), str(len(r.skipped)), escape(why),
-        )
+        values = {
+            "source": escape(r.name), "type": r.kind, "status": f"[{colour}]{r.status}[/{colour}]", "items": str(r.items),
+            "new": str(r.new), "updated": str(r.updated), "cleaned": str(r.cleaned), "small images": str(r.small_images),
+            "left out": str(len(r.skipped)), "why": escape(why),
+        }
+        table.add_row(*(v for k, v in values.items() if k not in dropped))
     return table
 
 
@@ -70,7 +79,7 @@ def _run_ingest(engine: Any, cfg: Settings, quiet: bool) -> list[FeedReport]:
 
 @app.command()
 @handled
-def ingest(as_json: JsonOpt = False) -> None:
+def ingest(as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """Read every configured source (feeds, WordPress sites, folders) and store new and changed articles."""
     cfg = settings()
     engine = database(cfg)
@@ -78,7 +87,7 @@ def ingest(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json([r.__dict__ for r in reports])
     else:
-        console.print(_feed_table(reports))
+        print_table(_feed_table(reports, wide=wide), wide=wide)
         _print_notes(reports)
     if any(r.status == "failed" for r in reports):
         raise typer.Exit(1)
@@ -91,6 +100,7 @@ def list_sources(
     categories: Annotated[
         bool, typer.Option("--categories", help="List the categories seen on stored articles and the section each lands in.")
     ] = False,
+    wide: WideOpt = False,
 ) -> None:
     """List the configured sources with their last fetch, its status and their stored articles."""
     cfg = settings()
@@ -103,18 +113,21 @@ def list_sources(
         _print_json([s.__dict__ for s in found])
         return
     zone = cfg.site.zone
-    table = Table(title="Sources")
-    for column in ("source", "type", "location", "last fetch", "status", "articles", "newest article", "error"):
-        table.add_column(column, justify="right" if column == "articles" else "left")
+    # Narrow, the type and location are left out (`--wide` shows them): the name says which source it is.
+    dropped = {"type", "location"} if narrow(wide) else set()
+    columns = [("source", "text"), ("type", "whole"), ("location", "text"), ("last fetch", "whole"), ("status", "whole"),
+               ("articles", "number"), ("newest article", "whole"), ("error", "text")]
+    table = listing("Sources", [c for c in columns if c[0] not in dropped])
     for s in found:
         colour = {"fetched": "green", "not_modified": "cyan", "failed": "red"}.get(s.status, "yellow")
-        table.add_row(
-            escape(s.name), s.kind, escape(s.location),
-            f"{s.last_fetched_at.astimezone(zone):%Y-%m-%d %H:%M}" if s.last_fetched_at else "",
-            f"[{colour}]{s.status}[/{colour}]", f"{s.articles:,}",
-            f"{s.newest.astimezone(zone):%Y-%m-%d %H:%M}" if s.newest else "", escape(s.error),
-        )
-    console.print(table)
+        values = {
+            "source": escape(s.name), "type": s.kind, "location": escape(s.location),
+            "last fetch": f"{s.last_fetched_at.astimezone(zone):%Y-%m-%d %H:%M}" if s.last_fetched_at else "",
+            "status": f"[{colour}]{s.status}[/{colour}]", "articles": f"{s.articles:,}",
+            "newest article": f"{s.newest.astimezone(zone):%Y-%m-%d %H:%M}" if s.newest else "", "error": escape(s.error),
+        }
+        table.add_row(*(v for k, v in values.items() if k not in dropped))
+    print_table(table, wide=wide)
 
 
 def _list_categories(engine: Any, cfg: Settings, as_json: bool) -> None:
@@ -123,15 +136,15 @@ def _list_categories(engine: Any, cfg: Settings, as_json: bool) -> None:
         _print_json([p.__dict__ for p in found])
         return
     names = cfg.section_names()
-    table = Table(title="Categories and their sections")
-    for column in ("source", "category", "parents", "section", "articles"):
-        table.add_column(column, justify="right" if column == "articles" else "left")
+    table = listing("Categories and their sections", [
+        ("source", "text"), ("category", "text"), ("parents", "text"), ("section", "text"), ("articles", "number"),
+    ])
     for p in found:
         section = escape(names.get(p.section, p.section)) if p.section else "left out"
         if p.fallback:
             section = f"[yellow]{section} (fallback)[/yellow]"
         table.add_row(escape(p.source), escape(p.category), escape(" › ".join(p.ancestors)), section, f"{p.articles:,}")
-    console.print(table)
+    print_table(table)
     falling = sum(p.fallback for p in found)
     if falling:
         console.print(f"{falling} categor{'y falls' if falling == 1 else 'ies fall'} to the fallback section: "

@@ -10,7 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import issues, store
-from .common import JsonOpt, _print_json, app, console, database, err, handled, hours_json, hours_table, settings
+from .common import (
+    JsonOpt, WideOpt, _print_json, app, console, database, err, handled, hours_json, hours_table, listing, narrow, print_table,
+    settings,
+)
 
 
 def _pct(value: float | None) -> str:
@@ -38,19 +41,28 @@ def _welcome_line(counts: dict[str, int]) -> str:
             f"{counts['pending'] + counts['sending']:,} pending{skipped}.")
 
 
-def _stats_table(found: Any) -> Table:
-    table = Table(title=f"Issue {found.issue}: {escape(found.subject)}" if found.subject else f"Issue {found.issue}")
-    table.add_column("")
-    for column in ("recipients", "delivered", "bounced", "complaints", "unique clicks", "clicks", "unsubscribes", "opens (soft)"):
-        table.add_column(column, justify="right")
+def _stats_table(found: Any, *, wide: bool) -> Table:
+    """Figures per issue and section. Narrow, each rate goes under its count and the
+    total clicks and soft opens are left out (`--wide` shows them)."""
+    short = narrow(wide)
+    title = f"Issue {found.issue}: {escape(found.subject)}" if found.subject else f"Issue {found.issue}"
+    columns = [("", "text"), ("sent to" if short else "recipients", "number"), ("delivered", "number"), ("bounced", "number"),
+               ("complaints", "number"), ("unique clicks" if not short else "clicked", "number"), ("clicks", "number"),
+               ("unsubscribes" if not short else "left", "number"), ("opens (soft)", "number")]
+    dropped = {"clicks", "opens (soft)"} if short else set()
+    table = listing(title, [c for c in columns if c[0] not in dropped])
     rows = [("all", found.total)] + [(s.name, s.figures) for s in found.sections]
+    joint = "\n" if short else " "
     for label, f in rows:
         r = f.rates()
-        table.add_row(
-            escape(label), f"{f.recipients:,}", f"{f.delivered:,} ({_pct(r['delivered'])})", f"{f.bounced:,} ({_pct(r['bounced'])})",
-            f"{f.complaints:,} ({_pct(r['complaints'])})", f"{f.unique_clicks:,} ({_pct(r['unique_clicks'])})", f"{f.clicks:,}",
-            f"{f.unsubscribes:,} ({_pct(r['unsubscribes'])})", f"[dim]{f.unique_opens:,} ({_pct(r['unique_opens'])})[/dim]",
-        )
+        values = {
+            "": escape(label), "recipients": f"{f.recipients:,}", "delivered": f"{f.delivered:,}{joint}({_pct(r['delivered'])})",
+            "bounced": f"{f.bounced:,}{joint}({_pct(r['bounced'])})", "complaints": f"{f.complaints:,}{joint}({_pct(r['complaints'])})",
+            "unique clicks": f"{f.unique_clicks:,}{joint}({_pct(r['unique_clicks'])})", "clicks": f"{f.clicks:,}",
+            "unsubscribes": f"{f.unsubscribes:,}{joint}({_pct(r['unsubscribes'])})",
+            "opens (soft)": f"[dim]{f.unique_opens:,}{joint}({_pct(r['unique_opens'])})[/dim]",
+        }
+        table.add_row(*(v for k, v in values.items() if k not in dropped))
     return table
 
 
@@ -58,8 +70,9 @@ def _stats_table(found: Any) -> Table:
 @handled
 def issue_statistics(
     issue: Annotated[str | None, typer.Argument(help="Issue slug or id; default: the newest issue sent (or being sent).")] = None,
-    chart: Annotated[Path | None, typer.Option("--chart", metavar="FILE.png", help="Also draw first opens and clicks per hour after the send to this PNG (needs the charts extra).")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", metavar="FILE.png", help="Also draw first opens and clicks per hour after the send to this PNG.")] = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Show what happened to an issue after it left, per issue and per section:
     recipients, delivered, bounced, complaints, clicks (unique, per article),
@@ -94,17 +107,16 @@ def issue_statistics(
     if as_json:
         _print_json({**_stats_dict(found), "welcomes": welcomes, "by_hour": hours_json(due)})
     else:
-        console.print(_stats_table(found))
-        if due:
-            console.print(hours_table(due, cfg.site.zone, title="Deliveries by hour (local-time delivery)"))
-        links = Table(title="Clicks per article")
-        for column in ("article", "section", "clicks", "unique"):
-            links.add_column(column, justify="right" if column in ("clicks", "unique") else "left")
+        print_table(_stats_table(found, wide=wide), wide=wide)
+        if narrow(wide):
+            console.print("Left out at this width (--wide shows them): total clicks and opens. Clicked: unique "
+                          "clicks; left: unsubscribes.", highlight=False)
+        links = listing("Clicks per article", [("article", "text"), ("section", "text"), ("clicks", "number"), ("unique", "number")])
         for link in found.links[:20]:
             links.add_row(escape(link.title or link.url), escape(cfg.section_names().get(link.section, link.section)),
                           f"{link.clicks:,}", f"{link.unique:,}")
         if found.links:
-            console.print(links)
+            print_table(links, wide=wide)
         console.print("Rates: delivered and bounced of the recipients, the others of the delivered. Opens are a soft "
                       "figure: privacy proxies open messages on readers' behalf. Clicks lead.", highlight=False)
         if found.unknown_events:

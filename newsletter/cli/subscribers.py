@@ -32,12 +32,16 @@ import subscribers as people
 from ..errors import ConfigError
 from .common import (
     JsonOpt,
+    WideOpt,
     _now,
     _print_json,
     app,
     console,
     database,
     handled,
+    listing,
+    narrow,
+    print_table,
     settings,
 )
 from .common import _now as now
@@ -93,12 +97,10 @@ def subscribers_count(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(counts)
         return
-    table = Table(title="Subscribers")
-    table.add_column("status")
-    table.add_column("count", justify="right")
+    table = listing("Subscribers", [("status", "whole"), ("count", "number")])
     for status, count in sorted(counts.items()):
         table.add_row(status, f"{count:,}")
-    console.print(table)
+    print_table(table)
 
 
 
@@ -183,8 +185,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many first.")] = 0,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
-    """List subscribers in the order they joined."""
+    """List subscribers in the order they joined (the time zone column with --wide or in a
+    terminal of 120 columns or more)."""
     cfg = settings()
     engine = database(cfg)
     with engine.connect() as conn:
@@ -193,13 +197,13 @@ def list_(
         print_json([{"email": s.email, "name": s.name, "status": s.status.value, "sections": list(s.sections),
                      "timezone": s.timezone or cfg.site.timezone, "created_at": s.created_at} for s in found])
         return
-    table = Table(title="Subscribers")
-    for column in ("email", "name", "status", "sections", "time zone", "joined"):
-        table.add_column(column)
+    zones = not narrow(wide)
+    columns = [("email", "whole"), ("name", "text"), ("status", "whole"), ("sections", "text"), ("joined", "whole")]
+    table = listing("Subscribers", columns[:4] + [("time zone", "whole")] * zones + columns[4:])
     for s in found:
-        table.add_row(escape(s.email), escape(s.name), s.status.value, ", ".join(s.sections),
-                      s.timezone or f"{cfg.site.timezone} (site)", f"{s.created_at:%Y-%m-%d}")
-    console.print(table)
+        zone = [s.timezone or f"{cfg.site.timezone} (site)"] * zones
+        table.add_row(escape(s.email), escape(s.name), s.status.value, ", ".join(s.sections), *zone, f"{s.created_at:%Y-%m-%d}")
+    print_table(table, wide=wide)
 
 @subscribers_app.command("show")
 @handled
@@ -225,13 +229,12 @@ def show(
         return
     console.print(f"[bold]{escape(subscriber.email)}[/bold] {escape(subscriber.name)} — {subscriber.status.value}; "
                   f"sections: {', '.join(subscriber.sections) or 'none'}; source: {escape(subscriber.source) or '-'}; "
-                  f"time zone: {subscriber.timezone or cfg.site.timezone + ' (site)'}")
-    table = Table(title="Consent history")
-    for column in ("when", "action", "sections", "form", "IP", "user agent"):
-        table.add_column(column)
+                  f"time zone: {subscriber.timezone or cfg.site.timezone + ' (site)'}",
+                  soft_wrap=True)
+    table = listing("Consent history", [("when", "whole"), ("action", "whole"), ("sections", "text"), ("form", "text"), ("IP", "whole"), ("user agent", "text")])
     for c in history:
         table.add_row(f"{c.at:%Y-%m-%d %H:%M}", c.action.value, ", ".join(c.sections), escape(c.form), c.ip, escape(c.user_agent[:40]))
-    console.print(table)
+    print_table(table)
 
 @subscribers_app.command("remove")
 @handled
@@ -366,15 +369,12 @@ def _print_report(report: people.ImportReport, console: Any) -> None:
     console.print(f"{verb}: {report.created} new, {report.updated} updated; "
                   f"{len(report.skipped)} left out, {len(report.rejected)} rejected.")
     if report.skipped or report.rejected:
-        table = Table(title="Rows not imported")
-        table.add_column("line", justify="right")
-        table.add_column("kind")
-        table.add_column("why")
+        table = listing("Rows not imported", [("line", "number"), ("kind", "whole"), ("why", "text")])
         rows = [(line, "[red]rejected[/red]", why) for line, why in report.rejected]
         rows += [(line, "left out", why) for line, why in report.skipped]
         for line, kind, why in rows[:SHOWN_ROWS]:
             table.add_row(str(line), kind, escape(why))
-        console.print(table)
+        print_table(table)
         if len(rows) > SHOWN_ROWS:
             console.print(f"… and {len(rows) - SHOWN_ROWS:,} more rows not imported; --rejects PATH writes every "
                           "rejected row with its line and reason, --json lists them all.", highlight=False)

@@ -49,6 +49,21 @@ class SiteSettings(_Table):
         description="Postal address printed in every email's footer (required by CAN-SPAM).",
     )
     timezone: str = Field("Europe/London", description="IANA time zone for issue windows, dates and schedules.")
+    description: str = Field(
+        "",
+        description="A sentence or two under the site's name on the public pages (the landing page at / above all); "
+        "empty: none.",
+    )
+    privacy: str = Field(
+        "",
+        description="The privacy notice at /privacy, in Markdown (raw HTML is shown as text); empty: privacy_file, "
+        "or a notice made from the settings (what is kept, why, how to leave, whom to write to).",
+    )
+    privacy_file: str = Field(
+        "",
+        description="A Markdown file with the privacy notice at /privacy, relative to the config file; used when "
+        "privacy is empty.",
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -31,6 +31,7 @@ import subscribers as people
 from .. import issues
 from ..config import Settings
 from ..errors import ConfigError, StorageError
+from ..site import privacy_html
 from ..transports import Transport
 from . import archive, views, webhooks
 from .errors import LinkNotValidError, RateLimitedError, WebError
@@ -41,6 +42,8 @@ from .mail import ConfirmationMailer
 log = logging.getLogger("newsletter.web")
 
 ROUTES = [
+    Route("/", archive.home, methods=["GET", "HEAD"]),
+    Route("/privacy", views.privacy, methods=["GET", "HEAD"]),
     Route("/healthz", views.health, methods=["GET"]),
     Route("/subscribe", views.subscribe_form, methods=["GET"]),
     Route("/subscribe", views.subscribe, methods=["POST"]),
@@ -219,6 +222,7 @@ def create_app(
             limit=web.subscribe_per_address, window=web.rate_window_seconds, name="subscribe-address", counters=counters
         ),
         mailer=ConfirmationMailer(settings, transport=transport),
+        privacy=privacy_html(settings),
     )
     app = Starlette(
         routes=ROUTES,

@@ -1,5 +1,6 @@
-"""The archive's pages in the web app: the list of issues, each issue's web version (the
-"View in browser" link of every email), and the Atom feeds, with ETag and Last-Modified.
+"""The archive's pages in the web app: the landing page at `/` (the newest issue's
+contents), the list of issues, each issue's web version (the "View in browser" link of
+every email), and the Atom feeds, with ETag and Last-Modified.
 
 Owns: the archive endpoints and `PageCache`. Imports `archive`, `issues` and this
 package's `views`. The same `ArchivePages` build the static export, so both always agree.
@@ -125,6 +126,13 @@ def _answer(request: Request, page: Page | None) -> Response:
     if _not_modified(request, page):
         return Response(status_code=304, headers=headers)
     return Response(page.body, media_type=page.media_type, headers=headers)
+
+
+async def home(request: Request) -> Response:
+    """The landing page, kept with the archive's pages: a newly published issue shows on
+    it within a second (the archive's generation changes)."""
+    pages = _pages(request)
+    return await _cached(request, ("home",), pages.home)
 
 
 async def archive_redirect(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""The endpoints of the web app: subscribe, confirm, the preference center, unsubscribe.
+"""The endpoints of the web app: subscribe, confirm, the preference center, unsubscribe,
+the privacy notice.
 
 Owns: one function per route (the route table is in `app.py`) and `WebContext`, what
 every endpoint needs. Imports `config`, `welcome` (recording a welcome at confirmation),
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar
 
+from markupsafe import Markup
 from sqlalchemy import Connection, Engine
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -68,6 +70,8 @@ class WebContext:
     ip_limiter: RateLimiter
     address_limiter: RateLimiter
     mailer: ConfirmationMailer
+    #: The privacy notice as HTML (`site.privacy_html`), read once when the app starts.
+    privacy: Markup
 
     async def transaction(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one transaction, in a thread. On SQLite, through the one
@@ -185,6 +189,11 @@ def _address_key(email: str) -> str:
 
 async def health(request: Request) -> Response:
     return PlainTextResponse("ok")
+
+
+async def privacy(request: Request) -> Response:
+    ctx = web(request)
+    return ctx.page(request, "privacy.html", {"notice": ctx.privacy})
 
 
 async def subscribe_form(request: Request) -> Response:
