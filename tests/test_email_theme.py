@@ -267,8 +267,10 @@ def test_the_public_pages_wear_the_same_theme(make_settings: Callable[..., Setti
     page = page_environment(settings).get_template("archive_index.html").render(
         site_name="Pharma Weekly", base_url="https://news.example.com", archive_url="https://news.example.com/archive",
         sections={"news": "News"}, zone=ZoneInfo("Europe/London"), issues=[], page=1, pages=1, root="", articles={})
-    assert f"a {{ color: {theme.light.link}; }}" in page and "border-top: 4px solid #00b2a9" in page
-    assert '<img src="https://cdn.example.com/logo.png" alt="Pharma Weekly" width="180">' in page
+    # The site's frame (templates/web/base.html, issue 19): the palettes as CSS variables.
+    assert f"--link: {theme.light.link};" in page and f"--link: {theme.dark.link};" in page
+    assert "--brand: #00b2a9;" in page and "border-top: 5px solid var(--brand)" in page
+    assert '<img src="https://cdn.example.com/logo.png" alt="Pharma Weekly">' in page and "max-width: min(180px, 100%)" in page
 
 
 def test_content_that_looks_like_a_tag_stays_neutral_through_the_inliner() -> None:
