@@ -418,11 +418,21 @@ def send_test(engine: Engine, settings: Settings, *, transport: Transport, secti
     """Send the draft, as the subscribers of `sections` see it, to the editors' addresses
     (`preview.test_recipients`, or `to`) with "[TEST]" before the subject. Nothing is
     written to the send ledger: a test never counts as the issue's delivery."""
+    draft = current_draft(engine, settings)
+    message = issues.render_issue(engine, settings, draft.issue, sections=sections)
+    return send_to_editors(engine, settings, message, transport=transport, folder=f"{draft.issue.slug}-test",
+                           issue_id=draft.issue.id, to=to, clock=clock)
+
+
+def send_to_editors(engine: Engine, settings: Settings, message: RenderedMessage, *, transport: Transport, folder: str,
+                    issue_id: int, to: tuple[str, ...] = (),
+                    clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[str, ...]:
+    """Send a rendered email (a draft, the welcome) as a test to the editors' addresses
+    (`preview.test_recipients`, or `to`), "[TEST]" before its subject, with the headers a
+    reader's copy has; the outbox files it under `folder`. Returns the addresses."""
     recipients = to or tuple(settings.preview.test_recipients)
     if not recipients:
         raise EditError("no test recipients: set preview.test_recipients or give --to")
-    draft = current_draft(engine, settings)
-    message = issues.render_issue(engine, settings, draft.issue, sections=sections)
     message = type(message)(TEST_PREFIX + message.subject, message.preheader, message.html, message.text)
     base, mailto = settings.site.base_url, settings.unsubscribe_mailto
     # The one gate: a test never goes to an address that bounced or complained.
@@ -438,7 +448,7 @@ def send_test(engine: Engine, settings: Settings, *, transport: Transport, secti
     # A batch id of its own per test, so the outbox never takes one test for another.
     batch_id = int(clock().timestamp() * 1000)
     batch = Batch(
-        id=batch_id, issue_id=draft.issue.id, issue_slug=f"{draft.issue.slug}-test", segment_id=0, message=message,
+        id=batch_id, issue_id=issue_id, issue_slug=folder, segment_id=0, message=message,
         recipients=tuple(
             links.recipient(number, address, "test", "Editor", base_url=base, mailto=mailto)
             for number, address in enumerate(recipients, start=1)

@@ -2,10 +2,10 @@
 
 Owns: the triggers (`digest_trigger`, `crontab_trigger`), slot arithmetic (`last_slot`,
 `next_fire_times`), the missed-run policy (`missed_run`), the slot guard
-(`runs.claim_slot`), the jobs (`run_digest`, `run_refresh`, `run_retry`, `run_prune`) and
-`run_service`. Imports `config`, `issues` (the use cases, the editors' reminder among
-them), `ingest`, `events`, `store`, `runs` (the record of `scheduled_runs`), `errors`,
-`models`. No SQL and no mail of its own.
+(`runs.claim_slot`), the jobs (`run_digest`, `run_refresh`, `run_retry`, `run_welcomes`,
+`run_prune`) and `run_service`. Imports `config`, `issues` (the use cases, the editors'
+reminder among them), `welcome`, `ingest`, `events`, `store`, `runs` (the record of
+`scheduled_runs`), `errors`, `models`. No SQL and no mail of its own.
 
 Never twice: every digest run first inserts (job, slot) into `scheduled_runs` in its own
 transaction; the primary key lets exactly one process win, however many schedulers run by
@@ -32,7 +32,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
-from . import issues, store
+from . import issues, store, welcome
 from .config import Settings, load_settings
 from .errors import ConfigError, EmptyIssueError, NewsletterError
 from .events import prune_events
@@ -267,11 +267,29 @@ def refresh_job(config_path: str) -> None:
         engine.dispose()
 
 
+def run_welcomes(engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> welcome.WelcomeReport:
+    """Send the welcome emails still due: recorded but never sent (the web app's send was
+    lost), or failed fewer than `welcome.MAX_ATTEMPTS` times."""
+    transport = issues.make_transport(settings)
+    try:
+        report = welcome.send_welcomes(engine, settings, transport=transport, clock=clock)
+    finally:
+        transport.close()
+    if report.sent or report.failed or report.skipped:
+        log.info("%s", _logfmt(event="welcomes", sent=report.sent, failed=report.failed, skipped=report.skipped))
+    return report
+
+
 def retry_job(config_path: str) -> None:
-    """Retry failed batches of the newest issue that is not completely sent."""
+    """Send the welcome emails still due, and retry failed batches of the newest issue
+    that is not completely sent."""
     settings = load_settings(config_path or None)
     engine = issues.open_database(settings)
     try:
+        try:
+            run_welcomes(engine, settings)
+        except NewsletterError as exc:
+            log.error("%s", _logfmt(event="welcomes_failed", error=exc))
         with engine.connect() as conn:
             latest = store.latest_issue(conn)
         if latest is None or latest.status is not IssueStatus.SENDING:
@@ -327,7 +345,7 @@ def planned_jobs(settings: Settings, *, now: datetime, count: int = 3) -> list[J
         JobInfo(DIGEST_JOB, f"build and send the digest ({when}, {settings.site.timezone}; "
                             f"{'auto-send' if s.auto_send else 'approved drafts only'})", tuple(next_fire_times(digest, now, count))),
         JobInfo(REFRESH_JOB, f"ingest the sources every {s.refresh_minutes:g} min", tuple(next_fire_times(refresh, now, count))),
-        JobInfo(RETRY_JOB, f"retry failed batches every {s.retry_minutes:g} min", tuple(next_fire_times(retry, now, count))),
+        JobInfo(RETRY_JOB, f"retry failed batches and welcome emails every {s.retry_minutes:g} min", tuple(next_fire_times(retry, now, count))),
         JobInfo(PRUNE_JOB, f"delete webhook events older than {settings.sendgrid.event_retention_days} days "
                            f"every {s.prune_hours:g} h", tuple(next_fire_times(prune, now, count))),
     ]

@@ -231,6 +231,15 @@ def latest_issue(conn: Connection) -> Issue | None:
     return _issue(row) if row else None
 
 
+def latest_sent_issue(conn: Connection) -> Issue | None:
+    """The newest issue that went out to the readers (sent, or being sent)."""
+    row = conn.execute(
+        select(issues).where(issues.c.status.in_([IssueStatus.SENDING.value, IssueStatus.SENT.value]))
+        .order_by(issues.c.window_end.desc(), issues.c.id.desc()).limit(1)
+    ).first()
+    return _issue(row) if row else None
+
+
 def find_issue(conn: Connection, ref: str | int) -> Issue | None:
     """The issue with this slug or id."""
     clause = issues.c.id == int(ref) if str(ref).isdigit() else issues.c.slug == str(ref)

@@ -2,7 +2,7 @@
 
 Owns: `articles`, `feed_state`, `issues`, `issue_articles`, `segments`, `batches`,
 `deliveries`, `archive`, `scheduled_runs`, `draft_choices`, `delivery_events`,
-`recipient_activity`, `link_clicks`, `sponsors`. Imports `subscribers` (for the
+`recipient_activity`, `link_clicks`, `sponsors`, `welcomes`. Imports `subscribers` (for the
 shared metadata and the subscribers table).
 
 The ledger's guarantees live in constraints: an article is in at most one issue
@@ -251,4 +251,24 @@ link_clicks = Table(
     Column("subscriber_id", Integer, primary_key=True),
     Column("clicks", Integer, nullable=False, default=0),
     Column("first_at", UTCDateTime(), nullable=False),
+)
+
+#: One welcome email per subscriber, written when their subscription is confirmed: the
+#: unique subscriber id is what makes it "once, never again" (a re-confirmation finds the
+#: row). `status` is pending → sending → sent, or failed (tried `attempts` times; the
+#: retry job tries again), or skipped (the reader left before it went). `issue_id` is the
+#: issue it carried (NULL: the note sent before the first issue).
+welcomes = Table(
+    "welcomes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=False, default=""),
+    Column("issue_id", Integer),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("claimed_at", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Index("ix_welcomes_status", "status"),
 )

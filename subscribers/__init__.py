@@ -9,6 +9,7 @@ from .errors import (
     InvalidEmailError,
     InvalidNameError,
     InvalidSectionError,
+    InvalidTimezoneError,
     NotAllowedError,
     SubscriberError,
     UnknownSubscriberError,
@@ -47,6 +48,7 @@ from .optin import (
 from .preferences import (
     PAUSE_CHOICES,
     choose_sections,
+    choose_timezone,
     load_preferences,
     pause,
     pause_has_ended,
@@ -76,12 +78,16 @@ from .store import (
 from .suppression import Standing, erased_key, is_suppressed, mailable_clause, may_create, standing, suppress
 from .tables import UTCDateTime, consents, metadata, subscribers, suppressions
 from .tokens import rotate_token
+from .zones import check_timezone, timezone_names
 
 __all__ = [
     "NAME_CHARS",
     "Standing",
     "check_name",
     "check_subscription",
+    "check_timezone",
+    "choose_timezone",
+    "timezone_names",
     "may_create",
     "standing",
     "PAUSE_CHOICES",
@@ -97,6 +103,7 @@ __all__ = [
     "InvalidEmailError",
     "InvalidNameError",
     "InvalidSectionError",
+    "InvalidTimezoneError",
     "MailKind",
     "NewSubscriber",
     "NotAllowedError",

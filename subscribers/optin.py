@@ -37,6 +37,7 @@ from .store import (
 )
 from .suppression import forget_erasure, may_create
 from .tokens import new_token, rotate_token
+from .zones import check_timezone
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,17 @@ def request_subscription(
     origin: Origin,
     now: datetime,
     send: SendMail,
+    timezone: str | None = None,
 ) -> None:
-    """Ask to subscribe `email` to `sections` (none chosen means every known section).
+    """Ask to subscribe `email` to `sections` (none chosen means every known section),
+    reading in `timezone` (None: the site's).
 
-    Raises `InvalidEmailError`, `InvalidNameError` or `InvalidSectionError` for bad
-    input, before anything is written (`check_subscription` runs the same checks alone). Otherwise it answers nothing, whatever the address's standing (see the module
+    Raises `InvalidEmailError`, `InvalidNameError`, `InvalidSectionError` or
+    `InvalidTimezoneError` for bad input, before anything is written (`check_subscription` runs the same checks alone). Otherwise it answers nothing, whatever the address's standing (see the module
     docstring), and hands at most one `ConfirmationMail` to `send`.
     """
     address, display, chosen = check_subscription(email=email, name=name, sections=sections, known_sections=known_sections)
+    zone = check_timezone(timezone) if timezone else None
     if not may_create(conn, address, own_consent=True):
         log.info("subscription request for a suppressed address ignored")
         return
@@ -111,7 +115,8 @@ def request_subscription(
     if current is None:
         token = new_token()
         subscriber_id = create_pending(
-            conn, email=address, name=display, sections=chosen, token=token, source=origin.form[:100], now=now
+            conn, email=address, name=display, sections=chosen, token=token, source=origin.form[:100], now=now,
+            timezone=zone,
         )
         record_consent(conn, subscriber_id, ConsentAction.REQUESTED, sections=chosen, origin=origin, now=now)
         log.info("new pending subscriber %s", subscriber_id)
@@ -137,6 +142,7 @@ def request_subscription(
         sections=chosen,
         name=display or current.name,
         confirmation_sent_at=now,
+        timezone=zone or current.timezone,
     )
     record_consent(conn, current.id, ConsentAction.REQUESTED, sections=chosen, origin=origin, now=now)
     log.info("confirmation sent again to subscriber %s", current.id)

@@ -83,6 +83,7 @@ def _row_to_subscriber(row: Any) -> Subscriber:
         source=row.source,
         paused_until=row.paused_until,
         confirmation_sent_at=row.confirmation_sent_at,
+        timezone=row.timezone,
     )
 
 
@@ -90,7 +91,7 @@ def upsert_subscribers(
     conn: Connection, items: Iterable[NewSubscriber], *, now: datetime, chunk: int = 5000
 ) -> tuple[int, int]:
     """Create the subscribers that do not exist yet and refresh the sections and name of
-    those that do. Returns (created, updated). Every address and name is validated first,
+    those that do (and their time zone, when the item gives one). Returns (created, updated). Every address and name is validated first,
     so one bad value raises `InvalidEmailError` or `InvalidNameError` before anything is
     written for its chunk. An address that is suppressed or was erased is left out (see
     `suppression.blocked_addresses`): neither counted nor written."""
@@ -115,11 +116,10 @@ def upsert_subscribers(
         new_rows: list[dict[str, Any]] = []
         for email, item in normalized.items():
             if email in existing:
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == existing[email])
-                    .values(name=item.name, sections=sections_key(item.sections))
-                )
+                values: dict[str, Any] = {"name": item.name, "sections": sections_key(item.sections)}
+                if item.timezone is not None:
+                    values["timezone"] = item.timezone
+                conn.execute(update(subscribers).where(subscribers.c.id == existing[email]).values(**values))
                 updated += 1
             else:
                 new_rows.append(
@@ -133,6 +133,7 @@ def upsert_subscribers(
                         "confirmed_at": now if item.status is Status.ACTIVE else None,
                         "unsubscribed_at": None,
                         "source": item.source,
+                        "timezone": item.timezone,
                     }
                 )
         if new_rows:
@@ -165,12 +166,12 @@ def get_subscriber(conn: Connection, email: str) -> Subscriber:
 
 
 def create_pending(conn: Connection, *, email: str, name: str, sections: Sequence[str], token: str, source: str,
-                   now: datetime) -> int:
+                   now: datetime, timezone: str | None = None) -> int:
     """Store a new subscriber waiting for their confirmation (sent `now`); their id."""
     key = conn.execute(
         insert(subscribers).values(
             email=email, name=name, status=Status.PENDING.value, sections=sections_key(tuple(sections)), token=token,
-            created_at=now, source=source, confirmation_sent_at=now,
+            created_at=now, source=source, confirmation_sent_at=now, timezone=timezone,
         )
     ).inserted_primary_key
     assert key is not None

@@ -2,7 +2,8 @@
 table, one place that turns errors into pages.
 
 Owns: `create_preview_app`, `PREVIEW_ROUTES`, `serve_preview`. Sits on top: imports
-`config`, `drafts`, `issues`, `preflight`, `render`, `web.forms` (body reading, CSRF tokens).
+`config`, `drafts`, `issues`, `welcome`, `preflight`, `render`, `web.forms` (body reading,
+CSRF tokens).
 
 Security: it listens on 127.0.0.1 and answers only requests addressed to a loopback host
 name (no DNS rebinding), unless `preview.password` is set, which then guards every request
@@ -38,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .. import drafts, issues
+from .. import drafts, issues, welcome
 from ..config import Settings
 from ..errors import ConfigError, NewsletterError
 from ..models import RenderedMessage, Sponsor
@@ -148,7 +149,26 @@ async def email(request: Request) -> Response:
         chosen = _sections(request, [b.slug for b in draft.blocks])
         return drafts.sample_message(issues.render_issue(ctx.engine, ctx.settings, draft.issue, sections=chosen), ctx.settings)
 
-    message = await run_in_threadpool(render)
+    return _email_response(request, await run_in_threadpool(render))
+
+
+async def welcome_email(request: Request) -> Response:
+    """The welcome email a reader who joins now with the chosen sections would get (the
+    latest issue sent, in their sections, or the note before the first); `kind` html
+    (default) or text. Needs no draft."""
+    ctx = _context(request)
+
+    def render() -> RenderedMessage:
+        chosen = _sections(request, list(ctx.settings.section_names()))
+        with ctx.engine.connect() as conn:
+            content = welcome.latest_content(conn, ctx.settings)
+        message = welcome.welcome_message(issues.make_renderer(ctx.settings), ctx.settings, content, chosen)
+        return drafts.sample_message(message, ctx.settings)
+
+    return _email_response(request, await run_in_threadpool(render))
+
+
+def _email_response(request: Request, message: RenderedMessage) -> Response:
     if request.query_params.get("kind") == "text":
         return PlainTextResponse(message.text)
     return HTMLResponse(message.html, headers={"content-security-policy": EMAIL_CSP, "x-frame-options": "SAMEORIGIN"})
@@ -233,6 +253,7 @@ async def health(request: Request) -> Response:
 PREVIEW_ROUTES = [
     Route("/", page, methods=["GET"]),
     Route("/email", email, methods=["GET"]),
+    Route("/welcome", welcome_email, methods=["GET"]),
     Route("/events", events, methods=["GET"]),
     Route("/draft", act, methods=["POST"]),
     Route("/healthz", health, methods=["GET"]),
