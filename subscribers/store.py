@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, func, insert, select, update
 
 from .errors import InvalidEmailError, InvalidNameError, UnknownSubscriberError
 from .models import (
@@ -202,6 +202,22 @@ def mailable_recipients() -> Select[tuple[int, str]]:
     it, or picks among its columns (`.with_only_columns` of its `selected_columns`): it
     stays one statement on `subscribers`, which the planning's speed depends on."""
     return select(subscribers.c.id, subscribers.c.sections).where(mailable_clause())
+
+
+def recipients_by(subscriber_id: ColumnElement[int], *before: ColumnElement[Any]) -> Select[Any]:
+    """The query of what a send needs of each subscriber that `subscriber_id` (a column of
+    the caller's table, such as a delivery's) names: the caller's columns `before`, then the
+    subscriber's id (as `subscriber_id`), address, name, token, and whether they may be
+    mailed now (`mailable`, each address looked up in the suppression list: meant for a
+    batch of a thousand rows, not a scan). The caller narrows it (`.where`, `.order_by`)."""
+    return select(
+        *before,
+        subscribers.c.id.label("subscriber_id"),
+        subscribers.c.email,
+        subscribers.c.name,
+        subscribers.c.token,
+        mailable_clause(few=True).label("mailable"),
+    ).join_from(subscriber_id.table, subscribers, subscribers.c.id == subscriber_id)
 
 
 def count_with_status(conn: Connection, status: Status) -> int:
