@@ -39,7 +39,7 @@ from .preflight import LinkChecker, Preflight, require_passing, run_preflight, s
 from .render import IssueContent
 from .sections import assign_section, make_rules
 from .selection import select_articles
-from .sending.ledger import send_started
+from .sending.ledger import send_started, was_recalled
 from .tables import draft_choices
 from .transports import Transport, personalize
 
@@ -390,8 +390,9 @@ def reopen(engine: Engine) -> Issue:
         if issue.status is not IssueStatus.APPROVED:
             raise IssueError(f"issue {issue.slug} is {issue.status.value}, not approved: nothing to reopen")
         # An approved issue whose send has started stays approved until it is sent:
-        # some subscribers may have it already.
-        if send_started(conn, issue.id):
+        # some subscribers may have it already. A recalled one may be corrected for the
+        # readers whose copy was stopped (`newsletter recall`).
+        if send_started(conn, issue.id) and not was_recalled(conn, issue.id):
             raise IssueError(f"issue {issue.slug} is being sent: it can no longer be reopened")
         store.set_issue_status(conn, issue.id, IssueStatus.DRAFT)
         found = store.find_issue(conn, issue.id)

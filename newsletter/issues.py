@@ -1,8 +1,9 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
 Owns: `open_database`, `make_renderer`, `make_theme`, `issue_content`, `build_issue`, `send_pending`, `ledger_status`,
-`render_issue`, `remind_editors` (the scheduler's mail to the editors); hands on `make_transport` (from `transports`) and `SendFlags` (from
-`sending`), so that the CLI, the scheduler and the web app find every use case here.
+`render_issue`, `remind_editors` (the scheduler's mail to the editors); hands on `make_transport` (from `transports`), `SendFlags` and
+the recall's use cases (`plan_recall`, `recall_issue`, `resume_issue`, from `sending`), so that the CLI, the scheduler and
+the web app find every use case here.
 Imports everything below it (`config`, `db`, `store`, `preflight`, `selection`, `render`,
 `archive`, `transports`, `sending`).
 """
@@ -30,7 +31,14 @@ from .theme import Theme, build_theme
 from .selection import issue_slug, issue_window, select_articles
 from .sending import SendFlags as SendFlags
 from .sending import SendProgress, SendReport
+from .sending import ledger
 from .sending.ledger import BatchDetail, batch_details, ledger_summary
+from .sending import recall
+from .sending.recall import RecallPlan as RecallPlan
+from .sending.recall import RecallReport as RecallReport
+from .sending.recall import plan_recall as plan_recall
+from .sending.recall import recall_issue as recall_issue
+from .sending.recall import resume_issue as resume_issue
 from .transports import Transport, capabilities
 from .transports import make_transport as make_transport
 
@@ -191,6 +199,13 @@ def send_pending(
     the first email links to it), then `sending.send_issue`. A failing preflight leaves
     nothing behind. `sleep` waits between retries; `after_planning` is `send_issue`'s
     seam between planning and sending."""
+    settled = recall.settle_recall(engine, issue, transport=transport, now=clock())
+    if settled is not None:
+        raise IssueError(
+            f"issue {issue.slug}: an interrupted recall was finished now ({settled.recalled} deliveries recalled, "
+            f"{settled.due} already due or delivered); nothing was sent. Reopen the draft, correct it, approve it, "
+            "then send again to reach the recalled readers"
+        )
     first_send = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
     with engine.connect() as conn:
         blocks = store.issue_blocks(conn, issue.id, settings.section_names())
@@ -265,11 +280,23 @@ class LedgerStatus:
 
     counts: dict[str, int]
     batches: list[BatchDetail]
+    #: Local-time delivery: recipients by UTC hour due and state ("sent", "recalled",
+    #: "planned", …), the hours in order; empty when the issue was delivered at once.
+    hours: dict[datetime, dict[str, int]]
 
 
 def ledger_status(engine: Engine, issue: Issue) -> LedgerStatus:
     with engine.connect() as conn:
-        return LedgerStatus(ledger_summary(conn, issue.id), batch_details(conn, issue.id))
+        return LedgerStatus(ledger_summary(conn, issue.id), batch_details(conn, issue.id), deliveries_by_hour(conn, issue.id))
+
+
+def deliveries_by_hour(conn: Connection, issue_id: int) -> dict[datetime, dict[str, int]]:
+    """The issue's deliveries by the UTC hour they are due in, and state."""
+    hours: dict[datetime, dict[str, int]] = {}
+    for at, state, count in ledger.deliveries_by_hour(conn, issue_id):
+        hour = hours.setdefault(at.replace(minute=0, second=0, microsecond=0), {})
+        hour[state] = hour.get(state, 0) + count
+    return hours
 
 
 def page_environment(settings: Settings) -> jinja2.Environment:
@@ -315,5 +342,6 @@ def _save_web_version(conn: Connection, issue: Issue, content: IssueContent, ren
     """Store the public web version of an issue (all sections, no personal links), once.
     Called when its send starts, so that "View in browser" works from the first email."""
     message = renderer.render(content, public=True)
+    # A recalled issue is sent again corrected: so is its web version.
     return save_archived(conn, issue_id=issue.id, slug=issue.slug, message=message,
-                         sections=tuple(b.slug for b in content.blocks), now=now)
+                         sections=tuple(b.slug for b in content.blocks), now=now, older_than=recall.recalled_at(conn, issue.id))

@@ -222,6 +222,7 @@ def _issue(row: Any) -> Issue:
         status=IssueStatus(row.status),
         sent_at=row.sent_at,
         intro=row.intro,
+        provider_batch_id=row.provider_batch_id,
     )
 
 
@@ -369,6 +370,22 @@ def issue_blocks(conn: Connection, issue_id: int, names: dict[str, str]) -> tupl
         grouped.setdefault(row.section, []).append(_article(row))
     order = list(names) + sorted(set(grouped) - set(names))
     return tuple(SectionBlock(slug, names.get(slug, slug), tuple(grouped[slug])) for slug in order if slug in grouped)
+
+
+def provider_batch_id(conn: Connection, issue_id: int) -> str | None:
+    """The provider's id of the issue's send, as stored now."""
+    value: str | None = conn.execute(select(issues.c.provider_batch_id).where(issues.c.id == issue_id)).scalar()
+    return value
+
+
+def set_provider_batch_id(conn: Connection, issue_id: int, value: str | None) -> str | None:
+    """Store the provider's id of the issue's send unless one is stored already (None
+    clears it, for a new send after a recall); the id stored now."""
+    if value is None:
+        conn.execute(update(issues).where(issues.c.id == issue_id).values(provider_batch_id=None))
+        return None
+    conn.execute(update(issues).where(issues.c.id == issue_id, issues.c.provider_batch_id.is_(None)).values(provider_batch_id=value))
+    return provider_batch_id(conn, issue_id)
 
 
 def set_issue_status(conn: Connection, issue_id: int, status: IssueStatus, *, now: datetime | None = None) -> None:

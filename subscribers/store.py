@@ -196,12 +196,18 @@ def set_status(conn: Connection, subscriber_id: int, status: Status, *, now: dat
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(**values))
 
 
-def mailable_recipients() -> Select[tuple[int, str]]:
+def mailable_recipients() -> Select[tuple[int, str, str | None]]:
     """The query of the subscribers who may be mailed now (see `mailable_clause`), as
-    (id, sections key): what a send plans from. A caller narrows it (`.where`), joins to
+    (id, sections key, time zone): what a send plans from. A caller narrows it (`.where`), joins to
     it, or picks among its columns (`.with_only_columns` of its `selected_columns`): it
     stays one statement on `subscribers`, which the planning's speed depends on."""
-    return select(subscribers.c.id, subscribers.c.sections).where(mailable_clause())
+    return select(subscribers.c.id, subscribers.c.sections, subscribers.c.timezone).where(mailable_clause())
+
+
+def time_zones(conn: Connection) -> list[str]:
+    """The time zones readers have chosen (each once; the site's, NULL, left out)."""
+    query = select(subscribers.c.timezone).where(subscribers.c.timezone.is_not(None)).distinct()
+    return [zone for zone in conn.execute(query).scalars() if zone]
 
 
 def recipients_by(subscriber_id: ColumnElement[int], *before: ColumnElement[Any]) -> Select[Any]:

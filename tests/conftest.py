@@ -5,7 +5,8 @@ that go with them are in `tests/sendgrid_helpers.py`).
 
 The test files mirror the packages: `tests/newsletter/` (with `sending/`, `transports/`,
 `web/`, `cli/`, `sources/`) and `tests/subscribers/`; what they share stays here at the
-root (`helpers.py`, `servers.py`, `sendgrid_standin.py`, `sendgrid_helpers.py`)."""
+root (`helpers.py`, `servers.py`, `sendgrid_standin.py`, `sendgrid_helpers.py`,
+`readers.py`, `sendgrid_scheduled.py`)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .. import store
-from .common import JsonOpt, _print_json, app, console, database, err, handled, settings
+from .. import issues, store
+from .common import JsonOpt, _print_json, app, console, database, err, handled, hours_json, hours_table, settings
 
 
 def _pct(value: float | None) -> str:
@@ -86,14 +86,17 @@ def issue_statistics(
             found_issue = sent[0]
         found = stats.issue_stats(conn, found_issue, section_names=cfg.section_names())
         hours = stats.hourly_activity(conn, found_issue) if chart else []
+        due = issues.deliveries_by_hour(conn, found_issue.id)
     if chart:
         from ..charts import draw_activity
 
         draw_activity(chart, hours, title=f"{cfg.site.name} {found.issue}: first clicks and opens per hour")
     if as_json:
-        _print_json({**_stats_dict(found), "welcomes": welcomes})
+        _print_json({**_stats_dict(found), "welcomes": welcomes, "by_hour": hours_json(due)})
     else:
         console.print(_stats_table(found))
+        if due:
+            console.print(hours_table(due, cfg.site.zone, title="Deliveries by hour (local-time delivery)"))
         links = Table(title="Clicks per article")
         for column in ("article", "section", "clicks", "unique"):
             links.add_column(column, justify="right" if column in ("clicks", "unique") else "left")
