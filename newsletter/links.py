@@ -23,7 +23,7 @@ characters, at most 100 characters); here they still lose `%` (no value may look
 tag) and any control character a row from before that check holds.
 
 A new personal value is added here and in the tables of `models`, nowhere else: the test
-`tests/test_links.py` fails when a tag of either table has no value here.
+`tests/newsletter/test_links.py` fails when a tag of either table has no value here.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ globally deliverable, not the test environment):
 - Lengths: at most 64 characters before the @ and 254 in all, the limits
   `normalize_email` adds; longer ones are left to it, with its error message.
 The result is then the address lowercased, as `normalize_email` returns it. The test
-`tests/test_import_speed_paths.py` checks this on a generated corpus of tricky addresses.
+`tests/subscribers/test_import_speed_paths.py` checks this on a generated corpus of tricky addresses.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, func, insert, select, update
 
 from .errors import InvalidEmailError, InvalidNameError, UnknownSubscriberError
 from .models import (
@@ -208,6 +208,22 @@ def time_zones(conn: Connection) -> list[str]:
     """The time zones readers have chosen (each once; the site's, NULL, left out)."""
     query = select(subscribers.c.timezone).where(subscribers.c.timezone.is_not(None)).distinct()
     return [zone for zone in conn.execute(query).scalars() if zone]
+
+
+def recipients_by(subscriber_id: ColumnElement[int], *before: ColumnElement[Any]) -> Select[Any]:
+    """The query of what a send needs of each subscriber that `subscriber_id` (a column of
+    the caller's table, such as a delivery's) names: the caller's columns `before`, then the
+    subscriber's id (as `subscriber_id`), address, name, token, and whether they may be
+    mailed now (`mailable`, each address looked up in the suppression list: meant for a
+    batch of a thousand rows, not a scan). The caller narrows it (`.where`, `.order_by`)."""
+    return select(
+        *before,
+        subscribers.c.id.label("subscriber_id"),
+        subscribers.c.email,
+        subscribers.c.name,
+        subscribers.c.token,
+        mailable_clause(few=True).label("mailable"),
+    ).join_from(subscriber_id.table, subscribers, subscribers.c.id == subscriber_id)
 
 
 def count_with_status(conn: Connection, status: Status) -> int:

@@ -1,5 +1,12 @@
 """Fixtures shared by every test: databases (SQLite always, PostgreSQL when
-NEWSLETTER_TEST_POSTGRES_URL is set), a local HTTP server, and configuration files."""
+NEWSLETTER_TEST_POSTGRES_URL is set), a local HTTP server, configuration files, and the
+SendGrid stand-in with a feed to build issues from (`standin`, `feed_server`; the helpers
+that go with them are in `tests/sendgrid_helpers.py`).
+
+The test files mirror the packages: `tests/newsletter/` (with `sending/`, `transports/`,
+`web/`, `cli/`, `sources/`) and `tests/subscribers/`; what they share stays here at the
+root (`helpers.py`, `servers.py`, `sendgrid_standin.py`, `sendgrid_helpers.py`,
+`readers.py`, `sendgrid_scheduled.py`)."""
 
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ from sqlalchemy import Engine, text
 
 from newsletter import db
 from newsletter.config import Settings, load_settings
-from tests.servers import LocalServer
+from tests.sendgrid_standin import SendGridStandIn
+from tests.servers import LocalServer, Route
 
 import os
 
@@ -58,6 +66,26 @@ def server() -> Iterator[LocalServer]:
     srv = LocalServer().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def standin() -> Iterator[SendGridStandIn]:
+    """The SendGrid stand-in, taking `sendgrid_helpers.API_KEY`."""
+    from tests.sendgrid_helpers import API_KEY
+
+    srv = SendGridStandIn(API_KEY)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def feed_server(server: LocalServer) -> str:
+    """The URL of a feed of three articles (`sendgrid_helpers.feed`) on the local server."""
+    from tests.sendgrid_helpers import feed
+
+    server.routes["/feed.xml"] = Route(body=feed(), headers={"content-type": "application/rss+xml"})
+    return f"{server.url}/feed.xml"
 
 
 def toml_value(value: Any) -> str:

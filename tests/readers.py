@@ -3,7 +3,7 @@ local-time delivery and recall tests share.
 
 The pharma list of issue 20: London, Boston, Basel and Seoul. Their zones are set in the
 subscribers table directly (the preference page and the imports that set them are
-another part's). The feed is `tests.test_sendgrid.feed`.
+another part's). The feed is `tests.sendgrid_helpers.feed`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Owns: reading and updating `batches` and `deliveries` once planned (`planning` writes
 them). Imports `models`, `tables`, and
-what `subscribers` exports. Callers own the transaction; every state change is meant to
+what `subscribers` exports (a batch's readers are `subscribers.recipients_by`: no join of
+its own on the subscribers' table). Callers own the transaction; every state change is meant to
 be committed on its own, so a crash leaves each batch in a state that says what to do.
 
 Batch states: planned → in_flight → accepted | failed. A delivery row is a recipient of
@@ -28,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, Update, and_, bindparam, case, exists, func, select, update
 
-from subscribers import mailable_clause, subscribers
+from subscribers import recipients_by
 
 from ..models import BatchStatus, DeliveryStatus
 from ..tables import batches, deliveries
@@ -123,17 +124,11 @@ def _claim_next(wanted: tuple[str, ...]) -> Update:
 
 @functools.cache
 def _recipients_of_batch() -> Select[Any]:
+    """A batch's planned deliveries with what the send needs of each reader (from
+    `subscribers.recipients_by`), in delivery order."""
     return (
-        select(
-            deliveries.c.id,
-            subscribers.c.id.label("subscriber_id"),
-            subscribers.c.email,
-            subscribers.c.name,
-            subscribers.c.token,
-            mailable_clause(few=True).label("mailable"),
-            deliveries.c.send_at,
-        )
-        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+        recipients_by(deliveries.c.subscriber_id, deliveries.c.id)
+        .add_columns(deliveries.c.send_at)
         .where(deliveries.c.batch_id == bindparam("batch_id"), deliveries.c.status == DeliveryStatus.PLANNED.value)
         .order_by(deliveries.c.id)
     )

@@ -21,7 +21,7 @@ from newsletter.cli import app
 from newsletter.config import Settings
 from newsletter.demo import demo_subscribers
 from tests.conftest import NOW
-from tests.test_web import ALLOWED_ORIGIN, Site, link_token, make_site, page_text, site  # noqa: F401
+from tests.newsletter.web.test_web import ALLOWED_ORIGIN, Site, link_token, make_site, page_text, site  # noqa: F401
 
 runner = CliRunner()
 SECTIONS = {"news": "News", "events": "Events"}

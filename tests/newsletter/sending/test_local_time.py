@@ -26,7 +26,7 @@ from tests.helpers import outbox_messages
 from tests.readers import EIGHT_AM, SUNDAY_EVENING, add_zoned_readers, build_issue, delivery_states, send_at
 from tests.sendgrid_standin import SendGridStandIn
 from tests.servers import LocalServer, Route
-from tests.test_sendgrid import API_KEY, feed
+from tests.sendgrid_helpers import API_KEY, feed
 
 
 @pytest.fixture

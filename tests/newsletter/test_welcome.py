@@ -28,8 +28,8 @@ from newsletter.web import create_app
 from tests.conftest import NOW
 from tests.helpers import outbox_messages, parts
 from tests.sendgrid_standin import Answer, SendGridStandIn
-from tests.test_smtp import Relay, relay  # noqa: F401  (a real SMTP server, aiosmtpd)
-from tests.test_web import BASE, SECRET, Client, Site
+from tests.newsletter.transports.test_smtp import Relay, relay  # noqa: F401  (a real SMTP server, aiosmtpd)
+from tests.newsletter.web.test_web import BASE, SECRET, Client, Site
 
 DAY = timedelta(days=1)
 API_KEY = "SG.welcome-test-key"
@@ -231,7 +231,7 @@ def test_an_editor_can_send_the_welcome_as_a_test(engine: Engine, make_settings:
 def test_spamassassin_gives_the_welcome_no_points_the_sender_controls(
     welcome_site: Site, tmp_path: Path
 ) -> None:
-    from tests.test_email_checks import assert_no_sender_points
+    from tests.newsletter.test_email_checks import assert_no_sender_points
 
     if shutil.which("spamassassin") is None:
         pytest.skip("Debian's spamassassin is not installed (.ci/run installs it)")

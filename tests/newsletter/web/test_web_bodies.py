@@ -25,8 +25,8 @@ from newsletter.web import create_app
 from newsletter.web.app import ROUTES
 from newsletter.web.preview import PREVIEW_ROUTES, create_preview_app
 from tests.conftest import NOW
-from tests.test_events import Signer
-from tests.test_web import BASE, SECRET, Client, page_text
+from tests.newsletter.test_events import Signer
+from tests.newsletter.web.test_web import BASE, SECRET, Client, page_text
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

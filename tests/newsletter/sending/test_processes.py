@@ -33,7 +33,7 @@ from tests.conftest import LOCAL_NETWORKS, NOW, POSTGRES_URL, write_config
 from tests.helpers import Item, rss
 from tests.sendgrid_standin import Answer, SendGridStandIn
 from tests.servers import LocalServer, Route
-from tests.test_sendgrid import API_KEY, standin  # noqa: F401  (the stand-in fixture)
+from tests.sendgrid_helpers import API_KEY
 
 CHOICES = [("drug-development",), ("manufacturing", "events"), ("drug-development", "manufacturing", "events", "news")]
 SEND = [sys.executable, "-c", "from newsletter.cli import app; app()", "send", "--json"]

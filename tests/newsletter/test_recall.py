@@ -43,7 +43,7 @@ from tests.readers import (
 )
 from tests.sendgrid_standin import SendGridStandIn
 from tests.servers import LocalServer, Route
-from tests.test_sendgrid import API_KEY, feed
+from tests.sendgrid_helpers import API_KEY, feed
 
 #: Monday 07:30 in London: the editor spots the error.
 MONDAY_0730 = datetime(2026, 11, 23, 7, 30, tzinfo=UTC)

@@ -159,7 +159,7 @@ def test_nothing_personal_reaches_any_page_feed_or_file(engine: Engine, make_set
 
 def test_the_web_app_serves_the_archive_with_caching_headers(engine: Engine, make_settings: Callable[..., Settings]) -> None:
     from newsletter.web import create_app
-    from tests.test_web import Client
+    from tests.newsletter.web.test_web import Client
 
     settings = make_settings(security={"secret_key": "archive-test-secret-0123456789"})
     send_weeks(engine, settings, 2)
@@ -198,7 +198,7 @@ def test_archive_pages_are_kept_and_a_new_issue_shows_at_once(engine: Engine, ma
     `CACHE_SECONDS`."""
     from newsletter.web import create_app
     from newsletter.web.archive import CHECK_SECONDS, PageCache
-    from tests.test_web import Client
+    from tests.newsletter.web.test_web import Client
 
     settings = make_settings(security={"secret_key": "archive-test-secret-0123456789"})
     send_weeks(engine, settings, 1)

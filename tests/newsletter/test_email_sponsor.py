@@ -16,8 +16,8 @@ from newsletter.config import Settings
 from newsletter.models import Sponsor
 from tests.conftest import NOW
 from tests.servers import LocalServer, Route
-from tests.test_browser_preview import Preview, browser, browser_only, frame_text, open_page, page, preview, press  # noqa: F401
-from tests.test_drafts import Editor, editor  # noqa: F401  (the fixture)
+from tests.newsletter.web.test_browser_preview import Preview, browser, browser_only, frame_text, open_page, page, preview, press  # noqa: F401
+from tests.newsletter.test_drafts import Editor, editor  # noqa: F401  (the fixture)
 
 
 def rendered(editor: Editor) -> tuple[str, str]:
@@ -81,7 +81,7 @@ def test_a_bad_sponsor_is_refused_naming_the_option(editor: Editor, args: list[s
 def test_the_preflight_checks_the_sponsors_label_and_link(
     engine: Engine, make_settings: Callable[..., Settings], server: LocalServer
 ) -> None:
-    from tests.test_preflight import add_articles, check
+    from tests.newsletter.test_preflight import add_articles, check
 
     add_articles(engine, base=server.url)
     for path in ("/dd", "/mf", "/ev"):

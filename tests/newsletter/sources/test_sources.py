@@ -19,8 +19,8 @@ from newsletter.errors import ConfigError
 from tests.conftest import NOW, write_config
 from tests.helpers import Item, rss
 from tests.servers import LocalServer, Route
-from tests.test_folder import BAD, GOOD, write
-from tests.test_wordpress import WordPressSite, post, three_pages
+from tests.newsletter.sources.test_folder import BAD, GOOD, write
+from tests.newsletter.sources.test_wordpress import WordPressSite, post, three_pages
 
 runner = CliRunner()
 

@@ -15,9 +15,9 @@ import pytest
 
 from newsletter.models import Sponsor
 from newsletter.render import Renderer
-from tests.test_browser_preview import browser  # noqa: F401  (the module's Chromium)
-from tests.test_email_theme import renderer, wcag_contrast
-from tests.test_render import issue_content
+from tests.newsletter.web.test_browser_preview import browser  # noqa: F401  (the module's Chromium)
+from tests.newsletter.test_email_theme import renderer, wcag_contrast
+from tests.newsletter.test_render import issue_content
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")

@@ -35,8 +35,8 @@ from newsletter.tables import batches, delivery_events, recipient_activity
 from newsletter.web import create_app
 from tests.conftest import NOW
 from tests.sendgrid_standin import MailRequest, SendGridStandIn
-from tests.test_sendgrid import API_KEY, add_readers, build, feed_server, send, sendgrid_settings, standin  # noqa: F401
-from tests.test_web import Client
+from tests.sendgrid_helpers import API_KEY, add_readers, build, send, sendgrid_settings
+from tests.newsletter.web.test_web import Client
 
 SECRET = "test-secret-key-0123456789"
 HOOK = "/webhooks/sendgrid"

@@ -15,7 +15,7 @@ from newsletter.models import Batch, OutcomeKind, Recipient, RenderedMessage
 from newsletter.transports import RecallTarget
 from newsletter.transports.sendgrid import SendGridTransport
 from tests.sendgrid_standin import SendGridStandIn
-from tests.test_sendgrid import API_KEY
+from tests.sendgrid_helpers import API_KEY
 
 NOW = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 

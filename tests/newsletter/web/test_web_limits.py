@@ -29,8 +29,8 @@ from sqlalchemy import Engine
 from newsletter.config import Settings
 from newsletter.web import create_app
 from tests.conftest import NOW
-from tests.test_browser import free_port
-from tests.test_web import SECRET, Client
+from tests.newsletter.web.test_browser import free_port
+from tests.newsletter.web.test_web import SECRET, Client
 
 REDIS = "redis://127.0.0.1:6379/0"
 CLI = [sys.executable, "-c", "from newsletter.cli import app; app()"]

@@ -21,7 +21,7 @@ from newsletter.models import TAGS, SectionBlock
 from newsletter.render import IssueContent, Renderer
 from newsletter.theme import build_theme
 from tests.conftest import NOW, write_config
-from tests.test_render import issue_content
+from tests.newsletter.test_render import issue_content
 
 
 def wcag_contrast(first: str, second: str) -> float:

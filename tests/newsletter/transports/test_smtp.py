@@ -40,7 +40,7 @@ from newsletter.tables import batches, deliveries
 from newsletter.transports.smtp import SmtpTransport
 from tests.helpers import Item, parts, rss
 from tests.servers import LocalServer, Route
-from tests.test_outbox import MESSAGE
+from tests.newsletter.transports.test_outbox import MESSAGE
 
 NOW = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
 USER, PASSWORD = "mailer", "s3cret-relay"

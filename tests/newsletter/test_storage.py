@@ -38,10 +38,9 @@ from newsletter.models import FeedItem
 from tests.conftest import NOW, POSTGRES_URL, write_config
 from tests.helpers import outbox_messages
 from tests.sendgrid_standin import SendGridStandIn
-from tests.test_sendgrid import API_KEY
-from tests.test_sendgrid import standin  # noqa: F401  (the fixture)
-from tests.test_trust import add_articles, send_issue, sendgrid_variant, trust_settings, web_client
-from tests.test_web import SECRET, link_token
+from tests.sendgrid_helpers import API_KEY
+from tests.newsletter.test_trust import add_articles, send_issue, sendgrid_variant, trust_settings, web_client
+from tests.newsletter.web.test_web import SECRET, link_token
 
 VICTIM = "storage-victim@example.org"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]

@@ -34,10 +34,9 @@ from newsletter.web import create_app
 from tests.conftest import NOW
 from tests.helpers import outbox_messages, parts
 from tests.sendgrid_standin import SendGridStandIn
-from tests.test_browser import free_port
-from tests.test_sendgrid import standin  # noqa: F401  (the fixture)
-from tests.test_sendgrid import API_KEY
-from tests.test_web import BASE, SECRET, Client, link_token
+from tests.newsletter.web.test_browser import free_port
+from tests.sendgrid_helpers import API_KEY
+from tests.newsletter.web.test_web import BASE, SECRET, Client, link_token
 
 HOSTILE = "<a href=https://phish.example/login><b>URGENT: verify</b></a>"
 INJECTION = "Eve\r\nBcc: x@evil.example"

@@ -26,8 +26,8 @@ from newsletter.demo import prepare_demo
 from newsletter.models import Article
 from tests.conftest import NOW
 from tests.servers import LocalServer, Request, Route
-from tests.test_wordpress import run as ingest
-from tests.test_wordpress import stored as stored_by_url
+from tests.newsletter.sources.test_wordpress import run as ingest
+from tests.newsletter.sources.test_wordpress import stored as stored_by_url
 
 DAY = timedelta(days=1)
 SITE = "https://pharma.example.com"

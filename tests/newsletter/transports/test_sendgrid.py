@@ -1,128 +1,30 @@
-"""The SendGrid transport end to end: real `sendgrid` client → the local stand-in, which
-validates every request against SendGrid's schema and limits. Each answer SendGrid can
-give is played once, and what a reader would get is checked in the recorded requests and
-the ledger."""
+"""The SendGrid transport: what it puts on the wire and how it connects. The real `sendgrid`
+client talks to the local stand-in, which validates every request against SendGrid's
+schema and limits; what a reader would get is checked in the recorded requests.
+"""
 
 from __future__ import annotations
 
 import html
-
 import json
 import logging
 import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
-from typer.testing import CliRunner
+from sqlalchemy import Engine
 
 import subscribers as people
 from newsletter import issues
-from newsletter.cli import app
-from newsletter.config import Settings, load_settings
-from newsletter.sending import SendProgress, SendReport
+from newsletter.config import Settings
 from newsletter.sending.ledger import ledger_summary
-from newsletter.errors import TransportAuthError
-from newsletter.ingest import ingest_feeds
-from newsletter.models import Batch, Issue, Recipient, RenderedMessage
-from newsletter.tables import batches, deliveries
+from newsletter.models import Batch, Recipient, RenderedMessage
 from newsletter.transports.sendgrid import SendGridTransport, mail_body, mail_body_json
 from tests.conftest import NOW
-from tests.helpers import Item, rss
-from tests.sendgrid_standin import Answer, MailRequest, SendGridStandIn, sendgrid_errors
+from tests.sendgrid_standin import Answer, SendGridStandIn
 from tests.servers import LocalServer, Route
-
-API_KEY = "SG.test-key-6f1c0e"
-ALL = ("drug-development", "manufacturing", "supply-chain", "facilities", "insights", "events", "news")
-
-
-@pytest.fixture
-def standin() -> Iterator[SendGridStandIn]:
-    srv = SendGridStandIn(API_KEY)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def sendgrid_settings(make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_url: str, **tables: Any) -> Settings:
-    """Settings that send through the stand-in, with the API key from the environment."""
-    settings = make_settings(
-        feeds=[{"name": "Pharma", "url": feed_url}],
-        delivery={"transport": "sendgrid"},
-        sendgrid={"api_host": standin.url, **tables.pop("sendgrid", {})},
-        **tables,
-    )
-    return load_settings(settings.base_dir / "newsletter.toml", environ={"SENDGRID_API_KEY": API_KEY})
-
-
-def feed() -> bytes:
-    day = timedelta(days=1)
-    return rss([
-        Item("FDA approves oral GLP-1", "https://pharma.example.com/a1", NOW - day, ["FDA Approvals"], guid="a1"),
-        Item("CDMO doubles capacity", "https://pharma.example.com/a2", NOW - 2 * day, ["Manufacturing"], guid="a2"),
-        Item("CPHI highlights", "https://pharma.example.com/a4", NOW - 3 * day, ["Events & Conferences"], guid="a4"),
-    ])
-
-
-def add_readers(engine: Engine, count: int, sections: tuple[str, ...] = ALL, *, start: int = 0, name: str = "Reader") -> None:
-    with engine.begin() as conn:
-        people.upsert_subscribers(
-            conn,
-            [people.NewSubscriber(f"reader{n}@example.com", sections, name=f"{name}{n} Test") for n in range(start, start + count)],
-            now=NOW,
-        )
-
-
-def build(engine: Engine, settings: Settings) -> Issue:
-    ingest_feeds(engine, settings, clock=lambda: NOW)
-    return issues.build_issue(engine, settings, now=NOW).issue
-
-
-def two_segments(engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str,
-                 **sendgrid: Any) -> tuple[Settings, Issue]:
-    """An issue for two readers of drug development and two of manufacturing: two batches."""
-    settings = sendgrid_settings(make_settings, standin, feed_server, sendgrid=sendgrid)
-    add_readers(engine, 2, ("drug-development",))
-    add_readers(engine, 2, ("manufacturing",), start=2)
-    return settings, build(engine, settings)
-
-
-@pytest.fixture
-def feed_server(server: LocalServer) -> str:
-    server.routes["/feed.xml"] = Route(body=feed(), headers={"content-type": "application/rss+xml"})
-    return f"{server.url}/feed.xml"
-
-
-class Sleeps:
-    """Records the waits between retries instead of sleeping through them."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-def send(engine: Engine, settings: Settings, issue: Issue, *, sleeps: Sleeps | None = None, progress: SendProgress | None = None,
-         flags: issues.SendFlags = issues.SendFlags(), after_planning: Callable[[], None] | None = None) -> SendReport:
-    transport = issues.make_transport(settings)
-    try:
-        return issues.send_pending(engine, settings, issue, transport=transport, clock=lambda: NOW, sleep=sleeps or Sleeps(),
-                                   progress=progress, flags=flags, after_planning=after_planning)
-    finally:
-        transport.close()
-
-
-def ledger(engine: Engine) -> list[tuple[int, str, int, str, str]]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
-            select(batches.c.id, batches.c.status, batches.c.status_code, batches.c.message_id, batches.c.error).order_by(batches.c.id)
-        )]
+from tests.sendgrid_helpers import ALL, API_KEY, add_readers, build, ledger, send, sendgrid_settings
 
 
 def test_one_request_per_batch_with_each_readers_values_and_headers(
@@ -186,46 +88,6 @@ def test_one_request_per_batch_with_each_readers_values_and_headers(
     assert send(engine, settings, issue).recipients_sent == 0 and len(standin.mail_requests) == 2
 
 
-def test_a_segment_of_1000_is_one_request_and_1001_is_two(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    settings = sendgrid_settings(make_settings, standin, feed_server)
-    add_readers(engine, 1000, ("drug-development",))
-    add_readers(engine, 1001, ("manufacturing",), start=1000)
-    issue = build(engine, settings)
-
-    report = send(engine, settings, issue)
-
-    assert report.recipients_sent == 2001 and report.complete
-    sizes = sorted(len(r.body["personalizations"]) for r in standin.accepted)
-    assert sizes == [1, 1000, 1000]
-    for request in standin.accepted:
-        addresses = [a.lower() for a in request.recipients]
-        assert len(addresses) == len(set(addresses))
-    assert set(standin.delivered.values()) == {1} and len(standin.delivered) == 2001
-
-
-def test_batches_are_claimed_a_round_at_a_time(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    """Batch ids (the order batches are claimed in) go first batch of every segment, then
-    second of every segment: one round reads its readers from one stretch of the table."""
-    settings = sendgrid_settings(make_settings, standin, feed_server)
-    add_readers(engine, 1001, ("drug-development",))
-    add_readers(engine, 1001, ("manufacturing",), start=1001)
-    issue = build(engine, settings)
-
-    report = send(engine, settings, issue)
-
-    assert report.recipients_sent == 2002 and report.complete
-    with engine.connect() as conn:
-        planned = conn.execute(select(batches.c.segment_id, batches.c.recipients).order_by(batches.c.id)).all()
-    first, second = planned[0].segment_id, planned[1].segment_id
-    assert first != second
-    assert [tuple(row) for row in planned] == [(first, 1000), (second, 1000), (first, 1), (second, 1)]
-    assert set(standin.delivered.values()) == {1} and len(standin.delivered) == 2002
-
-
 def test_the_same_address_is_never_twice_in_one_request(standin: SendGridStandIn) -> None:
     message = RenderedMessage(subject="Weekly", preheader="", html="<p>%%greeting%%</p>", text="%%greeting%%")
     recipients = tuple(
@@ -244,170 +106,6 @@ def test_the_same_address_is_never_twice_in_one_request(standin: SendGridStandIn
     assert standin.limits.problems(body, 100) == [
         ("personalizations", "Each email address in the personalization block should be unique; 1 repeated.")
     ]
-
-
-def test_rate_limit_waits_until_the_reset_time_then_retries(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    import time
-
-    settings = sendgrid_settings(make_settings, standin, feed_server)
-    add_readers(engine, 3)
-    issue = build(engine, settings)
-    reset = int(time.time()) + 30
-    standin.answer_next(
-        Answer(429, {"X-RateLimit-Reset": str(reset)}, sendgrid_errors((None, "too many requests"))),
-        Answer(429, {}, sendgrid_errors((None, "too many requests"))),
-    )
-    sleeps = Sleeps()
-
-    report = send(engine, settings, issue, sleeps=sleeps)
-
-    assert report.recipients_sent == 3 and report.complete
-    assert [r.status for r in standin.mail_requests] == [429, 429, 202]
-    assert 25 <= sleeps.waits[0] <= 30  # until X-RateLimit-Reset
-    assert 0.5 <= sleeps.waits[1] <= 2.0  # no header: backoff with jitter
-    assert set(standin.delivered.values()) == {1}
-
-
-def test_server_errors_timeouts_and_dropped_connections_are_retried(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    settings = sendgrid_settings(make_settings, standin, feed_server, sendgrid={"timeout": 0.5})
-    add_readers(engine, 3)
-    issue = build(engine, settings)
-    standin.answer_next(
-        Answer(500, body=sendgrid_errors((None, "internal error"))),
-        Answer(503, delay=1.5),  # answered after our timeout: no answer for us
-        Answer(drop=True),
-        Answer(503),
-    )
-    sleeps = Sleeps()
-
-    report = send(engine, settings, issue, sleeps=sleeps)
-
-    assert report.recipients_sent == 3 and report.complete
-    assert len(sleeps.waits) == 4
-    assert [round(w) <= 8 for w in sleeps.waits] == [True] * 4
-    assert standin.delivered == Counter({f"reader{n}@example.com": 1 for n in range(3)})
-
-
-def test_a_timeout_after_sendgrid_took_the_request_mails_that_batch_twice(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    """The known cost of retrying timeouts (see docs/sending.md): SendGrid has
-    no idempotency key, so a request it took but answered too late is sent again."""
-    settings = sendgrid_settings(make_settings, standin, feed_server, sendgrid={"timeout": 0.5})
-    add_readers(engine, 2)
-    issue = build(engine, settings)
-    standin.answer_next(Answer(202, delay=1.5, accept=True))
-
-    report = send(engine, settings, issue)
-
-    assert report.recipients_sent == 2 and report.complete
-    assert standin.delivered == Counter({"reader0@example.com": 2, "reader1@example.com": 2})
-
-
-def test_a_stop_request_ends_a_retry_wait_and_leaves_the_batch_to_the_next_run(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    """SendGrid says to come back in a minute; meanwhile the run is asked to stop (SIGTERM,
-    Ctrl-C, the scheduler): it stops waiting at once, and the batch goes back to planned,
-    neither failed nor unknown. The next run sends it, once."""
-    settings = sendgrid_settings(make_settings, standin, feed_server)
-    add_readers(engine, 2)
-    issue = build(engine, settings)
-    standin.answer_next(Answer(429, headers={"X-RateLimit-Reset": str(int(time.time()) + 60)}))
-    stop = threading.Event()
-    threading.Timer(0.3, stop.set).start()
-    transport = issues.make_transport(settings)
-    started = time.monotonic()
-    try:
-        report = issues.send_pending(engine, settings, issue, transport=transport, clock=lambda: NOW, stop=stop)
-    finally:
-        transport.close()
-
-    assert time.monotonic() - started < 5
-    assert report.recipients_sent == 0 and not report.complete and not report.failed_batches and not report.unknown_batches
-    assert [status for _, status, *_ in ledger(engine)] == ["planned"]
-    again = send(engine, settings, issue)
-    assert again.recipients_sent == 2 and again.complete
-    assert standin.delivered == Counter({"reader0@example.com": 1, "reader1@example.com": 1})
-
-
-def test_a_batch_that_keeps_failing_is_failed_and_the_run_goes_on(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    settings, issue = two_segments(engine, make_settings, standin, feed_server, concurrency=1)
-    standin.answer_next(*[Answer(500, body=sendgrid_errors((None, "internal error")))] * 5)
-    sleeps = Sleeps()
-
-    report = send(engine, settings, issue, sleeps=sleeps)
-
-    assert len(report.failed_batches) == 1 and report.recipients_sent == 2 and not report.complete
-    assert "500: internal error" in report.failed_batches[0][1]
-    assert len(sleeps.waits) == 4 and sleeps.waits == sorted(sleeps.waits)
-    assert [status for _, status, *_ in ledger(engine)] == ["failed", "accepted"]
-    # --retry-failed sends only that batch again.
-    retried = send(engine, settings, issue, flags=issues.SendFlags(retry_failed=True))
-    assert retried.recipients_sent == 2 and retried.complete
-    assert set(standin.delivered.values()) == {1} and len(standin.delivered) == 4
-
-
-@pytest.mark.parametrize("status", [400, 413])
-def test_a_rejected_request_is_failed_at_once_with_sendgrids_message(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str, status: int
-) -> None:
-    settings = sendgrid_settings(make_settings, standin, feed_server)
-    add_readers(engine, 2)
-    issue = build(engine, settings)
-    standin.answer_next(Answer(status, body=sendgrid_errors(("personalizations.0.to", "Does not contain a valid address."))))
-
-    report = send(engine, settings, issue)
-
-    assert len(standin.mail_requests) == 1 and report.failed_total == 1
-    assert report.failed_batches[0][1] == f"{status}: personalizations.0.to: Does not contain a valid address."
-    assert ledger(engine)[0][1:3] == ("failed", status)
-
-
-def test_a_refused_api_key_stops_the_run_and_leaves_the_batch_to_send(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    # One request at a time, so that the refused one is the only one made.
-    settings, issue = two_segments(engine, make_settings, standin, feed_server, concurrency=1)
-    standin.answer_next(Answer(403, body=sendgrid_errors((None, "access forbidden"))))
-
-    with pytest.raises(TransportAuthError, match="refused the API key .403: access forbidden.; check SENDGRID_API_KEY"):
-        send(engine, settings, issue)
-
-    assert len(standin.mail_requests) == 1
-    assert [status for _, status, *_ in ledger(engine)] == ["planned", "planned"]
-    assert send(engine, settings, issue).recipients_sent == 4
-
-
-def test_unsubscribes_and_suppressions_after_planning_are_left_out(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    settings = sendgrid_settings(make_settings, standin, feed_server)
-    add_readers(engine, 5)
-    issue = build(engine, settings)
-
-    def leave_after_planning() -> None:
-        """Between planning and the first request, one reader unsubscribes and one bounces."""
-        with engine.begin() as conn:
-            leaver = people.get_subscriber(conn, "reader1@example.com")
-            people.set_status(conn, leaver.id, people.Status.UNSUBSCRIBED, now=NOW)
-            people.suppress(conn, "reader3@example.com", reason="bounce", now=NOW)
-
-    report = send(engine, settings, issue, after_planning=leave_after_planning)
-
-    assert report.planned_recipients == 5
-    assert report.recipients_sent == 3 and report.recipients_skipped == 2
-    assert sorted(standin.delivered) == ["reader0@example.com", "reader2@example.com", "reader4@example.com"]
-    with engine.connect() as conn:
-        summary = ledger_summary(conn, issue.id)
-        assert Counter(conn.execute(select(deliveries.c.status)).scalars()) == Counter({"planned": 3, "skipped": 2})
-    assert (summary["recipients_sent"], summary["recipients_planned"], summary["recipients_skipped"]) == (3, 0, 2)
 
 
 def test_readers_names_reach_sendgrid_exactly_as_stored(
@@ -446,108 +144,6 @@ def test_readers_names_reach_sendgrid_exactly_as_stored(
         assert person["custom_args"] == {"subscriber_id": str(stored[email].id)}
     assert got["reader0@example.com"]["substitutions"]["%%text_first_name%%"] == "Zoë"
     assert got["reader1@example.com"]["substitutions"]["%%first_name%%"] == "Back\\slash"
-
-
-def test_the_cli_exits_non_zero_on_a_failed_batch_and_shows_the_ledger(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    settings, issue = two_segments(engine, make_settings, standin, feed_server, concurrency=1)
-    standin.answer_next(Answer(400, body=sendgrid_errors(("from.email", "The from address does not match a verified Sender Identity."))))
-    runner = CliRunner()
-    env = {"NEWSLETTER_CONFIG": str(settings.base_dir / "newsletter.toml"), "SENDGRID_API_KEY": API_KEY}
-
-    result = runner.invoke(app, ["-v", "send", "--json"], env=env)
-
-    assert result.exit_code == 1, result.output
-    assert "@example.com" not in result.stderr and API_KEY not in result.output + result.stderr
-    report = json.loads(result.stdout)
-    assert report["failed_batches"][0]["error"] == "400: from.email: The from address does not match a verified Sender Identity."
-    assert report["recipients_sent"] == 2 and report["failed_total"] == 1
-
-    status = runner.invoke(app, ["send", "--status", "2026-w48"], env=env)
-    assert status.exit_code == 1
-    assert "failed" in status.stdout and "The from address does not match a verified Sender Identity." in status.stdout
-    as_json = json.loads(runner.invoke(app, ["send", "--status", "2026-w48", "--json"], env=env).stdout)
-    assert as_json["counts"]["accepted"] == 1 and as_json["counts"]["failed"] == 1
-    assert [b["status"] for b in as_json["batches"]] == ["failed", "accepted"]
-
-    again = runner.invoke(app, ["send", "--retry-failed"], env=env)
-    assert again.exit_code == 0, again.output
-    assert len(standin.delivered) == 4 and set(standin.delivered.values()) == {1}
-
-
-def test_the_cli_says_what_is_wrong_in_one_line(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
-) -> None:
-    settings = sendgrid_settings(make_settings, standin, feed_server)
-    add_readers(engine, 2)
-    build(engine, settings)
-    config = str(settings.base_dir / "newsletter.toml")
-    runner = CliRunner()
-
-    wrong_key = runner.invoke(app, ["send"], env={"NEWSLETTER_CONFIG": config, "SENDGRID_API_KEY": "SG.wrong"})
-    assert wrong_key.exit_code == 1
-    # One message (Rich wraps it at the width of the test's pseudo-terminal), no traceback.
-    assert " ".join(wrong_key.stderr.split()) == (
-        f"error: SendGrid at {standin.url} refused the API key (401: The provided authorization grant is invalid, "
-        "expired, or revoked); check SENDGRID_API_KEY and that the key may send mail"
-    )
-    assert "SG.wrong" not in wrong_key.output
-
-    no_key = runner.invoke(app, ["send"], env={"NEWSLETTER_CONFIG": config})
-    assert no_key.exit_code == 2 and " ".join(no_key.stderr.split()) == (
-        'error: delivery.transport is "sendgrid" but no API key is set: export SENDGRID_API_KEY'
-    )
-    unknown = runner.invoke(app, ["send", "--status", "1999-w01"], env={"NEWSLETTER_CONFIG": config})
-    assert unknown.exit_code == 1 and unknown.stderr.startswith("error: no issue '1999-w01'")
-    if engine.dialect.name == "sqlite":
-        worker = runner.invoke(app, ["send", "--worker"], env={"NEWSLETTER_CONFIG": config, "SENDGRID_API_KEY": API_KEY})
-        assert worker.exit_code == 2 and "--worker needs PostgreSQL" in worker.stderr
-    assert standin.delivered == Counter()
-
-
-def test_the_demo_delivers_through_the_configured_api_host(
-    standin: SendGridStandIn, tmp_path: Path
-) -> None:
-    runner = CliRunner()
-    outbox = runner.invoke(app, ["demo", "--folder", str(tmp_path / "outbox-demo"), "--subscribers", "60", "--json"])
-    assert outbox.exit_code == 0, outbox.output
-    env = {"NEWSLETTER_DELIVERY__TRANSPORT": "sendgrid", "NEWSLETTER_SENDGRID__API_HOST": standin.url, "SENDGRID_API_KEY": API_KEY}
-
-    result = runner.invoke(app, ["demo", "--folder", str(tmp_path / "sendgrid-demo"), "--subscribers", "60", "--json"], env=env)
-
-    assert result.exit_code == 0, result.output
-    by_outbox, by_sendgrid = json.loads(outbox.stdout), json.loads(result.stdout)
-    assert by_sendgrid["recipients"] == by_outbox["recipients"] > 0
-    assert by_sendgrid["sections"] == by_outbox["sections"] and by_sendgrid["segments"] == by_outbox["segments"]
-    assert set(standin.delivered.values()) == {1} and len(standin.delivered) == by_outbox["recipients"]
-    sent_by_outbox = {p.stem for p in (tmp_path / "outbox-demo" / "outbox").rglob("*.eml")}
-    assert len(sent_by_outbox) == len(standin.delivered)
-    assert not list((tmp_path / "sendgrid-demo").glob("outbox/*/*"))
-    requests: list[MailRequest] = standin.accepted
-    assert {len(r.body["content"]) for r in requests} == {2}
-
-
-def test_logs_name_ids_never_addresses_tokens_or_the_key(
-    engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str,
-    caplog: pytest.LogCaptureFixture
-) -> None:
-    settings, issue = two_segments(engine, make_settings, standin, feed_server, concurrency=1)
-    standin.answer_next(
-        Answer(500, body=sendgrid_errors((None, "internal error"))),
-        Answer(400, body=sendgrid_errors(("personalizations.0.to.0.email", "Does not contain a valid address."))),
-    )
-    caplog.set_level(logging.DEBUG)
-
-    report = send(engine, settings, issue)
-
-    assert report.failed_total == 1 and report.recipients_sent == 2
-    with engine.connect() as conn:
-        tokens = [people.get_subscriber(conn, f"reader{n}@example.com").token for n in range(4)]
-    logged = caplog.text
-    assert "batch 1: 500: internal error; retrying" in logged and "batch 1 of issue 2026-w48 failed" in logged
-    assert "@example.com" not in logged and API_KEY not in logged
-    assert not any(token in logged for token in tokens)
 
 
 def test_the_quick_check_of_the_stand_in_counts_and_refuses_repeats() -> None:

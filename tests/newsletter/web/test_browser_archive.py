@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 import subscribers as people
 from newsletter.config import Settings
 from tests.helpers import outbox_messages
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, add_articles, pytestmark, send_issue, served  # noqa: F401
+from tests.newsletter.web.test_browser import CHROMIUM, CHROMIUM_ARGS, add_articles, pytestmark, send_issue, served  # noqa: F401
 
 __all__ = ["pytestmark", "served"]
 
