@@ -6,7 +6,7 @@ from another site (127.0.0.2), subscribes without JavaScript and lands on the we
 
 With NEWSLETTER_PAGE_SHOTS=<folder> the test also writes each page's picture at 600 and
 375 px wide there (docs/pages.md shows them:
-`NEWSLETTER_PAGE_SHOTS=docs/pages python -m pytest tests/test_browser_pages.py`).
+`NEWSLETTER_PAGE_SHOTS=docs/pages python -m pytest tests/newsletter/web/test_browser_pages.py`).
 Uses Debian's Chromium at /usr/bin/chromium; never downloads a browser.
 """
 
@@ -33,7 +33,7 @@ import subscribers as people
 from newsletter.cli import app
 from newsletter.config import Settings
 from tests.helpers import free_port, wait_for_http
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SECRET, add_articles, link, send_issue, wait_for_mail
+from tests.newsletter.web.test_browser import CHROMIUM, CHROMIUM_ARGS, SECRET, add_articles, link, send_issue, wait_for_mail
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),

@@ -21,8 +21,8 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.web import create_app
 from newsletter.web.archive import CHECK_SECONDS
-from tests.test_archive import send_later_issue, send_weeks
-from tests.test_web import Client
+from tests.newsletter.test_archive import send_later_issue, send_weeks
+from tests.newsletter.web.test_web import Client
 
 SECRET = {"secret_key": "pages-test-secret-0123456789"}
 BASE = "https://news.example.com"
