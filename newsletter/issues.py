@@ -201,6 +201,9 @@ def send_pending(
     nothing behind. `sleep` waits between retries; `after_planning` is `send_issue`'s
     seam between planning and sending."""
     settled = recall.settle_recall(engine, issue, transport=transport, now=clock())
+    if settled is not None and settled.action == "pause":
+        raise IssueError(f"issue {issue.slug}: an interrupted pause was finished now ({settled.recalled} deliveries held); "
+                         f"nothing was sent. `newsletter resume {issue.slug}` releases them")
     if settled is not None:
         raise IssueError(
             f"issue {issue.slug}: an interrupted recall was finished now ({settled.recalled} deliveries recalled, "

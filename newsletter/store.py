@@ -388,6 +388,20 @@ def set_provider_batch_id(conn: Connection, issue_id: int, value: str | None) ->
     return provider_batch_id(conn, issue_id)
 
 
+def retire_segments(conn: Connection, issue_id: int, mark: str) -> None:
+    """The issue's rendered segments are kept for their batches under a key no send looks
+    up (`<key>~<mark>`), so that the next send renders them anew (after a recall)."""
+    conn.execute(update(segments).where(segments.c.issue_id == issue_id, ~segments.c.key.contains("~"))
+                 .values(key=segments.c.key + f"~{mark}"))
+
+
+def reopen_recalled(conn: Connection, issue_id: int) -> None:
+    """A recalled issue is approved again, unsent and without its provider's batch id: the
+    editors may reopen and correct it, and its next send gets a new batch id."""
+    conn.execute(update(issues).where(issues.c.id == issue_id).values(
+        status=IssueStatus.APPROVED.value, sent_at=None, provider_batch_id=None))
+
+
 def set_issue_status(conn: Connection, issue_id: int, status: IssueStatus, *, now: datetime | None = None) -> None:
     values: dict[str, Any] = {"status": status.value}
     if status is IssueStatus.SENT:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, and_, bindparam, case, exists, func, select, update
+from sqlalchemy import Connection, Select, Update, and_, bindparam, case, exists, func, or_, select, update
 
 from subscribers import recipients_by
 
@@ -346,3 +346,47 @@ def deliveries_by_hour(conn: Connection, issue_id: int) -> list[tuple[datetime, 
         .order_by(deliveries.c.send_at)
     ).all()
     return [(as_utc(at), str(label), int(count)) for at, label, count in rows]
+
+
+# Recall (`recall` asks these): which deliveries are still to come, and marking them.
+
+
+def transports_of(conn: Connection, issue_id: int) -> list[str]:
+    """The transports the issue's batches were sent through, sorted."""
+    return sorted(set(conn.execute(select(batches.c.transport).where(batches.c.issue_id == issue_id).distinct()).scalars()))
+
+
+def batches_not_accepted(conn: Connection, issue_id: int) -> int:
+    """How many of the issue's batches are planned, in flight or failed."""
+    return int(conn.execute(
+        select(func.count()).where(batches.c.issue_id == issue_id, batches.c.status != BatchStatus.ACCEPTED.value)
+    ).scalar_one())
+
+
+def recalled_count(conn: Connection, issue_id: int) -> int:
+    """How many deliveries of the issue are recalled and wait to be sent again."""
+    return int(conn.execute(select(func.count()).where(deliveries.c.issue_id == issue_id,
+                                                       deliveries.c.status == DeliveryStatus.RECALLED.value)).scalar_one())
+
+
+def recall_counts(conn: Connection, issue_id: int, cutoff: datetime) -> tuple[int, int, datetime | None]:
+    """Of the issue's sent deliveries: (those due after `cutoff`, those due by then or at
+    once, the last time one is due). Called once every batch is accepted."""
+    sent = and_(deliveries.c.issue_id == issue_id, deliveries.c.status == DeliveryStatus.PLANNED.value)
+    later = deliveries.c.send_at > cutoff
+    stoppable = conn.execute(select(func.count()).where(sent, later)).scalar_one()
+    due = conn.execute(select(func.count()).where(sent, or_(deliveries.c.send_at.is_(None), ~later))).scalar_one()
+    last = conn.execute(select(func.max(deliveries.c.send_at)).where(sent)).scalar()
+    return int(stoppable), int(due), last
+
+
+def mark_recalled(conn: Connection, issue_id: int, cutoff: datetime) -> int:
+    """The issue's sent deliveries due after `cutoff` are recalled, and counted so in their
+    batches (`batches.recalled`); how many."""
+    chosen = and_(deliveries.c.issue_id == issue_id, deliveries.c.status == DeliveryStatus.PLANNED.value,
+                  deliveries.c.send_at > cutoff)
+    per_batch = conn.execute(select(deliveries.c.batch_id, func.count()).where(chosen).group_by(deliveries.c.batch_id)).all()
+    conn.execute(update(deliveries).where(chosen).values(status=DeliveryStatus.RECALLED.value))
+    for batch_id, count in per_batch:
+        conn.execute(update(batches).where(batches.c.id == batch_id).values(recalled=batches.c.recalled + count))
+    return sum(int(count) for _, count in per_batch)

@@ -2,9 +2,10 @@
 them in the ledger so that a corrected issue reaches exactly those readers.
 
 Owns: `RecallPlan`, `RecallReport`, `plan_recall`, `recall_issue`, `resume_issue`,
-`pending_recall`, `settle_recall`, `recalled_at`, and the `recalls` table's rows.
-Imports `store`, `tables`, `models`, `errors`, `transports` (the registry and
-`Recalling`); nothing above.
+`pending_recall`, `settle_recall`, `recalled_at`, and the `recalls` table. Asks `ledger`
+for the deliveries and batches, `store` for the issue and its segments. Imports `store`,
+`tables`, `models`, `errors`, `transports` (the registry and `Recalling`) and `ledger`;
+nothing above.
 
 A recall runs in three steps, each committed: a row of `recalls` says "asked" (with the
 cutoff: copies due after it are the ones stopped); the transport is asked (SendGrid:
@@ -26,13 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from .. import store
 from ..errors import RecallError, RecallRefusedError
-from ..models import BatchStatus, Issue, IssueStatus
-from ..tables import batches, deliveries, issues, recalls, segments
+from ..models import Issue
+from ..tables import recalls
 from ..transports import RecallTarget, Transport, capabilities, recalling
+from . import ledger
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def recalled_at(conn: Connection, issue_id: int) -> datetime | None:
 def _sent_by(conn: Connection, issue: Issue, transport: Transport) -> str:
     """The transport that sent the issue, once checked that it can recall and is the one
     configured; `RecallError` naming the issue and the reason otherwise."""
-    names = sorted(set(conn.execute(select(batches.c.transport).where(batches.c.issue_id == issue.id).distinct()).scalars()))
+    names = ledger.transports_of(conn, issue.id)
     if not names:
         raise RecallError(f"issue {issue.slug} was never sent: nothing to recall")
     for name in names:
@@ -102,16 +104,6 @@ def _sent_by(conn: Connection, issue: Issue, transport: Transport) -> str:
         raise RecallError(f"issue {issue.slug} was sent through {', '.join(names)} but delivery.transport is {transport.name}: "
                           "recall it through the transport that sent it")
     return transport.name
-
-
-def _counts(conn: Connection, issue_id: int, cutoff: datetime) -> tuple[int, int, datetime | None]:
-    """(deliveries due after `cutoff`, deliveries sent and due by then, the last due time)."""
-    sent = and_(deliveries.c.issue_id == issue_id, deliveries.c.status == "planned")
-    later = deliveries.c.send_at > cutoff
-    stoppable = conn.execute(select(func.count()).where(sent, later)).scalar_one()
-    due = conn.execute(select(func.count()).where(sent, or_(deliveries.c.send_at.is_(None), ~later))).scalar_one()
-    last = conn.execute(select(func.max(deliveries.c.send_at)).where(sent)).scalar()
-    return int(stoppable), int(due), last
 
 
 def plan_recall(engine: Engine, issue: Issue, *, transport: Transport, action: str, now: datetime) -> RecallPlan:
@@ -125,23 +117,20 @@ def plan_recall(engine: Engine, issue: Issue, *, transport: Transport, action: s
         can = capabilities(name)
         if action == PAUSE and not can.pause:
             raise RecallError(f"issue {issue.slug}: the {name} transport cannot pause a send; recall it instead")
-        waiting = conn.execute(
-            select(func.count()).where(batches.c.issue_id == issue.id, batches.c.status != BatchStatus.ACCEPTED.value)
-        ).scalar_one()
+        waiting = ledger.batches_not_accepted(conn, issue.id)
         if waiting:
             raise RecallError(f"issue {issue.slug} has {waiting} batch(es) not yet accepted (planned, in flight or failed): "
                               "finish its send first (`newsletter send`), then recall it")
         pending = pending_recall(conn, issue.id)
         if pending is not None:
-            stoppable, due, _ = _counts(conn, issue.id, pending.cutoff)
+            stoppable, due, _ = ledger.recall_counts(conn, issue.id, pending.cutoff)
             return RecallPlan(issue, pending.action, name, pending.provider_batch_id, pending.cutoff, stoppable, due,
                               can.recall_margin, pending.id)
         paused = _row(conn, issue.id, DONE, UNDONE)
         if action == PAUSE and paused is not None and paused.action == PAUSE and paused.state == DONE:
             raise RecallError(f"issue {issue.slug} is paused already: `newsletter resume {issue.slug}` or "
                               f"`newsletter recall {issue.slug}` to cancel it")
-        stopped = conn.execute(select(func.count()).where(deliveries.c.issue_id == issue.id,
-                                                          deliveries.c.status == "recalled")).scalar_one()
+        stopped = ledger.recalled_count(conn, issue.id)
         if stopped:
             raise RecallError(f"issue {issue.slug} was recalled already ({stopped} deliveries): reopen the draft, correct it, "
                               "approve it and send it to reach those readers")
@@ -149,7 +138,7 @@ def plan_recall(engine: Engine, issue: Issue, *, transport: Transport, action: s
         if not batch_id:
             raise RecallError(f"issue {issue.slug} was sent without a {name} batch id, so it cannot be recalled")
         cutoff = now + can.recall_margin
-        stoppable, due, last = _counts(conn, issue.id, cutoff)
+        stoppable, due, last = ledger.recall_counts(conn, issue.id, cutoff)
     if not stoppable:
         when = f" (the last at {last:%Y-%m-%d %H:%M} UTC)" if last else ""
         raise RecallError(f"issue {issue.slug}: all {due} deliveries are already due or delivered{when}; nothing left to "
@@ -189,19 +178,13 @@ def recall_issue(engine: Engine, plan: RecallPlan, *, transport: Transport, now:
 
 def _finish(conn: Connection, issue: Issue, row_id: int, action: str, cutoff: datetime, *, now: datetime) -> tuple[int, int]:
     """The ledger's side of a recall the provider took, in the caller's transaction."""
-    stoppable, due, _ = _counts(conn, issue.id, cutoff)
+    stoppable, due, _ = ledger.recall_counts(conn, issue.id, cutoff)
     if action == CANCEL:
-        chosen = and_(deliveries.c.issue_id == issue.id, deliveries.c.status == "planned", deliveries.c.send_at > cutoff)
-        per_batch = conn.execute(select(deliveries.c.batch_id, func.count()).where(chosen).group_by(deliveries.c.batch_id)).all()
-        conn.execute(update(deliveries).where(chosen).values(status="recalled"))
-        for batch_id, count in per_batch:
-            conn.execute(update(batches).where(batches.c.id == batch_id).values(recalled=batches.c.recalled + count))
-        # The corrected issue is rendered anew: the old segments keep their rows (their
-        # batches point at them) under a key no new send looks up.
-        conn.execute(update(segments).where(segments.c.issue_id == issue.id, ~segments.c.key.contains("~recalled-"))
-                     .values(key=segments.c.key + f"~recalled-{row_id}"))
-        conn.execute(update(issues).where(issues.c.id == issue.id).values(
-            status=IssueStatus.APPROVED.value, sent_at=None, provider_batch_id=None))
+        ledger.mark_recalled(conn, issue.id, cutoff)
+        # The corrected issue is rendered anew (`store.retire_segments`) and sent with a
+        # new batch id, once approved again.
+        store.retire_segments(conn, issue.id, f"recalled-{row_id}")
+        store.reopen_recalled(conn, issue.id)
         # A pause the cancel replaced is over.
         conn.execute(update(recalls).where(recalls.c.issue_id == issue.id, recalls.c.action == PAUSE, recalls.c.state == DONE)
                      .values(state=UNDONE))

@@ -247,9 +247,9 @@ def test_sendgrid_refusing_an_eleventh_held_batch_leaves_the_ledger_as_it_was(
     assert ledger_snapshot(engine, issue) == before
 
 
-@pytest.mark.parametrize("settle_with", ["recall", "send"])
+@pytest.mark.parametrize(("action", "settle_with"), [("cancel", "recall"), ("cancel", "send"), ("pause", "send")])
 def test_a_crash_after_sendgrid_took_the_cancel_is_settled_by_the_next_run(
-    engine: Engine, sendgrid: Settings, standin: SendGridStandIn, clock: Clock, settle_with: str
+    engine: Engine, sendgrid: Settings, standin: SendGridStandIn, clock: Clock, action: str, settle_with: str
 ) -> None:
     # A real `newsletter recall` process is killed while SendGrid's answer is on its way:
     # it runs on real time, so the stand-in and the send do too.
@@ -262,7 +262,8 @@ def test_a_crash_after_sendgrid_took_the_cancel_is_settled_by_the_next_run(
     log = sendgrid.base_dir / "recall.log"
     with log.open("wb") as output:
         child = subprocess.Popen([sys.executable, "-m", "newsletter", "--config", str(sendgrid.base_dir / "newsletter.toml"),
-                                  "recall", issue.slug], env=env, stdout=output, stderr=subprocess.STDOUT)
+                                  "recall", issue.slug, *(["--pause"] if action == "pause" else [])],
+                                 env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
             taken = standin.hold_taken.wait(60)
         finally:
@@ -279,15 +280,18 @@ def test_a_crash_after_sendgrid_took_the_cancel_is_settled_by_the_next_run(
         report = recall(engine, sendgrid, issue, now)
         assert report.settled_earlier
     else:
-        with pytest.raises(IssueError, match=f"issue {issue.slug}: an interrupted recall was finished now"):
+        said = "an interrupted recall was finished now" if action == "cancel" else "an interrupted pause was finished now"
+        with pytest.raises(IssueError, match=f"issue {issue.slug}: {said}"):
             send_at(engine, sendgrid, issue, now)
 
-    # The ledger agrees with SendGrid: the copies it cancelled are recalled, no more.
-    cancelled = {email for email, _, fate in standin.fates(now + timedelta(days=2)) if fate == "cancelled"}
+    # The ledger agrees with SendGrid: the copies it cancelled are recalled, no more; a
+    # pause holds copies and changes no delivery.
+    held = {email for email, _, fate in standin.fates(now + timedelta(days=2)) if fate in ("cancelled", "paused")}
     states = delivery_states(engine, issue)
-    assert cancelled and {e for e, (s, _) in states.items() if s == "recalled"} == cancelled
+    recalled = {e for e, (s, _) in states.items() if s == "recalled"}
+    assert held and recalled == (held if action == "cancel" else set())
     with engine.connect() as conn:
-        assert conn.execute(select(recalls.c.state)).scalars().all() == ["done"]
+        assert conn.execute(select(recalls.c.action, recalls.c.state)).all() == [(action, "done")]
     assert [a for a in standin.api_requests if a[0] == "POST" and a[1] == "/v3/user/scheduled_sends"] == [
         ("POST", "/v3/user/scheduled_sends", 201)]
 
