@@ -56,6 +56,9 @@ def _commands(group: typing.Any, prefix: str) -> typing.Iterator[tuple[str, typi
     for name in sorted(group.commands):
         command = group.commands[name]
         if hasattr(command, "commands"):
+            # A group that also runs by itself (`newsletter preview`) is a command too.
+            if getattr(command, "invoke_without_command", False):
+                yield f"{prefix} {name}", command
             yield from _commands(command, f"{prefix} {name}")
         else:
             yield f"{prefix} {name}", command

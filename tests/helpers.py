@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -10,6 +13,8 @@ from email.parser import BytesParser
 from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+import httpx
 
 
 @dataclass
@@ -60,3 +65,16 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     html = message.get_body(("html",))
     assert text is not None and html is not None
     return text.get_content(), html.get_content()
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path, *, seconds: float = 20) -> None:
+    """Wait until the server `process` started answers `url`/healthz; fails with its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
