@@ -13,6 +13,7 @@ point at the local test server, so the link checks never leave the machine.
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,11 +25,13 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+import subscribers as people
 from newsletter import drafts, issues
 from newsletter.config import Settings
 from newsletter.models import IssueStatus
 from newsletter.screenshots import CHROMIUM_ARGS
 from newsletter.web.desk.auth import hash_password
+from tests.conftest import NOW
 from tests.desk_support import Desk, draft_settings, free_port, running_desk
 from tests.helpers import outbox_messages, parts, wait_until_healthy
 from tests.servers import LocalServer
@@ -115,9 +118,6 @@ def test_the_email_comes_first_beside_the_articles(desk: Desk, page: Any) -> Non
 
     open_desk(page, desk.url)
     expect(page.get_by_role("heading", name="Issue 2026-w48: draft")).to_be_visible()
-    if os.environ.get("DESK_SHOTS"):
-        expect(page.locator("#links")).to_have_text("Links: all answer", timeout=15_000)
-        page.screenshot(path=os.environ["DESK_SHOTS"] + "/desk-1280.png")
     inbox = page.get_by_label("Inbox")
     expect(inbox).to_contain_text("Pharma Weekly: Trial meets its endpoint")
     for title in ("Desktop (600 px)", "Mobile (375 px)"):
@@ -388,3 +388,29 @@ def test_a_weeks_issue_from_draft_to_approved_and_test_sent_without_the_terminal
         log_entries = drafts.entries(conn, draft.issue.id)
     assert [e.action for e in log_entries][:4] == ["approved", "test sent", "excluded", "pinned"]
     assert {e.origin for e in log_entries[:5]} == {"desk"}
+
+
+def test_screenshots_at_1280_and_375_light_and_dark(desk: Desk, browser: Any, engine: Engine, tmp_path: Path) -> None:
+    """The desk's first screen as docs/desk.md shows it; DESK_SHOTS=<folder> keeps the PNGs."""
+    from playwright.sync_api import expect
+
+    drafts.set_intro(engine, "Obesity data, a new plant and **two events** this week.")
+    choices = [("drug-development",), ("drug-development", "events"), ("manufacturing",), ("events",)] * 310
+    with engine.begin() as conn:
+        people.upsert_subscribers(conn, [people.NewSubscriber(f"reader{n}@example.com", sections)
+                                         for n, sections in enumerate(choices)], now=NOW)
+    drafts.pin(engine, desk.settings, desk.article_id(engine, "Phase II data in obesity"), now=NOW)
+    folder = Path(os.environ.get("DESK_SHOTS") or tmp_path)
+    for width, height in ((1280, 800), (375, 812)):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
+            page = context.new_page()
+            open_desk(page, f"{desk.url}/?scheme={scheme}")
+            expect(page.locator("#links")).to_have_text("Links: all answer", timeout=15_000)
+            expect(frame_text(page, "Mobile (375 px)")).to_contain_text("Phase II data in obesity")
+            path = folder / f"desk-{width}-{scheme}.png"
+            page.screenshot(path=str(path))
+            context.close()
+            png = path.read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            assert struct.unpack(">II", png[16:24]) == (width, height)
