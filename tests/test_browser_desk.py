@@ -218,10 +218,10 @@ def test_texts_with_live_preview_and_counters(desk: Desk, page: Any) -> None:
     # The frames show the typed intro before it is saved.
     expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Hello editors, a short week.")
     page.get_by_label("Subject", exact=True).fill("S" * 151)
-    expect(page.locator('output[data-for="subject"]')).to_have_class("count over")
-    expect(page.locator('output[data-for="subject"]')).to_have_text("151 / 70")
+    expect(page.locator('.count[data-for="subject"]')).to_have_class("count over")
+    expect(page.locator('.count[data-for="subject"]')).to_have_text("151 / 150")
     page.get_by_label("Subject", exact=True).fill("GLP-1, a new plant and CPHI")
-    expect(page.locator('output[data-for="subject"]')).to_have_text("27 / 70")
+    expect(page.locator('.count[data-for="subject"]')).to_have_text("27 / 70")
     expect(page.locator("#inbox-subject")).to_have_text("GLP-1, a new plant and CPHI")
     page.get_by_label("Preheader").fill("What moved in pharma this week")
     press(page, "Save texts")

@@ -158,6 +158,7 @@ async def _refused(ctx: DeskContext, request: Request, action: str, fields: Form
         if isinstance(exc, ConflictError):
             problem += " Your text is kept in the form below; save again to replace the other change with it."
     testers = one(fields, "to", limit=2000) if action == "test" else None
-    item = {k: one(fields, k, limit=4000) for k in ("title", "link", "section", "summary", "image")} if action == "add" else None
+    keys = {"add": ("title", "link", "section", "summary", "image"), "sponsor": ("label", "text", "url", "image", "after")}
+    item = {"form": action, **{k: one(fields, k, limit=4000) for k in keys[action]}} if action in keys else None
     context = await run_in_threadpool(build_page, ctx, request, problem=problem, texts=texts, testers=testers, item=item)
     return render_page(ctx, context, status=status)

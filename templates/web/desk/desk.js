@@ -43,7 +43,8 @@
     const field = document.getElementById(output.dataset.for);
     const n = field.value.length;
     const warn = Number(output.dataset.warn || 0), max = Number(output.dataset.max);
-    output.textContent = n.toLocaleString("en") + " / " + (warn || max).toLocaleString("en");
+    // Against what inboxes show, then, once past it, against what the preflight takes.
+    output.textContent = n.toLocaleString("en") + " / " + (warn && n <= warn ? warn : max).toLocaleString("en");
     output.classList.toggle("warn", warn > 0 && n > warn && n <= max);
     output.classList.toggle("over", n > max);
     output.title = warn ? "inboxes show about " + warn + "; the preflight refuses over " + max : "at most " + max;
@@ -60,7 +61,7 @@
     document.getElementById("typed").hidden = false;
   }
   if (form) {
-    const outputs = Array.from(form.querySelectorAll("output.count"));
+    const outputs = Array.from(form.querySelectorAll(".count"));
     outputs.forEach(count);
     form.addEventListener("input", () => {
       dirty = true;
