@@ -8,6 +8,7 @@ shown by `newsletter draft log`, and `newsletter preview set-password`."""
 from __future__ import annotations
 
 import json
+import uuid
 from html import unescape
 import tomllib
 from collections.abc import Callable
@@ -230,3 +231,25 @@ def test_the_old_password_setting_says_where_it_moved(tmp_path: Path) -> None:
     config.write_text('[preview]\npassword = "hunter2hunter2"\n')
     with pytest.raises(ConfigError, match=r"preview.password: moved: write it as \[preview\] password_hash"):
         load_settings(config, environ={})
+
+
+def test_wrong_passwords_are_counted_in_redis_across_restarts(
+    make_settings: Callable[..., Settings], engine: Engine, tmp_path: Path, server: LocalServer
+) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    site = {"name": "Pharma Weekly", "base_url": f"https://{uuid.uuid4().hex}.example.com", "timezone": "Europe/London"}
+    settings, _ = draft_settings(make_settings, engine, tmp_path, server, site=site,
+                                 web={"rate_limit_storage": "redis://127.0.0.1:6379/0"},
+                                 preview={"password_hash": hash_password(PASSWORD)})
+    answers = []
+    for _ in range(2):  # the desk restarted: a new app, the same count
+        client = Client(create_desk_app(settings, host="0.0.0.0", engine=engine), base_url="http://desk.example")
+        for _ in range(3):
+            csrf = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+            answers.append(client.post("/login", data={"csrf": csrf, "password": "wrong"}).status_code)
+    assert answers == [401] * 5 + [429]

@@ -23,6 +23,7 @@ from starlette.requests import Request
 
 from ... import drafts, issues
 from ...config import Settings
+from ...errors import ConfigError
 from ...preflight import Finding, LinkChecker
 from ...render import builtin_templates
 from ..forms import CsrfSigner
@@ -113,11 +114,18 @@ def desk_context(settings: Settings, *, engine: Engine | None, clock: Callable[[
     if settings.templates.folder:
         folders.insert(0, settings.path(settings.templates.folder))
     hours = settings.preview.session_hours
+    if counters is None:
+        # Counted where the web app counts (Redis when configured), so restarts of the desk
+        # and several desks behind one address do not reset the count of wrong passwords.
+        try:
+            counters = Counters(settings.web.rate_limit_storage, namespace=settings.site.base_url + "#desk")
+        except ValueError as exc:
+            raise ConfigError(f"web.rate_limit_storage: {exc}") from None
     return DeskContext(
         settings=settings, engine=engine or issues.open_database(settings), pages=issues.page_environment(settings),
         csrf=CsrfSigner(secrets.token_urlsafe(32), max_age=int(hours * 3600)),
         sessions=Sessions(secrets.token_urlsafe(32), max_age=int(hours * 3600)) if settings.preview.password_hash else None,
-        logins=RateLimiter(limit=5, window=300, name="desk-login", counters=counters or Counters()),
+        logins=RateLimiter(limit=5, window=300, name="desk-login", counters=counters),
         links=LinkChecks(drafts.link_checker(settings, ttl=300)),
         watch=tuple(f for f in folders if f.is_dir()), clock=clock,
     )
