@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from sqlalchemy import Engine
 
@@ -26,6 +27,7 @@ from newsletter import drafts, store
 from newsletter.config import Settings
 from newsletter.models import FeedItem
 from newsletter.render import builtin_templates
+from newsletter.screenshots import CHROMIUM_ARGS
 from newsletter.web.desk import create_desk_app
 from tests.conftest import NOW
 from tests.servers import LocalServer, Route
@@ -34,6 +36,7 @@ TITLES = {"dd": "Trial meets its endpoint", "mf": "New bioreactor plant", "ev": 
           "d2": "Phase II data in obesity", "e2": "GMP webinar announced"}
 CATEGORIES = {"dd": "Clinical Trials", "mf": "Manufacturing", "ev": "Events", "d2": "Clinical Trials", "e2": "Events"}
 LOCAL = "http://127.0.0.1:8100"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def free_port() -> int:
@@ -133,3 +136,44 @@ def running_desk(settings: Settings, engine: Engine, port: int, templates: Path)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS))
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    yield context.new_page()
+    context.close()
+
+
+def open_desk(page: Any, url: str) -> None:
+    """Open the desk and wait until its live reload answers."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.locator("#live")).to_have_text("live reload: on")
+
+
+def press(page: Any, name: str) -> None:
+    """Press a button from the keyboard: focus it, then Enter."""
+    page.get_by_role("button", name=name, exact=True).focus()
+    page.keyboard.press("Enter")
+
+
+def done(page: Any, text: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("p.notice")).to_have_text(text)
+
+
+def frame_text(page: Any, title: str) -> Any:
+    return page.frame_locator(f'iframe[title="{title}"]').locator("body")

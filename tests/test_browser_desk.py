@@ -29,14 +29,24 @@ import subscribers as people
 from newsletter import drafts, issues
 from newsletter.config import Settings
 from newsletter.models import IssueStatus
-from newsletter.screenshots import CHROMIUM_ARGS
 from newsletter.web.desk.auth import hash_password
 from tests.conftest import NOW
-from tests.desk_support import Desk, draft_settings, free_port, running_desk
+from tests.desk_support import (  # noqa: F401  (browser and page are fixtures)
+    CHROMIUM,
+    Desk,
+    browser,
+    done,
+    draft_settings,
+    frame_text,
+    free_port,
+    open_desk,
+    page,
+    press,
+    running_desk,
+)
 from tests.helpers import outbox_messages, parts, wait_until_healthy
 from tests.servers import LocalServer
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")]
 PASSWORD = "correct horse battery staple"
@@ -49,47 +59,6 @@ def desk(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Path,
                                          preview={"port": port, "test_recipients": ["editor@example.com"], "link_timeout": 2})
     with running_desk(settings, engine, port, templates) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS))
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    yield context.new_page()
-    context.close()
-
-
-def open_desk(page: Any, url: str) -> None:
-    """Open the desk and wait until its live reload answers."""
-    from playwright.sync_api import expect
-
-    page.goto(url)
-    expect(page.locator("#live")).to_have_text("live reload: on")
-
-
-def press(page: Any, name: str) -> None:
-    """Press a button from the keyboard: focus it, then Enter."""
-    page.get_by_role("button", name=name, exact=True).focus()
-    page.keyboard.press("Enter")
-
-
-def done(page: Any, text: str) -> None:
-    from playwright.sync_api import expect
-
-    expect(page.locator("p.notice")).to_have_text(text)
-
-
-def frame_text(page: Any, title: str) -> Any:
-    return page.frame_locator(f'iframe[title="{title}"]').locator("body")
 
 
 def test_send(page: Any, desk: Desk, to: str = "editor@example.com") -> EmailMessage:

@@ -15,7 +15,7 @@ import pytest
 
 from newsletter.models import Sponsor
 from newsletter.render import Renderer
-from tests.test_browser_desk import browser  # noqa: F401  (the module's Chromium)
+from tests.desk_support import browser  # noqa: F401  (the module's Chromium)
 from tests.test_email_theme import renderer, wcag_contrast
 from tests.test_render import issue_content
 

@@ -16,8 +16,8 @@ from newsletter.config import Settings
 from newsletter.models import Sponsor
 from tests.conftest import NOW
 from tests.servers import LocalServer, Route
-from tests.desk_support import Desk
-from tests.test_browser_desk import CHROMIUM, browser, desk, frame_text, open_desk, page, press  # noqa: F401
+from tests.desk_support import CHROMIUM, Desk, browser, frame_text, open_desk, page, press  # noqa: F401
+from tests.test_browser_desk import desk  # noqa: F401
 
 browser_only = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
 from tests.test_drafts import Editor, editor  # noqa: F401  (the fixture)
