@@ -133,6 +133,24 @@ def test_reorder_with_the_buttons_and_by_drag_and_drop(desk: Desk, page: Any, en
     assert titles.index(first) < titles.index(second)
 
 
+def test_without_javascript_every_button_is_a_plain_form(desk: Desk, browser: Any, engine: Engine) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(desk.url)
+    press(page, "Move down Congress preview")
+    done(page, "The article is moved down.")
+    press(page, "Pin as lead New bioreactor plant")
+    done(page, "The article is pinned: it leads the issue.")
+    page.get_by_label("Subject", exact=True).fill("Without a script")
+    press(page, "Save texts")
+    done(page, "The subject, preheader and intro are saved.")
+    context.close()
+    draft = drafts.current_draft(engine, desk.settings)
+    events = [a.article.title for a in draft.articles if a.section == "events"]
+    assert events == ["GMP webinar announced", "Congress preview"]
+    assert draft.lead_id == desk.article_id(engine, "New bioreactor plant") and draft.issue.subject == "Without a script"
+
+
 def test_pin_as_lead_exclude_and_move_to_another_section(desk: Desk, page: Any, engine: Engine) -> None:
     from playwright.sync_api import expect
 
