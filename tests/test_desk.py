@@ -8,6 +8,7 @@ shown by `newsletter draft log`, and `newsletter preview set-password`."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from html import unescape
 import tomllib
@@ -253,3 +254,28 @@ def test_wrong_passwords_are_counted_in_redis_across_restarts(
             csrf = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
             answers.append(client.post("/login", data={"csrf": csrf, "password": "wrong"}).status_code)
     assert answers == [401] * 5 + [429]
+
+
+def test_of_two_saves_at_the_same_instant_exactly_one_wins(settings: Settings, engine: Engine) -> None:
+    version = drafts.current_draft(engine, settings).version
+    start = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def save(subject: str) -> None:
+        start.wait()
+        try:
+            drafts.set_subject(engine, subject, origin="desk", expect=version, now=NOW)
+            outcomes[subject] = "saved"
+        except ConflictError as exc:
+            outcomes[subject] = str(exc)
+
+    threads = [threading.Thread(target=save, args=(s,)) for s in ("One", "Two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    (winner,) = [s for s, outcome in outcomes.items() if outcome == "saved"]
+    (loser,) = [outcome for outcome in outcomes.values() if outcome != "saved"]
+    assert f"subject set ('{winner}') on the desk at 09:00:00 UTC came first and stays" in loser
+    draft = drafts.current_draft(engine, settings)
+    assert draft.issue.subject == winner and draft.version == version + 1
