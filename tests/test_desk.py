@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from html import unescape
 import tomllib
@@ -31,7 +32,7 @@ from newsletter.web.limits import Counters
 from tests.conftest import NOW
 from tests.desk_support import Client, article_id, draft_settings
 from tests.helpers import outbox_messages
-from tests.servers import LocalServer
+from tests.servers import LocalServer, Route
 
 PASSWORD = "correct horse battery staple"
 runner = CliRunner()
@@ -279,3 +280,21 @@ def test_of_two_saves_at_the_same_instant_exactly_one_wins(settings: Settings, e
     assert f"subject set ('{winner}') on the desk at 09:00:00 UTC came first and stays" in loser
     draft = drafts.current_draft(engine, settings)
     assert draft.issue.subject == winner and draft.version == version + 1
+
+
+def test_slow_links_do_not_hold_the_page_up(settings: Settings, engine: Engine, server: LocalServer) -> None:
+    # Every article link takes 1.5 s to answer, one of them with a 404.
+    for tag in ("dd", "mf", "ev", "d2"):
+        server.routes[f"/{tag}"] = Route(200, b"ok", delay=1.5)
+    server.routes["/e2"] = Route(404, b"gone", delay=1.5)
+    client = Client(create_desk_app(settings, engine=engine))
+    page = client.get("/")
+    # The page is there while the links are still being asked.
+    assert page.status_code == 200 and "Links: being checked in the background" in page.text
+    assert client.get("/links").json() == {"done": False, "warnings": []}
+    deadline = time.monotonic() + 20
+    while not (found := client.get("/links").json())["done"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    (warning,) = found["warnings"]
+    assert "'GMP webinar announced'" in warning and "answered 404" in warning
