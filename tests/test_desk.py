@@ -298,3 +298,6 @@ def test_slow_links_do_not_hold_the_page_up(settings: Settings, engine: Engine, 
         time.sleep(0.2)
     (warning,) = found["warnings"]
     assert "'GMP webinar announced'" in warning and "answered 404" in warning
+    # Once in, the page shows them itself (no script needed).
+    page = client.get("/")
+    assert "Links: 1 not answering" in page.text and "answered 404" in page.text and "1 warning<" in page.text

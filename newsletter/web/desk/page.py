@@ -67,7 +67,8 @@ def _testers(request: Request, ctx: DeskContext) -> str:
 def build_page(ctx: DeskContext, request: Request, *, problem: str = "", texts: dict[str, str] | None = None,
                testers: str | None = None, item: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything the page shows; runs in a thread (database, render). The link checks are
-    only started here: their results come later (`/links`)."""
+    started here and never waited for: shown when they are already in, else the page's
+    script asks `/links` until they are."""
     version = ctx.version()
     common = {"version": version, "problem": problem, "csrf": ctx.csrf.issue("desk", editor_of(request), 0, now=ctx.now()),
               "login": ctx.sessions is not None, "site": ctx.settings.site, "login_form": False}
@@ -102,6 +103,8 @@ def build_page(ctx: DeskContext, request: Request, *, problem: str = "", texts: 
         "testers": _testers(request, ctx) if testers is None else testers, "item": item or {},
         "slot": _next_slot(ctx), "auto_send": ctx.settings.schedule.auto_send,
         "audience": drafts.audience(ctx.engine, draft), "log": log,
+        # Started now if they are not running yet; shown when they are already in.
+        "links": ctx.links.results(draft),
     }
 
 

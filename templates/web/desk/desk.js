@@ -111,7 +111,7 @@
   // The link checks, run by the desk in the background.
   const links = document.getElementById("links");
   async function linkResults() {
-    if (!links || leaving) return;
+    if (!links || !links.dataset.pending || leaving) return;
     try {
       const answer = await fetch("/links", { cache: "no-store", credentials: "same-origin" });
       const found = await answer.json();
