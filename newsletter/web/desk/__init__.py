@@ -114,7 +114,9 @@ async def login(request: Request) -> Response:
     wait = ctx.logins.hit(client)
     if wait:
         raise RateLimitedError(f"Too many login attempts from your address: try again in {wait} s.", retry_after=wait)
-    if ctx.sessions is None or not verify_password(ctx.settings.preview.password_hash, one(fields, "password", limit=1000)):
+    given = one(fields, "password", limit=1000)
+    # Argon2 takes tens of milliseconds on purpose: not on the event loop.
+    if ctx.sessions is None or not await run_in_threadpool(verify_password, ctx.settings.preview.password_hash, given):
         log.warning("desk login refused (wrong password)")
         return _login_page(request, problem="Wrong password.", status=401)
     answer = RedirectResponse("/", status_code=303)
