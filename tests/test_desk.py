@@ -143,6 +143,7 @@ def test_the_login_refuses_wrong_passwords_rate_limited_and_admits_the_right_one
     assert client.get("/").status_code == 303 and client.get("/").headers["location"] == "/login"
     for path in ("/email", "/version", "/links", "/desk.js"):
         assert client.get(path).status_code == 401, path
+    assert client.get("/desk.css").status_code == 200  # the login page's style
     assert client.post("/draft", data={"action": "approve"}).status_code == 401
 
     def login(password: str) -> httpx.Response:

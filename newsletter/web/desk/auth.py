@@ -7,7 +7,7 @@ Owns: `hash_password`, `verify_password`, `Sessions`, `Guard`, `is_loopback`,
 Local-only by default: bound to a loopback address the desk answers only requests whose
 Host is a loopback name (no DNS rebinding), and needs no login. With `[preview]
 password_hash` set (required when bound to any other address) nothing but the login page
-and the health check answers without a session: the cookie is `<issued>.<id>.<signature>`,
+(and its style sheet) and the health check answers without a session: the cookie is `<issued>.<id>.<signature>`,
 HMAC-signed with a secret drawn when the desk starts, HttpOnly and SameSite=Strict. Every
 form carries a CSRF token signed to the session (or to the local editor). Wrong passwords
 are counted per client address with the web app's rate limiter.
@@ -30,8 +30,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 MIN_PASSWORD = 12
 COOKIE = "desk_session"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-#: Paths that answer without a session: the login form itself and the health check.
-OPEN_PATHS = {"/login", "/healthz"}
+#: Paths that answer without a session: the login form, its style sheet, the health check.
+OPEN_PATHS = {"/login", "/desk.css", "/healthz"}
 _hasher = PasswordHasher()
 
 
