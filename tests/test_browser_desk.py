@@ -395,6 +395,8 @@ def test_screenshots_at_1280_and_375_light_and_dark(desk: Desk, browser: Any, en
             open_desk(page, f"{desk.url}/?scheme={scheme}")
             expect(page.locator("#links")).to_have_text("Links: all answer", timeout=15_000)
             expect(frame_text(page, "Mobile (375 px)")).to_contain_text("Phase II data in obesity")
+            # Nothing wider than the screen: no sideways scrolling at either width.
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
             path = folder / f"desk-{width}-{scheme}.png"
             page.screenshot(path=str(path))
             context.close()
