@@ -8,6 +8,10 @@ shown by `newsletter draft log`, and `newsletter preview set-password`."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import sys
 import threading
 import time
 import uuid
@@ -302,3 +306,39 @@ def test_slow_links_do_not_hold_the_page_up(settings: Settings, engine: Engine, 
     # Once in, the page shows them itself (no script needed).
     page = client.get("/")
     assert "Links: 1 not answering" in page.text and "answered 404" in page.text and "1 warning<" in page.text
+
+
+def _at_a_terminal(config: Path, *answers: str) -> tuple[int, str]:
+    """`newsletter preview set-password` in a terminal of its own (a pseudo-terminal that
+    is its controlling one, as getpass wants), typing each answer when it is asked."""
+    argv = [sys.executable, "-m", "newsletter", "--config", str(config), "preview", "set-password"]
+    pid, leader = pty.fork()
+    if pid == 0:  # the child: its terminal is the pty
+        os.execve(sys.executable, argv, {**os.environ, "NEWSLETTER_CONFIG": ""})
+    output, asked, deadline = b"", 0, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        if asked < len(answers) and output.count(b": ") > asked:
+            os.write(leader, answers[asked].encode() + b"\n")
+            asked += 1
+    _, status = os.waitpid(pid, 0)
+    os.close(leader)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_set_password_at_a_terminal_asks_twice(settings: Settings, tmp_path: Path) -> None:
+    config = tmp_path / "newsletter.toml"
+    code, output = _at_a_terminal(config, PASSWORD, "not the same password")
+    assert code == 2 and "the two passwords differ; nothing was changed" in output, output
+    assert "password_hash" not in config.read_text()
+    code, output = _at_a_terminal(config, PASSWORD, PASSWORD)
+    assert code == 0 and "The same password again" in output and PASSWORD not in output, output
+    assert verify_password(load_settings(config).preview.password_hash, PASSWORD)
