@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .models import RenderedMessage
@@ -54,11 +54,15 @@ class ArchivedIssue:
 
 
 def save_archived(
-    conn: Connection, *, issue_id: int, slug: str, message: RenderedMessage, sections: tuple[str, ...], now: datetime
+    conn: Connection, *, issue_id: int, slug: str, message: RenderedMessage, sections: tuple[str, ...], now: datetime,
+    older_than: datetime | None = None,
 ) -> bool:
     """Store the public version of an issue once; True when it was stored now. Several
     workers starting one send together may race here: the primary key lets one win, and
-    the others' inserts are rolled back to a savepoint."""
+    the others' inserts are rolled back to a savepoint. A stored version published before
+    `older_than` (the issue was recalled since, to be sent again corrected) gives way."""
+    if older_than is not None:
+        conn.execute(delete(archive).where(archive.c.issue_id == issue_id, archive.c.published_at < older_than))
     if conn.execute(select(archive.c.issue_id).where(archive.c.issue_id == issue_id)).first():
         return False
     try:

@@ -13,8 +13,11 @@
      ├── IssueError           no such issue, or not in a state for that action
      │    ├── EditError        an editor's change names an unknown article or section, or a bad value
      │    └── ConflictError    the draft changed since the editor's page was drawn (optimistic concurrency)
-     └── DeliveryError        a transport cannot deliver at all
-          └── TransportAuthError   the provider refused our credentials
+     ├── DeliveryError        a transport cannot deliver at all
+     │    └── TransportAuthError   the provider refused our credentials
+     └── RecallError          an issue cannot be recalled, paused or resumed (names the
+          │                    issue and the reason; nothing in the ledger changed)
+          └── RecallRefusedError   the provider refused it (too late, too many batches)
 
 Imports nothing of ours. Domain code raises these; only `cli.py` and `web/` turn them into
 messages and exit codes.
@@ -89,3 +92,13 @@ class DeliveryError(NewsletterError):
 
 class TransportAuthError(DeliveryError):
     """The provider refused our credentials; nothing more can be sent until that is fixed."""
+
+
+class RecallError(NewsletterError):
+    """An issue's send cannot be recalled, paused or resumed: never sent, nothing left to
+    stop, or sent through a transport that cannot recall. The ledger is unchanged."""
+
+
+class RecallRefusedError(RecallError):
+    """The provider refused the recall (too late, too many batches held); its reason is in
+    the message."""

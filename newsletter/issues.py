@@ -1,8 +1,9 @@
 """The use cases of an issue: build it from the selection, render it, send it.
 
 Owns: `open_database`, `make_renderer`, `make_theme`, `issue_content`, `build_issue`, `send_pending`, `ledger_status`,
-`render_issue`; hands on `make_transport` (from `transports`) and `SendFlags` (from
-`sending`), so that the CLI, the scheduler and the web app find every use case here.
+`render_issue`, `remind_editors` (the scheduler's mail to the editors); hands on `make_transport` (from `transports`), `SendFlags` and
+the recall's use cases (`plan_recall`, `recall_issue`, `resume_issue`, from `sending`), so that the CLI, the scheduler and
+the web app find every use case here.
 Imports everything below it (`config`, `db`, `store`, `preflight`, `selection`, `render`,
 `archive`, `transports`, `sending`).
 """
@@ -17,19 +18,27 @@ from datetime import UTC, datetime
 import jinja2
 from sqlalchemy import Connection, Engine
 
+import subscribers as people
+
 from . import db, preflight, sending, store
 from .archive import ArchivePages, save_archived
 from .config import Settings
 from .errors import ConfigError, EmptyIssueError, IssueError, NothingToSendError
-from .models import Issue, IssueStatus, RenderedMessage, SectionBlock
+from .models import Batch, Issue, IssueStatus, Outcome, Recipient, RenderedMessage, SectionBlock
 from .render import IssueContent, Renderer, builtin_templates
 from .sections import make_rules
 from .theme import Theme, build_theme
 from .selection import issue_slug, issue_window, select_articles
 from .sending import SendFlags as SendFlags
 from .sending import SendProgress, SendReport
+from .sending import ledger
 from .sending.ledger import BatchDetail, batch_details, ledger_summary
-from .sending.planning import active_subscribers
+from .sending import recall
+from .sending.recall import RecallPlan as RecallPlan
+from .sending.recall import RecallReport as RecallReport
+from .sending.recall import plan_recall as plan_recall
+from .sending.recall import recall_issue as recall_issue
+from .sending.recall import resume_issue as resume_issue
 from .transports import Transport, capabilities
 from .transports import make_transport as make_transport
 
@@ -190,6 +199,13 @@ def send_pending(
     the first email links to it), then `sending.send_issue`. A failing preflight leaves
     nothing behind. `sleep` waits between retries; `after_planning` is `send_issue`'s
     seam between planning and sending."""
+    settled = recall.settle_recall(engine, issue, transport=transport, now=clock())
+    if settled is not None:
+        raise IssueError(
+            f"issue {issue.slug}: an interrupted recall was finished now ({settled.recalled} deliveries recalled, "
+            f"{settled.due} already due or delivered); nothing was sent. Reopen the draft, correct it, approve it, "
+            "then send again to reach the recalled readers"
+        )
     first_send = issue.status in (IssueStatus.DRAFT, IssueStatus.APPROVED)
     with engine.connect() as conn:
         blocks = store.issue_blocks(conn, issue.id, settings.section_names())
@@ -231,8 +247,31 @@ def _helpers(conn: Connection, settings: Settings, issue: Issue, transport: Tran
     planned."""
     if not capabilities(transport.name).helper_processes:
         return None
-    expected = active_subscribers(conn) // settings.delivery.batch_size if first_send else 0
+    expected = people.count_with_status(conn, people.Status.ACTIVE) // settings.delivery.batch_size if first_send else 0
     return sending.Helpers(settings, issue.id, flags, expected_batches=expected)
+
+
+def remind_editors(settings: Settings, slug: str, *, now: datetime) -> Outcome | None:
+    """Email `schedule.editors` that the draft `slug` waits for approval (through the
+    configured transport); the transport's outcome, or None when no editor is configured."""
+    editors = settings.schedule.editors
+    if not editors:
+        return None
+    text = (
+        f"The {settings.site.name} issue {slug} is built and waits for approval; the scheduled send skipped it.\n"
+        f"Review it with `newsletter render {slug}` and approve it to send.\n"
+    )
+    message = RenderedMessage(subject=f"[{settings.site.name}] Issue {slug} awaits approval", preheader="", html=f"<pre>{text}</pre>", text=text)
+    batch = Batch(
+        id=int(now.timestamp()), issue_id=0, issue_slug="reminders", segment_id=0, message=message,
+        recipients=tuple(Recipient(0, e, {}, settings.site.base_url, f"mailto:{settings.sender.address}") for e in editors),
+        sender_name=settings.sender.name, sender_address=settings.sender.address, reply_to=settings.sender.reply_to,
+    )
+    transport = make_transport(settings)
+    try:
+        return transport.send(batch)
+    finally:
+        transport.close()
 
 
 @dataclass(frozen=True)
@@ -241,27 +280,48 @@ class LedgerStatus:
 
     counts: dict[str, int]
     batches: list[BatchDetail]
+    #: Local-time delivery: recipients by UTC hour due and state ("sent", "recalled",
+    #: "planned", …), the hours in order; empty when the issue was delivered at once.
+    hours: dict[datetime, dict[str, int]]
 
 
 def ledger_status(engine: Engine, issue: Issue) -> LedgerStatus:
     with engine.connect() as conn:
-        return LedgerStatus(ledger_summary(conn, issue.id), batch_details(conn, issue.id))
+        return LedgerStatus(ledger_summary(conn, issue.id), batch_details(conn, issue.id), deliveries_by_hour(conn, issue.id))
+
+
+def deliveries_by_hour(conn: Connection, issue_id: int) -> dict[datetime, dict[str, int]]:
+    """The issue's deliveries by the UTC hour they are due in, and state."""
+    hours: dict[datetime, dict[str, int]] = {}
+    for at, state, count in ledger.deliveries_by_hour(conn, issue_id):
+        hour = hours.setdefault(at.replace(minute=0, second=0, microsecond=0), {})
+        hour[state] = hour.get(state, 0) + count
+    return hours
 
 
 def page_environment(settings: Settings) -> jinja2.Environment:
-    """Jinja2 for the web pages and feeds: the user's `templates.folder`/web first, then
-    the built-in `templates/web`."""
-    folders = []
+    """The one Jinja2 environment of the pages and feeds (the web app's, the archive's,
+    the preview's): the user's `templates.folder`/web first, then the built-in
+    `templates/web`; every value escaped (pages are HTML, feeds XML), an undefined name an
+    error. Globals: `site` (name, base_url), `brand` (colour, text), `logo_url` and
+    `theme`, the emails' theme, which the pages wear too. Raises `ConfigError` when
+    `templates.folder` is not a folder."""
+    folders: list[str] = []
     if settings.templates.folder:
-        folders.append(str(settings.path(settings.templates.folder) / "web"))
+        folder = settings.path(settings.templates.folder)
+        if not folder.is_dir():
+            raise ConfigError(f"templates.folder: {folder} is not a folder")
+        folders.append(str(folder / "web"))
     folders.append(str(builtin_templates() / "web"))
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folders),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "xml")),
-        undefined=jinja2.StrictUndefined,
-    )
-    # The archive's pages wear the emails' theme.
-    env.globals["theme"] = make_theme(settings)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined)
+    site = settings.site
+    theme = make_theme(settings)
+    env.globals |= {
+        "site": {"name": site.name, "base_url": site.base_url},
+        "brand": {"colour": theme.brand, "text": theme.on_brand},
+        "logo_url": theme.logo_url,
+        "theme": theme,
+    }
     return env
 
 
@@ -282,5 +342,6 @@ def _save_web_version(conn: Connection, issue: Issue, content: IssueContent, ren
     """Store the public web version of an issue (all sections, no personal links), once.
     Called when its send starts, so that "View in browser" works from the first email."""
     message = renderer.render(content, public=True)
+    # A recalled issue is sent again corrected: so is its web version.
     return save_archived(conn, issue_id=issue.id, slug=issue.slug, message=message,
-                         sections=tuple(b.slug for b in content.blocks), now=now)
+                         sections=tuple(b.slug for b in content.blocks), now=now, older_than=recall.recalled_at(conn, issue.id))

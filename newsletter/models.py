@@ -9,7 +9,8 @@ fill them for each recipient. Imports nothing of ours.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
@@ -114,6 +115,9 @@ class Issue:
     sent_at: datetime | None
     #: The editors' introduction, in Markdown (rendered and sanitized by `render`).
     intro: str = ""
+    #: The provider's id for every request of this issue's send (SendGrid's `batch_id`),
+    #: which a recall names; None before the send asked for one.
+    provider_batch_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,11 @@ class Batch:
     sandbox: bool = False
     #: The List-Id header's value (`links.list_id`); empty for mail that is not an issue.
     list_id: str = ""
+    #: When each recipient's copy is to be delivered, by subscriber id (local-time
+    #: delivery, `[delivery] local_time`); a recipient not in it gets it at once.
+    send_at: Mapping[int, datetime] = field(default_factory=dict)
+    #: The provider's id shared by every request of the issue's send, so it can be recalled.
+    provider_batch_id: str = ""
 
 
 class BatchStatus(StrEnum):
@@ -198,6 +207,17 @@ class BatchStatus(StrEnum):
     IN_FLIGHT = "in_flight"
     ACCEPTED = "accepted"
     FAILED = "failed"
+
+
+class DeliveryStatus(StrEnum):
+    """A recipient's row in the send ledger (`deliveries`): planned into a batch, skipped
+    (no longer mailable when the batch went out), or sent (rows written before an
+    accepted batch stood for its planned rows)."""
+
+    PLANNED = "planned"
+    SKIPPED = "skipped"
+    SENT = "sent"
+    RECALLED = "recalled"
 
 
 class OutcomeKind(StrEnum):

@@ -19,6 +19,9 @@ An error blocks approval and sending; a warning is shown to the editor and nothi
     headers                   no List-Unsubscribe(-Post) header      its URL is not https (RFC 8058)
     unresolved                an unknown %%tag%% (ours only)         -
     sponsor                   no label, a link that is not http(s)   link not https, or not answering
+    welcome                   -                                      the welcome email of this
+                                                                     issue does not render, or
+                                                                     lacks its unsubscribe link
 """
 
 from __future__ import annotations
@@ -221,6 +224,22 @@ def check_sponsor(sponsor: Sponsor | None) -> list[Finding]:
     return found
 
 
+def check_welcome(settings: Settings, renderer: Renderer, content: IssueContent, available: Sequence[str]) -> list[Finding]:
+    """The welcome new readers will get once this issue is out (`[welcome]`): it renders,
+    with its unsubscribe link and no stray tag. Only warnings: the digest does not wait
+    for it."""
+    if not settings.welcome.enabled:
+        return []
+    names = settings.section_names()
+    try:
+        message = renderer.render_welcome(content, sections=available, section_names=[names[s] for s in available],
+                                          subject=settings.welcome.subject_for(settings.site.name))
+    except RenderError as exc:
+        return [_warning("welcome", f"the welcome email cannot be rendered with this issue: {exc}")]
+    return [_warning("welcome", f"the welcome email: {f.message}")
+            for f in (*check_unsubscribe(message), *check_unresolved(message))]
+
+
 def _epoch() -> datetime:
     return datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -378,6 +397,7 @@ def run_preflight(
     findings = [_where(finding, labels, every=len(sizes) > 1) for finding, labels in seen.items()]
     findings += check_sections(settings, available, segments.choices)
     findings += check_sponsor(content.sponsor)
+    findings += check_welcome(settings, renderer, content, available)
     if links is not None:
         findings += links.check([a for b in content.blocks for a in b.articles], sponsor=content.sponsor)
     order = {"error": 0, "warning": 1}

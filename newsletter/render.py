@@ -1,7 +1,7 @@
 """Jinja2 → MJML → HTML, and the plain-text part; once per segment.
 
-Owns: `Renderer`, `IssueContent`, `builtin_templates`, `intro_html`, `compile_mjml`,
-`inline_css`, `add_parameters`. Imports `models` (where the substitution `TAGS` are
+Owns: `Renderer` (the digest's segments and the welcome email), `IssueContent`,
+`builtin_templates`, `intro_html`, `compile_mjml`, `inline_css`, `add_parameters`. Imports `models` (where the substitution `TAGS` are
 defined, for the transports too), `errors`, `theme`.
 
 After MJML, the digest's own CSS (`email/digest.css.j2`) is written into style attributes
@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -363,6 +363,18 @@ class Renderer:
         such as `bench/bench_render.py`'s with JS mjml)."""
         return self._render("email/digest.mjml.j2", self._context(content, sections, public))
 
+    def _fixed_context(self, *, public: bool) -> dict[str, Any]:
+        """What every email's context holds, whatever its content."""
+        return {
+            "theme": self.theme,
+            "image_height": image_height,
+            "spacer": PREHEADER_SPACER,
+            "site": self.site,
+            "subscribe_url": f"{self.base_url}/subscribe",
+            "tags": _HTML_TAGS,
+            "public": public,
+        }
+
     def _context(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> dict[str, Any]:
         blocks = [b for b in content.blocks if sections is None or b.slug in sections]
         articles = [a for b in blocks for a in b.articles]
@@ -375,8 +387,7 @@ class Renderer:
         sponsor = content.sponsor
         visible = [b.slug for b in blocks]
         others = [SectionBlock(b.slug, b.name, tuple(a for a in b.articles if a is not lead)) for b in blocks]
-        return {
-            "theme": self.theme,
+        return self._fixed_context(public=public) | {
             "number": content.number,
             "lead": lead,
             "lead_section": lead_block.name,
@@ -384,9 +395,6 @@ class Renderer:
             "sponsor": sponsor,
             "sponsor_after": (sponsor.after if sponsor and sponsor.after in visible else visible[0]) if sponsor else "",
             "link": self.article_link(content.slug),
-            "image_height": image_height,
-            "spacer": PREHEADER_SPACER,
-            "site": self.site,
             "subject": subject,
             "preheader": preheader,
             "intro": content.intro,
@@ -395,18 +403,41 @@ class Renderer:
             "blocks": others,
             "section_names": [b.name for b in blocks],
             "web_url": self.web_url(content.slug),
-            "subscribe_url": f"{self.base_url}/subscribe",
-            "tags": _HTML_TAGS,
-            "public": public,
         }
 
+    def render_welcome(
+        self, content: IssueContent | None, *, sections: Sequence[str], section_names: Sequence[str], subject: str
+    ) -> RenderedMessage:
+        """The welcome email of a reader of `sections` (whose headings are
+        `section_names`): `content`, the latest issue, as their segment of it, in the
+        templates `email/welcome.*.j2` (which extend the digest's), without its sponsor
+        (who bought that issue's send). With no issue yet, or none of its articles in
+        their sections, the short note that the first is on its way. The per-recipient
+        values are the same substitution tags as a digest's."""
+        latest = content is not None and any(b.articles for b in content.blocks if b.slug in sections)
+        if content is not None and latest:
+            context = self._context(replace(content, sponsor=None), sections, False)
+            preheader = "No need to wait for the next issue: here is the latest, made of your sections."
+        else:
+            context = self._fixed_context(public=False) | {
+                "number": 0, "lead": None, "lead_section": "", "contents": [], "sponsor": None, "sponsor_after": "",
+                "link": self.article_link(""), "intro": "", "intro_html": Markup(""), "date": "", "blocks": [],
+                "web_url": f"{self.base_url}/archive/",
+            }
+            preheader = "Your subscription is confirmed; the first issue is on its way."
+        context |= {"subject": subject, "preheader": preheader, "section_names": list(section_names), "latest": latest}
+        return self._message("email/welcome", context)
+
     def _render_message(self, content: IssueContent, sections: Sequence[str] | None, public: bool) -> RenderedMessage:
-        context = self._context(content, sections, public)
+        return self._message("email/digest", self._context(content, sections, public))
+
+    def _message(self, stem: str, context: dict[str, Any]) -> RenderedMessage:
+        """The email of the templates `<stem>.mjml.j2` and `<stem>.txt.j2` for `context`."""
         subject, preheader = context["subject"], context["preheader"]
-        html = compile_mjml(self._render("email/digest.mjml.j2", context), "email/digest.mjml.j2")
+        html = compile_mjml(self._render(f"{stem}.mjml.j2", context), f"{stem}.mjml.j2")
         html = inline_css(html, self.css()).replace("<head>", "<head>" + _SCHEME_META, 1)
         # Each part has its own tags, so each gets its values encoded for it (`links`).
-        text = self._render("email/digest.txt.j2", {**context, "tags": _TEXT_TAGS})
+        text = self._render(f"{stem}.txt.j2", {**context, "tags": _TEXT_TAGS})
         # The subject is a header and the preheader inbox text: content, neutralized as
         # plain text (in the parts, `_finalize` did it for each part).
         return RenderedMessage(

@@ -2,9 +2,10 @@
 
 Owns: the triggers (`digest_trigger`, `crontab_trigger`), slot arithmetic (`last_slot`,
 `next_fire_times`), the missed-run policy (`missed_run`), the slot guard
-(`claim_slot`), the jobs (`run_digest`, `run_refresh`, `run_retry`, `run_prune`) and
-`run_service`. Imports `config`, `issues`, `ingest`, `events`, `store`, `tables`, `errors`,
-`models`, `transports`.
+(`runs.claim_slot`), the jobs (`run_digest`, `run_refresh`, `run_retry`, `run_welcomes`,
+`run_prune`) and `run_service`. Imports `config`, `issues` (the use cases, the editors'
+reminder among them), `welcome`, `ingest`, `events`, `store`, `runs` (the record of
+`scheduled_runs`), `errors`, `models`. No SQL and no mail of its own.
 
 Never twice: every digest run first inserts (job, slot) into `scheduled_runs` in its own
 transaction; the primary key lets exactly one process win, however many schedulers run by
@@ -29,16 +30,15 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine
 
-from . import issues, store
+from . import issues, store, welcome
 from .config import Settings, load_settings
 from .errors import ConfigError, EmptyIssueError, NewsletterError
 from .events import prune_events
 from .ingest import ingest_sources
-from .models import Batch, IssueStatus, Recipient, RenderedMessage
-from .tables import scheduled_runs
+from .models import IssueStatus
+from .runs import claim_slot, finish_slot, slot_ran
 
 log = logging.getLogger("newsletter.schedule")
 
@@ -157,36 +157,6 @@ def missed_run(trigger: CronTrigger, *, now: datetime, grace: timedelta, already
     return Decision("skip", slot, f"missed by {late}; past the grace period of {grace}")
 
 
-def slot_ran(engine: Engine, job: str, slot: datetime) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(scheduled_runs.c.job).where(scheduled_runs.c.job == job, scheduled_runs.c.slot == slot)
-        ).first() is not None
-
-
-def claim_slot(engine: Engine, job: str, slot: datetime, *, now: datetime, status: str = "running") -> bool:
-    """Record that this process runs `job` for `slot`; False when another already did."""
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(scheduled_runs).values(
-                    job=job, slot=slot, status=status, started_at=now, finished_at=None, issue_slug="", detail=""
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
-
-
-def finish_slot(engine: Engine, job: str, slot: datetime, *, status: str, issue_slug: str, detail: str, now: datetime) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(scheduled_runs)
-            .where(scheduled_runs.c.job == job, scheduled_runs.c.slot == slot)
-            .values(status=status, issue_slug=issue_slug, detail=detail[:4000], finished_at=now)
-        )
-
-
 def _logfmt(**fields: Any) -> str:
     def value(v: Any) -> str:
         text = v.isoformat() if isinstance(v, datetime) else str(v)
@@ -207,27 +177,13 @@ class DigestResult:
 
 
 def _remind_editors(settings: Settings, slug: str, now: datetime) -> None:
-    """Email the editors that a draft waits for approval (through the configured transport)."""
-    editors = settings.schedule.editors
-    if not editors:
+    """Have the editors reminded that a draft waits for approval, and log how it went."""
+    outcome = issues.remind_editors(settings, slug, now=now)
+    if outcome is None:
         log.warning("%s", _logfmt(event="reminder_skipped", issue=slug, reason="no schedule.editors configured"))
         return
-    text = (
-        f"The {settings.site.name} issue {slug} is built and waits for approval; the scheduled send skipped it.\n"
-        f"Review it with `newsletter render {slug}` and approve it to send.\n"
-    )
-    message = RenderedMessage(subject=f"[{settings.site.name}] Issue {slug} awaits approval", preheader="", html=f"<pre>{text}</pre>", text=text)
-    batch = Batch(
-        id=int(now.timestamp()), issue_id=0, issue_slug="reminders", segment_id=0, message=message,
-        recipients=tuple(Recipient(0, e, {}, settings.site.base_url, f"mailto:{settings.sender.address}") for e in editors),
-        sender_name=settings.sender.name, sender_address=settings.sender.address, reply_to=settings.sender.reply_to,
-    )
-    transport = issues.make_transport(settings)
-    try:
-        outcome = transport.send(batch)
-    finally:
-        transport.close()
-    log.info("%s", _logfmt(event="reminder_sent", issue=slug, editors=len(editors), outcome=outcome.kind.value))
+    log.info("%s", _logfmt(event="reminder_sent", issue=slug, editors=len(settings.schedule.editors),
+                           outcome=outcome.kind.value))
 
 
 def run_digest(
@@ -311,11 +267,29 @@ def refresh_job(config_path: str) -> None:
         engine.dispose()
 
 
+def run_welcomes(engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> welcome.WelcomeReport:
+    """Send the welcome emails still due: recorded but never sent (the web app's send was
+    lost), or failed fewer than `welcome.MAX_ATTEMPTS` times."""
+    transport = issues.make_transport(settings)
+    try:
+        report = welcome.send_welcomes(engine, settings, transport=transport, clock=clock)
+    finally:
+        transport.close()
+    if report.sent or report.failed or report.skipped:
+        log.info("%s", _logfmt(event="welcomes", sent=report.sent, failed=report.failed, skipped=report.skipped))
+    return report
+
+
 def retry_job(config_path: str) -> None:
-    """Retry failed batches of the newest issue that is not completely sent."""
+    """Send the welcome emails still due, and retry failed batches of the newest issue
+    that is not completely sent."""
     settings = load_settings(config_path or None)
     engine = issues.open_database(settings)
     try:
+        try:
+            run_welcomes(engine, settings)
+        except NewsletterError as exc:
+            log.error("%s", _logfmt(event="welcomes_failed", error=exc))
         with engine.connect() as conn:
             latest = store.latest_issue(conn)
         if latest is None or latest.status is not IssueStatus.SENDING:
@@ -371,7 +345,7 @@ def planned_jobs(settings: Settings, *, now: datetime, count: int = 3) -> list[J
         JobInfo(DIGEST_JOB, f"build and send the digest ({when}, {settings.site.timezone}; "
                             f"{'auto-send' if s.auto_send else 'approved drafts only'})", tuple(next_fire_times(digest, now, count))),
         JobInfo(REFRESH_JOB, f"ingest the sources every {s.refresh_minutes:g} min", tuple(next_fire_times(refresh, now, count))),
-        JobInfo(RETRY_JOB, f"retry failed batches every {s.retry_minutes:g} min", tuple(next_fire_times(retry, now, count))),
+        JobInfo(RETRY_JOB, f"retry failed batches and welcome emails every {s.retry_minutes:g} min", tuple(next_fire_times(retry, now, count))),
         JobInfo(PRUNE_JOB, f"delete webhook events older than {settings.sendgrid.event_retention_days} days "
                            f"every {s.prune_hours:g} h", tuple(next_fire_times(prune, now, count))),
     ]

@@ -1,7 +1,7 @@
 """Queries about articles, feeds, issues and segments, on a connection the caller gives.
 
 Owns: reading and writing `articles`, `feed_state`, `issues`, `issue_articles`,
-`segments`. The send ledger (`batches`, `deliveries`) is queried in `ledger.py`.
+`segments` (the drafts' edits included: `drafts.py` writes its own `draft_choices` only). The send ledger (`batches`, `deliveries`) is queried in `ledger.py`.
 Imports `models`, `tables`. Callers own the transaction.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from .models import Article, FeedItem, Issue, IssueStatus, RenderedMessage, SectionBlock, Segment, Sponsor
 from .tables import articles, draft_choices, feed_state, issue_articles, issues, segments, sponsors
@@ -93,10 +93,7 @@ def upsert_articles(conn: Connection, items: Iterable[FeedItem], *, source: str,
             )
             new += 1
             continue
-        in_issue = conn.execute(
-            select(issue_articles.c.issue_id).where(issue_articles.c.article_id == row.id)
-        ).first()
-        if item.published_at is not None and in_issue is None:
+        if item.published_at is not None and article_issue(conn, row.id) is None:
             values["published_at"] = item.published_at
         if item.url != row.url and conn.execute(select(articles.c.id).where(articles.c.url == item.url)).first() is None:
             values["url"] = item.url
@@ -186,6 +183,29 @@ def articles_between(conn: Connection, start: datetime, end: datetime) -> list[A
     return [_article(row) for row in rows]
 
 
+def article_issue(conn: Connection, article_id: int) -> int | None:
+    """The id of the issue that has taken the article, if any."""
+    found: int | None = conn.execute(
+        select(issue_articles.c.issue_id).where(issue_articles.c.article_id == article_id)
+    ).scalar()
+    return found
+
+
+def article_id_by_url(conn: Connection, url: str) -> int | None:
+    """The id of the stored article with this link, if any."""
+    found: int | None = conn.execute(select(articles.c.id).where(articles.c.url == url)).scalar()
+    return found
+
+
+def add_article(conn: Connection, *, guid: str, url: str, title: str, summary: str, image_url: str, source: str,
+                now: datetime) -> int:
+    """Store one article written by hand (no author, no categories, published `now`); its id."""
+    return int(conn.execute(insert(articles).values(
+        guid=guid, url=url, title=title, author="", published_at=now, categories="", summary=summary,
+        image_url=image_url, source=source, first_seen_at=now, updated_at=now,
+    )).inserted_primary_key[0])  # type: ignore[index]
+
+
 def count_articles(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(articles)).scalar_one())
 
@@ -202,12 +222,22 @@ def _issue(row: Any) -> Issue:
         status=IssueStatus(row.status),
         sent_at=row.sent_at,
         intro=row.intro,
+        provider_batch_id=row.provider_batch_id,
     )
 
 
 def latest_issue(conn: Connection) -> Issue | None:
     """The most recently built issue."""
     row = conn.execute(select(issues).order_by(issues.c.window_end.desc(), issues.c.id.desc()).limit(1)).first()
+    return _issue(row) if row else None
+
+
+def latest_sent_issue(conn: Connection) -> Issue | None:
+    """The newest issue that went out to the readers (sent, or being sent)."""
+    row = conn.execute(
+        select(issues).where(issues.c.status.in_([IssueStatus.SENDING.value, IssueStatus.SENT.value]))
+        .order_by(issues.c.window_end.desc(), issues.c.id.desc()).limit(1)
+    ).first()
     return _issue(row) if row else None
 
 
@@ -281,16 +311,50 @@ def create_issue(
             status=IssueStatus.DRAFT.value,
         )
     ).inserted_primary_key[0]  # type: ignore[index]
-    rows = [
+    _insert_issue_articles(conn, [
         {"issue_id": issue_id, "article_id": article.id, "section": block.slug, "position": position}
         for block in blocks
         for position, article in enumerate(block.articles)
-    ]
-    if rows:
-        conn.execute(insert(issue_articles), rows)
+    ])
     issue = find_issue(conn, issue_id)
     assert issue is not None
     return issue
+
+
+def _insert_issue_articles(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(issue_articles), rows)
+
+
+def place_articles(conn: Connection, issue_id: int, placed: Sequence[tuple[int, str]]) -> None:
+    """Make these (article id, section) the issue's articles, in this order."""
+    conn.execute(delete(issue_articles).where(issue_articles.c.issue_id == issue_id))
+    _insert_issue_articles(conn, [
+        {"issue_id": issue_id, "article_id": article_id, "section": section, "position": position}
+        for position, (article_id, section) in enumerate(placed)
+    ])
+
+
+def issue_article_rows(conn: Connection, issue_id: int) -> list[tuple[Any, ...]]:
+    """(id, title, summary, url, image url, section, position) of the issue's articles, in
+    order: what a change to the issue's content changes."""
+    rows = conn.execute(
+        select(articles.c.id, articles.c.title, articles.c.summary, articles.c.url, articles.c.image_url,
+               issue_articles.c.section, issue_articles.c.position)
+        .join(issue_articles, issue_articles.c.article_id == articles.c.id)
+        .where(issue_articles.c.issue_id == issue_id).order_by(issue_articles.c.position)
+    ).all()
+    return [tuple(r) for r in rows]
+
+
+def edit_issue(conn: Connection, issue_id: int, *, subject: str | None = None, preheader: str | None = None,
+               intro: str | None = None, window_end: datetime | None = None) -> None:
+    """Write the given editors' texts or the end of the issue's window (None: unchanged)."""
+    values = {key: value for key, value in
+              (("subject", subject), ("preheader", preheader), ("intro", intro), ("window_end", window_end))
+              if value is not None}
+    if values:
+        conn.execute(update(issues).where(issues.c.id == issue_id).values(**values))
 
 
 def issue_blocks(conn: Connection, issue_id: int, names: dict[str, str]) -> tuple[SectionBlock, ...]:
@@ -306,6 +370,22 @@ def issue_blocks(conn: Connection, issue_id: int, names: dict[str, str]) -> tupl
         grouped.setdefault(row.section, []).append(_article(row))
     order = list(names) + sorted(set(grouped) - set(names))
     return tuple(SectionBlock(slug, names.get(slug, slug), tuple(grouped[slug])) for slug in order if slug in grouped)
+
+
+def provider_batch_id(conn: Connection, issue_id: int) -> str | None:
+    """The provider's id of the issue's send, as stored now."""
+    value: str | None = conn.execute(select(issues.c.provider_batch_id).where(issues.c.id == issue_id)).scalar()
+    return value
+
+
+def set_provider_batch_id(conn: Connection, issue_id: int, value: str | None) -> str | None:
+    """Store the provider's id of the issue's send unless one is stored already (None
+    clears it, for a new send after a recall); the id stored now."""
+    if value is None:
+        conn.execute(update(issues).where(issues.c.id == issue_id).values(provider_batch_id=None))
+        return None
+    conn.execute(update(issues).where(issues.c.id == issue_id, issues.c.provider_batch_id.is_(None)).values(provider_batch_id=value))
+    return provider_batch_id(conn, issue_id)
 
 
 def set_issue_status(conn: Connection, issue_id: int, status: IssueStatus, *, now: datetime | None = None) -> None:

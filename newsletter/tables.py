@@ -2,7 +2,7 @@
 
 Owns: `articles`, `feed_state`, `issues`, `issue_articles`, `segments`, `batches`,
 `deliveries`, `archive`, `scheduled_runs`, `draft_choices`, `draft_log`, `delivery_events`,
-`recipient_activity`, `link_clicks`, `sponsors`. Imports `subscribers` (for the
+`recipient_activity`, `link_clicks`, `sponsors`, `welcomes`, `recalls`. Imports `subscribers` (for the
 shared metadata and the subscribers table).
 
 The ledger's guarantees live in constraints: an article is in at most one issue
@@ -117,6 +117,8 @@ batches = Table(
     Column("recipients", Integer, nullable=False),
     #: Of `recipients`, those left out when the batch was claimed (no longer mailable).
     Column("skipped", Integer, nullable=False, default=0, server_default="0"),
+    #: Of `recipients`, those whose delivery was recalled before it was due (`recalls`).
+    Column("recalled", Integer, nullable=False, default=0, server_default="0"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("message_id", String(200), nullable=False, default=""),
     Column("status_code", Integer, nullable=False, default=0),
@@ -143,6 +145,29 @@ deliveries = Table(
     Column("send_at", UTCDateTime()),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_batch", "batch_id"),
+)
+
+#: Each recall, pause or resume of an issue's send (owned by `sending/recall.py`): written
+#: "asked" before the provider is asked, "done" with the ledger's update, so a crash in
+#: between leaves a row the next `recall` or `send` settles (migration 0012).
+recalls = Table(
+    "recalls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("provider_batch_id", String(200), nullable=False, default="", server_default=""),
+    Column("transport", String(20), nullable=False),
+    #: "cancel", "pause" or "resume".
+    Column("action", String(20), nullable=False),
+    #: "asked" (the provider may have it), "done", or "undone" (a pause since resumed).
+    Column("state", String(20), nullable=False),
+    #: Deliveries due after this time are recalled; those before it cannot be stopped.
+    Column("cutoff", UTCDateTime(), nullable=False),
+    Column("recalled", Integer, nullable=False, default=0, server_default="0"),
+    Column("due", Integer, nullable=False, default=0, server_default="0"),
+    Column("asked_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Index("ix_recalls_issue", "issue_id"),
 )
 
 archive = Table(
@@ -267,4 +292,24 @@ link_clicks = Table(
     Column("subscriber_id", Integer, primary_key=True),
     Column("clicks", Integer, nullable=False, default=0),
     Column("first_at", UTCDateTime(), nullable=False),
+)
+
+#: One welcome email per subscriber, written when their subscription is confirmed: the
+#: unique subscriber id is what makes it "once, never again" (a re-confirmation finds the
+#: row). `status` is pending → sending → sent, or failed (tried `attempts` times; the
+#: retry job tries again), or skipped (the reader left before it went). `issue_id` is the
+#: issue it carried (NULL: the note sent before the first issue).
+welcomes = Table(
+    "welcomes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=False, default=""),
+    Column("issue_id", Integer),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("claimed_at", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Index("ix_welcomes_status", "status"),
 )

@@ -9,6 +9,7 @@ from .errors import (
     InvalidEmailError,
     InvalidNameError,
     InvalidSectionError,
+    InvalidTimezoneError,
     NotAllowedError,
     SubscriberError,
     UnknownSubscriberError,
@@ -31,7 +32,6 @@ from .importer import (
     export_csv,
     import_csv,
     is_erased,
-    list_subscribers,
     remove,
     write_rejects,
 )
@@ -48,6 +48,7 @@ from .optin import (
 from .preferences import (
     PAUSE_CHOICES,
     choose_sections,
+    choose_timezone,
     load_preferences,
     pause,
     pause_has_ended,
@@ -61,7 +62,12 @@ from .store import (
     consent_history,
     consent_version,
     count_by_status,
+    count_with_status,
+    find_by_email,
     get_subscriber,
+    list_subscribers,
+    mailable_recipients,
+    time_zones,
     normalize_email,
     set_status,
     subscriber_by_id,
@@ -73,12 +79,16 @@ from .store import (
 from .suppression import Standing, erased_key, is_suppressed, mailable_clause, may_create, standing, suppress
 from .tables import UTCDateTime, consents, metadata, subscribers, suppressions
 from .tokens import rotate_token
+from .zones import check_timezone, timezone_names
 
 __all__ = [
     "NAME_CHARS",
     "Standing",
     "check_name",
     "check_subscription",
+    "check_timezone",
+    "choose_timezone",
+    "timezone_names",
     "may_create",
     "standing",
     "PAUSE_CHOICES",
@@ -94,6 +104,7 @@ __all__ = [
     "InvalidEmailError",
     "InvalidNameError",
     "InvalidSectionError",
+    "InvalidTimezoneError",
     "MailKind",
     "NewSubscriber",
     "NotAllowedError",
@@ -112,9 +123,11 @@ __all__ = [
     "consent_version",
     "consents",
     "count_by_status",
+    "count_with_status",
     "erase",
     "erased_key",
     "export_csv",
+    "find_by_email",
     "get_subscriber",
     "import_csv",
     "is_erased",
@@ -124,6 +137,8 @@ __all__ = [
     "pause_has_ended",
     "subscriber_for_form",
     "mailable_clause",
+    "mailable_recipients",
+    "time_zones",
     "metadata",
     "normalize_email",
     "parse_sections_key",

@@ -107,42 +107,51 @@ class ImportBatch:
         )
         return {email: (id_, status) for email, id_, status in rows}
 
-    def update(self, rows: Sequence[tuple[int, str, str]], *, names: bool) -> None:
-        """Give existing subscribers (id, name, sections key); the name only if `names`."""
+    def update(self, rows: Sequence[tuple[int, str, str, str | None]], *, names: bool) -> None:
+        """Give existing subscribers (id, name, sections key, time zone); the name only if
+        `names`, the time zone only where it is not None."""
         if not rows:
             return
+        zone = "timezone = coalesce({}, {}timezone)"
         if self.postgres:
-            ids, name_list, keys = zip(*rows, strict=True)
+            ids, name_list, keys, zones = zip(*rows, strict=True)
             self.conn.exec_driver_sql(
-                "UPDATE subscribers AS s SET sections = v.sections" + (", name = v.name" if names else "")
-                + " FROM unnest(%(ids)s::integer[], %(names)s::text[], %(keys)s::text[]) AS v(id, name, sections)"
-                " WHERE s.id = v.id",
-                {"ids": list(ids), "names": list(name_list), "keys": list(keys)},
+                "UPDATE subscribers AS s SET sections = v.sections, " + zone.format("v.zone", "s.")
+                + (", name = v.name" if names else "")
+                + " FROM unnest(%(ids)s::integer[], %(names)s::text[], %(keys)s::text[], %(zones)s::text[])"
+                " AS v(id, name, sections, zone) WHERE s.id = v.id",
+                {"ids": list(ids), "names": list(name_list), "keys": list(keys), "zones": list(zones)},
             )
         elif names:
             self.conn.exec_driver_sql(
-                "UPDATE subscribers SET name = ?, sections = ? WHERE id = ?", [(n, k, i) for i, n, k in rows]
+                f"UPDATE subscribers SET name = ?, sections = ?, {zone.format('?', '')} WHERE id = ?",
+                [(n, k, z, i) for i, n, k, z in rows],
             )
         else:
-            self.conn.exec_driver_sql("UPDATE subscribers SET sections = ? WHERE id = ?", [(k, i) for i, _, k in rows])
+            self.conn.exec_driver_sql(
+                f"UPDATE subscribers SET sections = ?, {zone.format('?', '')} WHERE id = ?",
+                [(k, z, i) for i, _, k, z in rows],
+            )
 
-    def create(self, rows: Sequence[tuple[str, str, str]], *, status: str, action: str) -> None:
-        """New subscribers (email, name, sections key) with `status`, confirmed now, each
+    def create(self, rows: Sequence[tuple[str, str, str, str | None]], *, status: str, action: str) -> None:
+        """New subscribers (email, name, sections key, time zone) with `status`, confirmed now, each
         with a fresh token and one consent row (`action`, the import's form)."""
         if not rows:
             return
         tokens = new_tokens(len(rows))
         params = {"now": self.now, "status": status, "source": self.source, "action": action, "form": self.form}
         if self.postgres:
-            emails, names, keys = zip(*rows, strict=True)
+            emails, names, keys, zones = zip(*rows, strict=True)
             self.conn.exec_driver_sql(
-                "WITH new AS (INSERT INTO subscribers (email, name, status, sections, token, created_at, confirmed_at, source)"
-                " SELECT v.email, v.name, %(status)s, v.sections, v.token, %(now)s, %(now)s, %(source)s"
-                " FROM unnest(%(emails)s::text[], %(names)s::text[], %(keys)s::text[], %(tokens)s::text[])"
-                " AS v(email, name, sections, token) RETURNING id, sections)"
+                "WITH new AS (INSERT INTO subscribers"
+                " (email, name, status, sections, token, created_at, confirmed_at, source, timezone)"
+                " SELECT v.email, v.name, %(status)s, v.sections, v.token, %(now)s, %(now)s, %(source)s, v.zone"
+                " FROM unnest(%(emails)s::text[], %(names)s::text[], %(keys)s::text[], %(tokens)s::text[],"
+                " %(zones)s::text[]) AS v(email, name, sections, token, zone) RETURNING id, sections)"
                 " INSERT INTO consents (subscriber_id, action, sections, at, ip, user_agent, form)"
                 " SELECT id, %(action)s, sections, %(now)s, '', '', %(form)s FROM new",
-                {**params, "emails": list(emails), "names": list(names), "keys": list(keys), "tokens": tokens},
+                {**params, "emails": list(emails), "names": list(names), "keys": list(keys), "tokens": tokens,
+                 "zones": list(zones)},
             )
             return
         # SQLite gives a new row the largest id so far plus one, and this transaction is
@@ -150,16 +159,17 @@ class ImportBatch:
         # batch's, which the count confirms (else they are found by address).
         before = self.conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM subscribers").scalar_one()
         self.conn.exec_driver_sql(
-            "INSERT INTO subscribers (email, name, status, sections, token, created_at, confirmed_at, source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(e, n, status, k, t, self.now, self.now, self.source) for (e, n, k), t in zip(rows, tokens, strict=True)],
+            "INSERT INTO subscribers (email, name, status, sections, token, created_at, confirmed_at, source, timezone)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e, n, status, k, t, self.now, self.now, self.source, z)
+             for (e, n, k, z), t in zip(rows, tokens, strict=True)],
         )
         ours = self.conn.exec_driver_sql("SELECT count(*) FROM subscribers WHERE id > ?", (before,)).scalar_one()
         where = "id > :before" if ours == len(rows) else self._in("email")
         self.conn.exec_driver_sql(
             "INSERT INTO consents (subscriber_id, action, sections, at, ip, user_agent, form)"
             f" SELECT id, :action, sections, :now, '', '', :form FROM subscribers WHERE {where} ORDER BY id",
-            {**params, "before": before, **self._batch([e for e, _, _ in rows])},
+            {**params, "before": before, **self._batch([e for e, _, _, _ in rows])},
         )
 
 

@@ -4,6 +4,7 @@
      ├── InvalidEmailError      an address that is not a valid email address
      ├── InvalidNameError       a name that is too long or holds control characters
      ├── InvalidSectionError    a section slug the site does not have
+     ├── InvalidTimezoneError   a time zone that is not an IANA name this machine knows
      ├── UnknownSubscriberError no subscriber with that address or token
      ├── ConfirmationExpiredError  a confirmation link older than its time limit
      ├── ImportFileError        a CSV file that cannot be imported at all
@@ -24,6 +25,11 @@ class InvalidEmailError(SubscriberError):
 class InvalidNameError(SubscriberError):
     """A name that is too long or holds control characters (a line break above all); the
     message says which."""
+
+
+class InvalidTimezoneError(SubscriberError):
+    """A time zone that is not one of `zoneinfo.available_timezones()`; the message
+    names the value given."""
 
 
 class UnknownSubscriberError(SubscriberError):

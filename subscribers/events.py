@@ -2,7 +2,7 @@
 an unsubscribe or a resubscribe through the provider's own links.
 
 Owns: `PersonEvent`, `EventResult`, `apply_person_event`. Imports `models`, `store`,
-`suppression`, `tables` of this package. The caller (the webhook's ingest in `newsletter`)
+`suppression` of this package (no table: the queries are theirs). The caller (the webhook's ingest in `newsletter`)
 translates the provider's events, owns the transaction, and has already made sure each
 event is applied once.
 
@@ -23,12 +23,11 @@ import logging
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from .models import ConsentAction, Origin, Status, Subscriber
-from .store import record_consent, subscriber_by_id, subscribers_by_id, update_subscriber
+from .store import find_by_email, newest_consent_at, record_consent, subscribers_by_id, update_subscriber
 from .suppression import is_suppressed, suppress
-from .tables import consents, subscribers
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +56,12 @@ def _find(conn: Connection, subscriber_id: int | None, email: str) -> Subscriber
             return found[0]
     if not folded:
         return None
-    row_id = conn.execute(select(subscribers.c.id).where(subscribers.c.email == folded)).scalar()
-    return subscriber_by_id(conn, row_id) if row_id is not None else None
+    return find_by_email(conn, folded)
 
 
 def _chosen_later(conn: Connection, subscriber_id: int, at: datetime) -> bool:
-    newest = conn.execute(select(func.max(consents.c.at)).where(consents.c.subscriber_id == subscriber_id)).scalar()
-    if newest is None:
-        return False
-    # SQLite hands back the aggregate as text or a naive time; compare in UTC either way.
-    if isinstance(newest, str):
-        newest = datetime.fromisoformat(newest)
-    if newest.tzinfo is None:
-        newest = newest.replace(tzinfo=at.tzinfo)
-    return bool(newest > at)
+    newest = newest_consent_at(conn, subscriber_id)
+    return newest is not None and newest > at
 
 
 def apply_person_event(

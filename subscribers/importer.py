@@ -1,8 +1,9 @@
 """Bulk work on people: CSV import and export, listing, removal and erasure (GDPR).
 
 Owns: `import_csv`, `ImportReport`, `ColumnMap`, `write_rejects`, `export_csv`,
-`list_subscribers`, `remove`, `erase`, `is_erased`. Imports `models`, `errors`, `store`, `suppression`,
-`tables`, `tokens`, `bulk` and `fastcheck` of this package. The CLI turns these into commands.
+`remove`, `erase`, `is_erased`. Imports `models`, `errors`, `store`, `suppression`,
+`tokens`, `bulk` (the import's and export's fast path, which writes SQL of its own) and
+`fastcheck` of this package; no table (the queries are `store`'s and `suppression`'s). The CLI turns these into commands.
 
 Rules an import keeps:
 - every row is validated (address, sections, duplicates in the file) and each rejected
@@ -30,39 +31,45 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection
 
 from . import bulk
-from .errors import ImportFileError, InvalidEmailError, InvalidNameError, SubscriberError
+from .errors import ImportFileError, InvalidEmailError, InvalidNameError, InvalidTimezoneError, SubscriberError
 from .fastcheck import quick_normalize
 from .models import ConsentAction, Origin, Status, Subscriber, sections_key
 from .store import (
     check_name,
+    delete_consents,
     get_subscriber,
     normalize_email,
     record_consent,
     subscribers_by_id,
     update_subscriber,
 )
-from .suppression import ERASED, blocked_addresses, erased_key, is_suppressed, suppress
-from .tables import consents, subscribers, suppressions
+from .suppression import ERASED, blocked_addresses, erased_key, is_suppressed, suppress, suppression_reason, unsuppress
 from .tokens import new_token
+from .zones import check_timezone
 
 log = logging.getLogger(__name__)
 
 GONE = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
-EXPORT_COLUMNS = ("email", "name", "status", "sections", "created_at", "confirmed_at", "unsubscribed_at", "source")
+EXPORT_COLUMNS = (
+    "email", "name", "status", "sections", "created_at", "confirmed_at", "unsubscribed_at", "source", "timezone",
+)
 EXPORT_DATES = ("created_at", "confirmed_at", "unsubscribed_at")
 
 
 @dataclass(frozen=True)
 class ColumnMap:
     """Which CSV column holds what. `sections` may be empty: every row then gets
-    `default_sections`. Section cells list slugs or names, separated by , ; or |."""
+    `default_sections`. Section cells list slugs or names, separated by , ; or |.
+    `timezone` empty: the file's column named "timezone", if it has one; its cells are
+    IANA names, an empty cell keeping the subscriber's zone (the site's for a new one)."""
 
     email: str = "email"
     name: str = ""
     sections: str = ""
+    timezone: str = ""
 
 
 @dataclass
@@ -112,8 +119,11 @@ BATCH_ROWS = 5000
 
 #: A row whose address and sections are valid, waiting for its batch: (line, email,
 #: name, why the name is refused or '' (it only counts when the row is no duplicate),
-#: sections key, the row's cells).
-_Candidate = tuple[int, str, str, str, str, list[str]]
+#: sections key, the row's cells, time zone or None).
+_Candidate = tuple[int, str, str, str, str, list[str], str | None]
+
+#: The column a file may have for the readers' time zones without being told.
+TIMEZONE_COLUMN = "timezone"
 
 
 def _column_index(header: list[str], name: str) -> int:
@@ -147,7 +157,14 @@ def import_csv(
             raise ImportFileError(
                 f"the file has no column {column!r} for {role} (its columns: {', '.join(header) or 'none'})"
             )
-    at_email, at_name, at_sections = (_column_index(header, c) for c in (columns.email, columns.name, columns.sections))
+    if columns.timezone and columns.timezone not in header:
+        raise ImportFileError(
+            f"the file has no column {columns.timezone!r} for timezone (its columns: {', '.join(header) or 'none'})"
+        )
+    zone_column = columns.timezone or (TIMEZONE_COLUMN if TIMEZONE_COLUMN in header else "")
+    at_email, at_name, at_sections, at_zone = (
+        _column_index(header, c) for c in (columns.email, columns.name, columns.sections, zone_column)
+    )
     lookup = _section_lookup(known_sections)
     default = sections_key(tuple(default_sections))
     parsed: dict[str, str | SubscriberError] = {}
@@ -177,13 +194,20 @@ def import_csv(
         if isinstance(chosen, SubscriberError):
             report.reject(line, str(chosen), cells)
             continue
+        zone: str | None = None
+        if at_zone >= 0 and cells[at_zone].strip():
+            try:
+                zone = check_timezone(cells[at_zone])
+            except InvalidTimezoneError as exc:
+                report.reject(line, f"timezone: {exc}", cells)
+                continue
         name, name_error = "", ""
         if at_name >= 0:
             try:
                 name = check_name(cells[at_name])
             except InvalidNameError as exc:
                 name_error = str(exc)
-        batch.append((line, email, name, name_error, chosen or default, cells))
+        batch.append((line, email, name, name_error, chosen or default, cells, zone))
         if len(batch) >= BATCH_ROWS:
             _write_batch(writer, batch, report, names=at_name >= 0)
             batch.clear()
@@ -239,17 +263,17 @@ def _write_batch(writer: bulk.ImportBatch, batch: list[_Candidate], report: Impo
             valid[email] = c
     blocked = blocked_addresses(writer.conn, valid)
     existing = writer.existing([e for e in valid if e not in blocked])
-    updates: list[tuple[int, str, str]] = []
-    creates: list[tuple[str, str, str]] = []
-    for email, (line, _, name, _, sections, _) in valid.items():
+    updates: list[tuple[int, str, str, str | None]] = []
+    creates: list[tuple[str, str, str, str | None]] = []
+    for email, (line, _, name, _, sections, _, zone) in valid.items():
         if email in blocked:
             report.skipped.append((line, "on the suppression list"))
         elif email not in existing:
-            creates.append((email, name, sections))
+            creates.append((email, name, sections, zone))
         elif Status(existing[email][1]) in GONE:
             report.skipped.append((line, f"{existing[email][1]}; only they can subscribe again"))
         else:
-            updates.append((existing[email][0], name, sections))
+            updates.append((existing[email][0], name, sections, zone))
     report.created += len(creates)
     report.updated += len(updates)
     if not report.dry_run:
@@ -293,16 +317,6 @@ def export_csv(conn: Connection, out: TextIO, *, statuses: Iterable[Status] | No
     return count
 
 
-def list_subscribers(
-    conn: Connection, *, status: Status | None = None, limit: int = 100, offset: int = 0
-) -> list[Subscriber]:
-    """Subscribers in id order, optionally of one status."""
-    query = select(subscribers.c.id).order_by(subscribers.c.id).limit(limit).offset(offset)
-    if status is not None:
-        query = query.where(subscribers.c.status == status.value)
-    return subscribers_by_id(conn, list(conn.execute(query).scalars()))
-
-
 def remove(conn: Connection, email: str, *, now: datetime) -> Subscriber:
     """Unsubscribe someone on their behalf (they asked by other means); the consent log
     records it with the form "admin". Raises `UnknownSubscriberError`."""
@@ -324,19 +338,16 @@ def erase(conn: Connection, email: str, *, now: datetime) -> None:
     subscriber = get_subscriber(conn, email)
     # An address that bounced or complained stays suppressed after the erasure: the hash
     # keeps why, so no path creates or mails it again.
-    suppressed = conn.execute(
-        select(suppressions.c.reason).where(suppressions.c.email == subscriber.email)
-    ).scalar_one_or_none()
+    suppressed = suppression_reason(conn, subscriber.email)
     if suppressed is not None:
         reason = f"erased:{suppressed}"[:50]
     elif subscriber.status in (Status.BOUNCED, Status.COMPLAINED):
         reason = f"erased:{subscriber.status.value}"
     else:
         reason = ERASED
-    conn.execute(delete(consents).where(consents.c.subscriber_id == subscriber.id))
+    delete_consents(conn, subscriber.id)
     # The plain address may be on the suppression list too; only the hash stays.
-    conn.execute(delete(suppressions).where(suppressions.c.email == subscriber.email))
-    conn.execute(delete(suppressions).where(suppressions.c.email == erased_key(subscriber.email)))
+    unsuppress(conn, subscriber.email, erased_key(subscriber.email))
     suppress(conn, erased_key(subscriber.email), reason=reason, now=now)
     update_subscriber(
         conn, subscriber.id, email=f"erased-{subscriber.id}@erased.invalid", name="", sections=(),

@@ -31,6 +31,8 @@ class NewSubscriber:
     name: str = ""
     status: Status = Status.ACTIVE
     source: str = ""
+    #: The reader's IANA time zone; None: the site's (and an update leaves it as it is).
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Subscriber:
     source: str
     paused_until: datetime | None = None
     confirmation_sent_at: datetime | None = None
+    #: The reader's IANA time zone (`zones.check_timezone`); None: the site's.
+    timezone: str | None = None
 
 
 def sections_key(sections: tuple[str, ...] | list[str] | set[str]) -> str:

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection
 
 from .errors import ConfirmationExpiredError, InvalidSectionError, NotAllowedError
 from .models import ConsentAction, Origin, Status, Subscriber
 from .store import (
     check_name,
+    create_pending,
+    find_by_email,
     normalize_email,
     record_consent,
     subscriber_by_token,
@@ -34,8 +36,8 @@ from .store import (
     update_subscriber,
 )
 from .suppression import forget_erasure, may_create
-from .tables import subscribers
 from .tokens import new_token, rotate_token
+from .zones import check_timezone
 
 log = logging.getLogger(__name__)
 
@@ -95,40 +97,31 @@ def request_subscription(
     origin: Origin,
     now: datetime,
     send: SendMail,
+    timezone: str | None = None,
 ) -> None:
-    """Ask to subscribe `email` to `sections` (none chosen means every known section).
+    """Ask to subscribe `email` to `sections` (none chosen means every known section),
+    reading in `timezone` (None: the site's).
 
-    Raises `InvalidEmailError`, `InvalidNameError` or `InvalidSectionError` for bad
-    input, before anything is written (`check_subscription` runs the same checks alone). Otherwise it answers nothing, whatever the address's standing (see the module
+    Raises `InvalidEmailError`, `InvalidNameError`, `InvalidSectionError` or
+    `InvalidTimezoneError` for bad input, before anything is written (`check_subscription` runs the same checks alone). Otherwise it answers nothing, whatever the address's standing (see the module
     docstring), and hands at most one `ConfirmationMail` to `send`.
     """
     address, display, chosen = check_subscription(email=email, name=name, sections=sections, known_sections=known_sections)
+    zone = check_timezone(timezone) if timezone else None
     if not may_create(conn, address, own_consent=True):
         log.info("subscription request for a suppressed address ignored")
         return
-    row = conn.execute(select(subscribers.c.id).where(subscribers.c.email == address)).first()
-    if row is None:
+    current = find_by_email(conn, address)
+    if current is None:
         token = new_token()
-        result = conn.execute(
-            insert(subscribers).values(
-                email=address,
-                name=display,
-                status=Status.PENDING.value,
-                sections=",".join(chosen),
-                token=token,
-                created_at=now,
-                source=origin.form[:100],
-                confirmation_sent_at=now,
-            )
+        subscriber_id = create_pending(
+            conn, email=address, name=display, sections=chosen, token=token, source=origin.form[:100], now=now,
+            timezone=zone,
         )
-        key = result.inserted_primary_key
-        assert key is not None
-        subscriber_id = int(key[0])
         record_consent(conn, subscriber_id, ConsentAction.REQUESTED, sections=chosen, origin=origin, now=now)
         log.info("new pending subscriber %s", subscriber_id)
         send(ConfirmationMail(MailKind.CONFIRM, subscriber_id, address, display, token, chosen))
         return
-    current = subscriber_by_id(conn, int(row.id))
     if current.status in (Status.BOUNCED, Status.COMPLAINED):
         log.info("subscription request for subscriber %s (%s) ignored", current.id, current.status)
         return
@@ -149,6 +142,7 @@ def request_subscription(
         sections=chosen,
         name=display or current.name,
         confirmation_sent_at=now,
+        timezone=zone or current.timezone,
     )
     record_consent(conn, current.id, ConsentAction.REQUESTED, sections=chosen, origin=origin, now=now)
     log.info("confirmation sent again to subscriber %s", current.id)

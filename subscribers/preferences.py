@@ -1,8 +1,8 @@
 """A subscriber's own choices: sections, a pause, leaving and coming back.
 
-Owns: `load_preferences`, `choose_sections`, `pause`, `resume`, `unsubscribe`,
+Owns: `load_preferences`, `choose_sections`, `choose_timezone`, `pause`, `resume`, `unsubscribe`,
 `resubscribe`, `PAUSE_CHOICES`. Imports `models`, `errors`, `store`, `optin` (for
-`check_sections`) of this package.
+`check_sections`), `zones` of this package.
 
 Every function takes the subscriber's link token: holding the token is what proves the
 person received our email. Every change is written to the consent log with its origin;
@@ -24,6 +24,7 @@ from .models import ConsentAction, Origin, Status, Subscriber
 from .optin import check_sections
 from .store import record_consent, subscriber_by_token, subscriber_by_id, update_subscriber
 from .suppression import is_suppressed
+from .zones import check_timezone
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,18 @@ def choose_sections(
     record_consent(conn, subscriber.id, ConsentAction.SECTIONS, sections=chosen, origin=origin, now=now)
     log.info("subscriber %s chose %d sections", subscriber.id, len(chosen))
     return subscriber_by_id(conn, subscriber.id)
+
+
+def choose_timezone(conn: Connection, token: str, timezone: str, *, now: datetime) -> Subscriber:
+    """Keep the reader's time zone (an IANA name; `InvalidTimezoneError` for any other).
+    Not a matter of consent, so nothing goes in the consent log."""
+    subscriber = load_preferences(conn, token, now=now)
+    zone = check_timezone(timezone)
+    if zone == subscriber.timezone:
+        return subscriber
+    update_subscriber(conn, subscriber.id, timezone=zone)
+    log.info("subscriber %s chose a time zone", subscriber.id)
+    return replace(subscriber, timezone=zone)
 
 
 def pause(conn: Connection, token: str, *, days: int, origin: Origin, now: datetime) -> Subscriber:

@@ -1,6 +1,7 @@
 """The one gate that decides who may be created or mailed.
 
-Owns: `mailable_clause`, `MAILABLE_STATUSES`, `suppress`, `is_suppressed`, `Standing`,
+Owns: `mailable_clause`, `MAILABLE_STATUSES`, `suppress`, `unsuppress`, `is_suppressed`,
+`suppression_reason`, `Standing`,
 `standing`, `may_create`, `erased_key`, `blocked_addresses`. Imports `models` and `tables`
 only.
 
@@ -84,6 +85,20 @@ def suppress(conn: Connection, email: str, *, reason: str, now: datetime) -> Non
     """Put an (already normalized) address on the suppression list; idempotent."""
     if not is_suppressed(conn, email):
         conn.execute(insert(suppressions).values(email=email, reason=reason, created_at=now))
+
+
+def suppression_reason(conn: Connection, email: str) -> str | None:
+    """Why the address (or key) is on the suppression list; None when it is not."""
+    reason: str | None = conn.execute(
+        select(suppressions.c.reason).where(suppressions.c.email == email)
+    ).scalar_one_or_none()
+    return reason
+
+
+def unsuppress(conn: Connection, *emails: str) -> None:
+    """Take these addresses (or keys) off the suppression list."""
+    for email in emails:
+        conn.execute(delete(suppressions).where(suppressions.c.email == email))
 
 
 def is_suppressed(conn: Connection, email: str) -> bool:

@@ -54,9 +54,18 @@ def rss(items: list[Item], *, title: str = "Pharma News", link: str = "https://p
 
 
 def outbox_messages(folder: Path) -> list[EmailMessage]:
-    """Every .eml under `folder`, parsed."""
+    """Every .eml under `folder`, parsed; a batch still being written (its `.tmp` folder,
+    renamed when complete) is not there yet, for a test polling while a server sends."""
     parser = BytesParser(policy=policy.default)
-    return [parser.parsebytes(p.read_bytes()) for p in sorted(folder.rglob("*.eml"))]  # type: ignore[misc]
+    found = []
+    for path in sorted(folder.rglob("*.eml")):
+        if any(part.endswith(".tmp") for part in path.relative_to(folder).parts):
+            continue
+        try:
+            found.append(parser.parsebytes(path.read_bytes()))
+        except FileNotFoundError:  # renamed between the listing and the read
+            continue
+    return found  # type: ignore[return-value]
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:

@@ -1,4 +1,13 @@
-"""A stand-in for SendGrid's `POST /v3/mail/send`: a real local HTTP server.
+"""A stand-in for SendGrid's `POST /v3/mail/send` and its scheduled sends: a real local
+HTTP server.
+
+Besides Mail Send it plays `POST /v3/mail/batch` (a batch id), `GET /v3/mail/batch/{id}`,
+and `GET/POST/PATCH/DELETE /v3/user/scheduled_sends[/{id}]` with SendGrid's rules: an
+unknown batch id is refused (in a cancel and in a Mail Send), a cancel or pause later than
+10 minutes before every pending `send_at` of the batch is refused, at most 10 batches are
+cancelled or paused at once, and no `send_at` may be more than 72 hours ahead. Time is the
+stand-in's `clock` (real time unless a test gives one), and `fates` says what became of
+every copy it accepted: delivered, still scheduled, cancelled or paused.
 
 It checks the bearer token, validates every body against
 `../shared/sendgrid/mail_send.schema.json` (Draft 2020-12 with a format checker) and the
@@ -28,10 +37,14 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from tests.sendgrid_scheduled import ScheduledSends, sendgrid_errors
 from tests.servers import LocalServer
+
+__all__ = ["Answer", "MailRequest", "SendGridStandIn", "sendgrid_errors"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "sendgrid" / "mail_send.schema.json"
 if not SCHEMA_PATH.exists():
@@ -85,16 +98,13 @@ class MailRequest:
         return [to["email"] for p in self.body.get("personalizations", []) for to in p.get("to", [])]
 
 
-def sendgrid_errors(*messages: tuple[str | None, str]) -> bytes:
-    """An error body shaped like SendGrid's: {"errors": [{"message", "field", "help"}]}."""
-    return json.dumps({"errors": [{"message": m, "field": f, "help": None} for f, m in messages]}).encode()
-
-
 class LimitChecker:
-    """The checks SendGrid makes that the JSON Schema cannot express."""
+    """The checks SendGrid makes that the JSON Schema cannot express; `clock` is the time
+    `send_at` is checked against (real time by default)."""
 
-    def __init__(self, now: datetime | None = None) -> None:
+    def __init__(self, now: datetime | None = None, *, clock: Callable[[], datetime] | None = None) -> None:
         self.now = now
+        self.clock = clock
 
     def problems(self, body: dict[str, Any], size: int) -> list[tuple[str | None, str]]:
         found: list[tuple[str | None, str]] = []
@@ -142,10 +152,11 @@ class LimitChecker:
                 found.append(("headers", f"The header {name} is reserved."))
         if size > MAX_MESSAGE_BYTES:
             found.append((None, "The total message size may not exceed 30MB."))
-        send_at = body.get("send_at")
-        now = self.now or datetime.now(UTC)
-        if isinstance(send_at, int) and datetime.fromtimestamp(send_at, UTC) > now + SEND_AT_HORIZON:
-            found.append(("send_at", "send_at may not be more than 72 hours in the future."))
+        now = self.now or (self.clock() if self.clock else datetime.now(UTC))
+        for where, holder in [("send_at", body), *((f"personalizations.{n}.send_at", p) for n, p in enumerate(personalizations))]:
+            send_at = holder.get("send_at")
+            if isinstance(send_at, int) and datetime.fromtimestamp(send_at, UTC) > now + SEND_AT_HORIZON:
+                found.append((where, "send_at may not be more than 72 hours in the future."))
         return found
 
 
@@ -161,9 +172,18 @@ class SendGridStandIn(LocalServer):
 
     def __init__(
         self, api_key: str = "SG.test-key", *, keep_bodies: bool = True, validate_schema_every: int = 1,
-        charset_allowed: bool = True, validate_later: bool = False,
+        charset_allowed: bool = True, validate_later: bool = False, clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__()
+        #: The stand-in's time: `send_at`, the 10-minute rule and `fates` are read against it.
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.scheduled = ScheduledSends()
+        #: Requests other than Mail Send: (method, path, status).
+        self.api_requests: list[tuple[str, str, int]] = []
+        #: Set when a cancel or pause is taken; its answer then waits `hold_delay` seconds
+        #: (a test kills the client in between: SendGrid took it, the client never heard).
+        self.hold_taken = threading.Event()
+        self.hold_delay = 0.0
         self.api_key = api_key
         #: Whether `application/json; charset=utf-8` is taken (SendGrid's Mail Send does;
         #: False plays an endpoint that wants exactly `application/json`).
@@ -177,7 +197,7 @@ class SendGridStandIn(LocalServer):
         self.validate_later = validate_later
         self.kept_for_validation: list[bytes] = []
         self.validator = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()), format_checker=FormatChecker())
-        self.limits = LimitChecker()
+        self.limits = LimitChecker(clock=lambda: self.clock())
         self.mail_requests: list[MailRequest] = []
         self.delivered: Counter[str] = Counter()
         self.accepted_requests = 0
@@ -196,10 +216,19 @@ class SendGridStandIn(LocalServer):
                 return None
 
             def do_POST(self) -> None:
-                standin._handle(self)
+                if self.path.split("?")[0] == "/v3/mail/send":
+                    standin._handle(self)
+                else:
+                    standin._api(self, "POST")
 
             def do_GET(self) -> None:
-                self._reply(404, sendgrid_errors((None, "not found")))
+                standin._api(self, "GET")
+
+            def do_PATCH(self) -> None:
+                standin._api(self, "PATCH")
+
+            def do_DELETE(self) -> None:
+                standin._api(self, "DELETE")
 
             def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
@@ -212,6 +241,38 @@ class SendGridStandIn(LocalServer):
         self.httpd.RequestHandlerClass = _Handler
         # A client that went away mid-answer (a killed sender) is part of the game.
         self.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+
+    # The batch and scheduled-sends endpoints.
+
+    def _api(self, handler: Any, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        path = handler.path.split("?")[0].rstrip("/")
+        if handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            status, body = 401, sendgrid_errors((None, "The provided authorization grant is invalid, expired, or revoked"))
+        else:
+            try:
+                payload = json.loads(raw) if raw else {}
+            except ValueError:
+                payload = None
+            with self.lock:
+                status, body = self.scheduled.route(method, path, payload, self.clock())
+                self.api_requests.append((method, path, status))
+            if status == 201 and path == "/v3/user/scheduled_sends":
+                self.hold_taken.set()
+                time.sleep(self.hold_delay)
+        handler._reply(status, body)
+    @property
+    def batch_ids(self) -> set[str]:
+        return self.scheduled.batch_ids
+
+    def fates(self, now: datetime | None = None) -> list[tuple[str, str, str]]:
+        """(email, subject, fate) of every copy accepted, in the order accepted: delivered,
+        scheduled, cancelled or paused by `now` (the clock's)."""
+        with self.lock:
+            copies = list(self.scheduled.copies)
+        at = now or self.clock()
+        return [(c.email, c.subject, self.scheduled.fate(c, at)) for c in copies]
 
     def answer_next(self, *answers: Answer) -> None:
         """Give these answers to the next requests, in order, then behave normally."""
@@ -306,6 +367,8 @@ class SendGridStandIn(LocalServer):
             problems.append((None, "The body must be a JSON object."))
         if not problems:
             problems = self.limits.problems(body, len(raw))
+        if not problems and "batch_id" in body and body["batch_id"] not in self.scheduled.batch_ids:
+            problems.append(("batch_id", "invalid batch id"))
         if problems:
             return 400, sendgrid_errors(*problems[:20]), "", body if isinstance(body, dict) else None, []
         addresses = [to["email"] for p in body["personalizations"] for to in p.get("to", [])]
@@ -331,6 +394,8 @@ class SendGridStandIn(LocalServer):
             if status == 202:
                 self.accepted_requests += 1
                 self.delivered.update(addresses or ())
+                if body:
+                    self.scheduled.keep_copies(body, self.clock())
             else:
                 self.rejected += 1
             if self.keep_bodies:

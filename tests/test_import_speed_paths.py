@@ -204,7 +204,8 @@ def test_the_streamed_export_writes_what_the_rows_hold(engine: Engine) -> None:
         return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
     assert rows[1:] == [[cell(s.email), cell(s.name), s.status.value, cell(",".join(s.sections)), cell(s.created_at),
-                         cell(s.confirmed_at), cell(s.unsubscribed_at), cell(s.source)] for s in expected]
+                         cell(s.confirmed_at), cell(s.unsubscribed_at), cell(s.source), cell(s.timezone)]
+                        for s in expected]
     assert rows[3][6].endswith(".000120+00:00") and rows[1][4].endswith("T09:00:00+00:00")
     assert [r[0] for r in csv.reader(io.StringIO(only.getvalue()))] == ["email", "cy@example.com"]
 

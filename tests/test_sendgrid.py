@@ -295,7 +295,7 @@ def test_server_errors_timeouts_and_dropped_connections_are_retried(
 def test_a_timeout_after_sendgrid_took_the_request_mails_that_batch_twice(
     engine: Engine, make_settings: Callable[..., Settings], standin: SendGridStandIn, feed_server: str
 ) -> None:
-    """The known cost of retrying timeouts (see the README's Sending section): SendGrid has
+    """The known cost of retrying timeouts (see docs/sending.md): SendGrid has
     no idempotency key, so a request it took but answered too late is sent again."""
     settings = sendgrid_settings(make_settings, standin, feed_server, sendgrid={"timeout": 0.5})
     add_readers(engine, 2)

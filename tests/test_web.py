@@ -122,11 +122,14 @@ def page_text(html: str) -> str:
 
 @pytest.fixture
 def make_site(engine: Engine, make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Site]]:
-    def make(theme: dict[str, Any] | None = None, **web: Any) -> Site:
+    def make(theme: dict[str, Any] | None = None, welcome: bool = False, **web: Any) -> Site:
+        # The opt-in tests count the mails in the outbox; the welcome email that follows
+        # a confirmation has tests of its own (tests/test_welcome.py).
         settings = make_settings(
             security={"secret_key": SECRET},
             web={"cors_origins": [ALLOWED_ORIGIN], **web},
             theme=theme or {},
+            welcome={"enabled": welcome},
         )
         site = Site(client=None, engine=engine, settings=settings)  # type: ignore[arg-type]
         app = create_app(

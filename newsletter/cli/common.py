@@ -22,6 +22,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.markup import escape
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -147,3 +148,21 @@ def _now() -> datetime:
 def _print_json(data: Any) -> None:
     console.print_json(json.dumps(data, default=str))
 
+
+
+def hours_table(hours: dict[datetime, dict[str, int]], zone: Any, *, title: str = "Deliveries by hour") -> Table:
+    """Local-time delivery: how many deliveries fall in each UTC hour (and the site's local
+    time), by state."""
+    states = [s for s in ("sent", "recalled", "planned", "skipped", "refused") if any(s in h for h in hours.values())]
+    table = Table(title=title)
+    table.add_column("due (UTC)")
+    table.add_column("site time")
+    for state in states:
+        table.add_column(state, justify="right")
+    for hour, counts in sorted(hours.items()):
+        table.add_row(f"{hour:%Y-%m-%d %H:%M} UTC", f"{hour.astimezone(zone):%a %H:%M}", *(f"{counts.get(s, 0):,}" for s in states))
+    return table
+
+
+def hours_json(hours: dict[datetime, dict[str, int]]) -> list[dict[str, Any]]:
+    return [{"hour": hour.isoformat(), **counts} for hour, counts in sorted(hours.items())]

@@ -319,16 +319,23 @@ def draft_reopen() -> None:
 def draft_test(
     to: Annotated[list[str] | None, typer.Option("--to", help="Send to this address instead of preview.test_recipients (repeatable).")] = None,
     sections: Annotated[str | None, typer.Option("--sections", help="Comma-separated section slugs of the segment; default: all.")] = None,
+    welcome_email: Annotated[bool, typer.Option("--welcome", help="Send the welcome email a new reader gets now (the latest issue sent, in those sections) instead of the draft.")] = False,
 ) -> None:
     """Send the draft to the editors with "[TEST]" before its subject, through the
-    configured transport. It never counts as the issue's delivery."""
-    from .. import drafts
+    configured transport. It never counts as the issue's delivery. --welcome sends the
+    welcome email instead."""
+    from .. import drafts, welcome
 
     cfg = settings()
+    chosen = _sections_option(cfg, sections)
     transport = issues.make_transport(cfg)
     try:
-        sent = drafts.send_test(database(cfg), cfg, transport=transport, sections=_sections_option(cfg, sections),
-                                to=tuple(to or ()), clock=_now)
+        if welcome_email:
+            sent = welcome.send_test(database(cfg), cfg, transport=transport, sections=chosen, to=tuple(to or ()),
+                                     clock=_now)
+        else:
+            sent = drafts.send_test(database(cfg), cfg, transport=transport, sections=chosen, to=tuple(to or ()),
+                                    clock=_now)
     finally:
         transport.close()
     console.print(f"Test sent to {', '.join(sent)}.", markup=False, highlight=False)
@@ -350,19 +357,29 @@ def draft_screenshot(
     folder: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the PNGs to.")] = Path("."),
     sections: Annotated[str | None, typer.Option("--sections", help="Comma-separated section slugs of the segment; default: all.")] = None,
     dark: Annotated[bool, typer.Option("--dark", help="As a reader with dark mode sees it (<slug>-desktop-dark.png, …).")] = False,
+    welcome_email: Annotated[bool, typer.Option("--welcome", help="The welcome email a new reader gets now instead of the draft (welcome-desktop.png, …).")] = False,
 ) -> None:
     """Write PNGs of the draft as desktop (600 px) and mobile (375 px) readers see it,
-    taken with headless Chromium; --dark as with the system's dark mode on."""
-    from .. import drafts
+    taken with headless Chromium; --dark as with the system's dark mode on; --welcome of
+    the welcome email instead."""
+    from .. import drafts, welcome
     from ..netguard import NetworkPolicy
     from ..screenshots import take_screenshots
 
     cfg = settings()
     engine = database(cfg)
-    draft = drafts.current_draft(engine, cfg)
-    message = issues.render_issue(engine, cfg, draft.issue, sections=_sections_option(cfg, sections))
+    chosen = _sections_option(cfg, sections)
+    if welcome_email:
+        with engine.connect() as conn:
+            content = welcome.latest_content(conn, cfg)
+        stem = welcome.WELCOME_FOLDER
+        message = welcome.welcome_message(issues.make_renderer(cfg), cfg, content, chosen or tuple(cfg.section_names()))
+    else:
+        draft = drafts.current_draft(engine, cfg)
+        stem = draft.issue.slug
+        message = issues.render_issue(engine, cfg, draft.issue, sections=chosen)
     shots = take_screenshots(
-        drafts.sample_message(message, cfg).html, folder, stem=draft.issue.slug, chromium=cfg.path(cfg.preview.chromium),
+        drafts.sample_message(message, cfg).html, folder, stem=stem, chromium=cfg.path(cfg.preview.chromium),
         policy=NetworkPolicy.from_cidrs(cfg.ingest.allow_networks), user_agent=cfg.ingest.user_agent, dark=dark,
     )
     for path in shots:

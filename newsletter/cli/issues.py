@@ -38,6 +38,8 @@ from .common import (
     database,
     err,
     handled,
+    hours_json,
+    hours_table,
     settings,
 )
 
@@ -180,6 +182,7 @@ def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
                  "updated_at": b.updated_at.isoformat()}
                 for b in status.batches
             ],
+            "by_hour": hours_json(status.hours),
         })
     else:
         counts = status.counts
@@ -195,7 +198,11 @@ def _status(engine: Any, cfg: Settings, ref: str, *, as_json: bool) -> None:
         for state in BatchStatus:
             table.add_row(state.value, f"{counts[state.value]:,}", f"{recipients[state.value]:,}")
         table.add_row("skipped (left the list after planning)", "", f"{counts['recipients_skipped']:,}")
+        if counts["recipients_recalled"]:
+            table.add_row("recalled (stopped before they were due)", "", f"{counts['recipients_recalled']:,}")
         console.print(table)
+        if status.hours:
+            console.print(hours_table(status.hours, cfg.site.zone))
         zone = cfg.site.zone
         for b in status.batches:
             if b.status is BatchStatus.FAILED:
@@ -248,6 +255,12 @@ def send(
                 f"[yellow]{counted(len(report.unknown_batches), 'batch', 'batches')} with an unknown outcome (in flight when a run stopped): "
                 f"{', '.join(map(str, report.unknown_batches[:20]))}; --resend-unknown sends them again[/yellow]"
             )
+    for zone in report.unknown_zones:
+        err.print(f"[yellow]warning:[/yellow] time zone {zone!r} of some subscribers is not an IANA name: they get the issue at "
+                  f"{cfg.delivery.local_time} in {cfg.site.timezone} (site.timezone)", highlight=False)
+    for zone in report.clamped_zones:
+        err.print(f"[yellow]warning:[/yellow] the next {cfg.delivery.local_time} in {zone} is more than 72 hours away: "
+                  "those readers get the issue 72 hours after the send started", highlight=False)
     stopped_early = stop.is_set() and not report.complete
     if stopped_early:
         err.print("[yellow]stopped before the end: `newsletter send` again sends the rest[/yellow]")

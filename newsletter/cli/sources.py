@@ -62,7 +62,7 @@ def _run_ingest(engine: Any, cfg: Settings, quiet: bool) -> list[FeedReport]:
         # No brackets here: the error line is printed with Rich markup, which would eat "[[feeds]]".
         raise ConfigError(
             "no feeds configured, nor any other source: add a feeds (name, url), wordpress (name, url) "
-            "or folders (name, path) array of tables to the configuration (see Sources in the README)"
+            "or folders (name, path) array of tables to the configuration (see docs/sources.md)"
         )
     with console.status("Reading sources…", spinner="dots") if not quiet else nullcontext():
         return ingest_sources(engine, cfg, clock=_now)

@@ -1,4 +1,4 @@
-"""`newsletter stats`: what happened to an issue after it left."""
+"""`newsletter stats`: what happened to an issue after it left, and to the welcome emails."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .. import store
-from .common import JsonOpt, _print_json, app, console, database, err, handled, settings
+from .. import issues, store
+from .common import JsonOpt, _print_json, app, console, database, err, handled, hours_json, hours_table, settings
 
 
 def _pct(value: float | None) -> str:
@@ -29,6 +29,13 @@ def _stats_dict(found: Any) -> dict[str, Any]:
         "unknown_events": found.unknown_events,
         "opens_note": "opens are a soft figure: privacy proxies open messages on the reader's behalf",
     }
+
+
+def _welcome_line(counts: dict[str, int]) -> str:
+    retry = f" ({counts['to_retry']:,} to be tried again)" if counts["failed"] else ""
+    skipped = f", {counts['skipped']:,} skipped (the reader left first)" if counts["skipped"] else ""
+    return (f"Welcome emails: {counts['sent']:,} sent, {counts['failed']:,} failed{retry}, "
+            f"{counts['pending'] + counts['sending']:,} pending{skipped}.")
 
 
 def _stats_table(found: Any) -> Table:
@@ -56,15 +63,16 @@ def issue_statistics(
 ) -> None:
     """Show what happened to an issue after it left, per issue and per section:
     recipients, delivered, bounced, complaints, clicks (unique, per article),
-    unsubscribes and opens, with rates. Opens are a soft figure: privacy proxies
-    inflate them, so clicks lead."""
-    from .. import stats
+    unsubscribes and opens, with rates; and how many welcome emails were sent, failed
+    or wait. Opens are a soft figure: privacy proxies inflate them, so clicks lead."""
+    from .. import stats, welcome
     from ..errors import IssueError
     from ..models import IssueStatus
 
     cfg = settings()
     engine = database(cfg)
     with engine.connect() as conn:
+        welcomes = welcome.welcome_counts(conn)
         if issue:
             found_issue = store.find_issue(conn, issue)
             if found_issue is None:
@@ -72,18 +80,23 @@ def issue_statistics(
         else:
             sent = [i for i in store.list_issues(conn) if i.status in (IssueStatus.SENDING, IssueStatus.SENT)]
             if not sent:
+                if any(welcomes.values()):
+                    console.print(_welcome_line(welcomes), highlight=False)
                 raise IssueError("no issue has been sent yet, so there are no statistics")
             found_issue = sent[0]
         found = stats.issue_stats(conn, found_issue, section_names=cfg.section_names())
         hours = stats.hourly_activity(conn, found_issue) if chart else []
+        due = issues.deliveries_by_hour(conn, found_issue.id)
     if chart:
         from ..charts import draw_activity
 
         draw_activity(chart, hours, title=f"{cfg.site.name} {found.issue}: first clicks and opens per hour")
     if as_json:
-        _print_json(_stats_dict(found))
+        _print_json({**_stats_dict(found), "welcomes": welcomes, "by_hour": hours_json(due)})
     else:
         console.print(_stats_table(found))
+        if due:
+            console.print(hours_table(due, cfg.site.zone, title="Deliveries by hour (local-time delivery)"))
         links = Table(title="Clicks per article")
         for column in ("article", "section", "clicks", "unique"):
             links.add_column(column, justify="right" if column in ("clicks", "unique") else "left")
@@ -96,5 +109,6 @@ def issue_statistics(
                       "figure: privacy proxies open messages on readers' behalf. Clicks lead.", highlight=False)
         if found.unknown_events:
             console.print(f"{found.unknown_events:,} stored events for this issue name no recipient of it.", highlight=False)
+        console.print(_welcome_line(welcomes), highlight=False)
     if chart:
         (err if as_json else console).print(f"Wrote {chart}", highlight=False)

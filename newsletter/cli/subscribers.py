@@ -59,9 +59,11 @@ def subscribers_add(
     email: Annotated[str, typer.Argument(help="Email address.")],
     sections: Annotated[str, typer.Option("--sections", help="Comma-separated section slugs; default: all.")] = "",
     name: Annotated[str, typer.Option("--name", help="The subscriber's name.")] = "",
+    timezone: Annotated[str, typer.Option("--timezone", help="The reader's IANA time zone, such as America/New_York; default: the site's.")] = "",
 ) -> None:
     """Add an active subscriber (consent obtained elsewhere) or update their sections."""
     cfg = settings()
+    zone = _timezone_option(timezone)
     known = list(cfg.section_names())
     chosen = [s.strip() for s in sections.split(",") if s.strip()] or known
     unknown = sorted(set(chosen) - set(known))
@@ -76,7 +78,7 @@ def subscribers_add(
                 "it is not added. Only the person can subscribe again, through the subscribe form."
             )
         created, _ = people.upsert_subscribers(
-            conn, [people.NewSubscriber(address, tuple(chosen), name=display, source="cli")], now=_now()
+            conn, [people.NewSubscriber(address, tuple(chosen), name=display, source="cli", timezone=zone)], now=_now()
         )
     console.print("Added." if created else "Updated.")
 
@@ -110,6 +112,7 @@ def import_(
     name_column: Annotated[str, typer.Option("--name-column", help="Column with the name; empty for none.")] = "",
     sections_column: Annotated[str, typer.Option("--sections-column", help="Column with section slugs or names (separated by , ; or |); empty: --sections for everyone.")] = "",
     sections: Annotated[str, typer.Option("--sections", help="Comma-separated slugs for rows without a sections column [default: all].")] = "",
+    timezone_column: Annotated[str, typer.Option("--timezone-column", help="Column with IANA time zones [default: the column named timezone, if any; none: the site's].")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row and report; import nothing.")] = False,
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Write the rejected rows, with their line and reason, to this CSV file.")] = None,
     as_json: JsonOpt = False,
@@ -128,7 +131,7 @@ def import_(
     with _open_csv(file) as (stream, counted, total):
         with _import_progress(console, counted, total, show=not as_json) as progress, engine.begin() as conn:
             report = people.import_csv(
-                conn, stream, columns=people.ColumnMap(email_column, name_column, sections_column),
+                conn, stream, columns=people.ColumnMap(email_column, name_column, sections_column, timezone_column),
                 known_sections=known, default_sections=chosen, now=now(), source=f"import:{file.name}",
                 dry_run=dry_run, progress=progress,
             )
@@ -188,13 +191,14 @@ def list_(
         found = people.list_subscribers(conn, status=_status(status) if status else None, limit=limit, offset=offset)
     if as_json:
         print_json([{"email": s.email, "name": s.name, "status": s.status.value, "sections": list(s.sections),
-                     "created_at": s.created_at} for s in found])
+                     "timezone": s.timezone or cfg.site.timezone, "created_at": s.created_at} for s in found])
         return
     table = Table(title="Subscribers")
-    for column in ("email", "name", "status", "sections", "joined"):
+    for column in ("email", "name", "status", "sections", "time zone", "joined"):
         table.add_column(column)
     for s in found:
-        table.add_row(escape(s.email), escape(s.name), s.status.value, ", ".join(s.sections), f"{s.created_at:%Y-%m-%d}")
+        table.add_row(escape(s.email), escape(s.name), s.status.value, ", ".join(s.sections),
+                      s.timezone or f"{cfg.site.timezone} (site)", f"{s.created_at:%Y-%m-%d}")
     console.print(table)
 
 @subscribers_app.command("show")
@@ -214,13 +218,14 @@ def show(
             "email": subscriber.email, "name": subscriber.name, "status": subscriber.status.value,
             "sections": list(subscriber.sections), "created_at": subscriber.created_at,
             "confirmed_at": subscriber.confirmed_at, "unsubscribed_at": subscriber.unsubscribed_at,
-            "source": subscriber.source,
+            "source": subscriber.source, "timezone": subscriber.timezone or cfg.site.timezone,
             "consents": [{"action": c.action.value, "sections": list(c.sections), "at": c.at, "ip": c.ip,
                           "user_agent": c.user_agent, "form": c.form} for c in history],
         })
         return
     console.print(f"[bold]{escape(subscriber.email)}[/bold] {escape(subscriber.name)} — {subscriber.status.value}; "
-                  f"sections: {', '.join(subscriber.sections) or 'none'}; source: {escape(subscriber.source) or '-'}")
+                  f"sections: {', '.join(subscriber.sections) or 'none'}; source: {escape(subscriber.source) or '-'}; "
+                  f"time zone: {subscriber.timezone or cfg.site.timezone + ' (site)'}")
     table = Table(title="Consent history")
     for column in ("when", "action", "sections", "form", "IP", "user agent"):
         table.add_column(column)
@@ -253,6 +258,16 @@ def erase(
     with engine.begin() as conn:
         people.erase(conn, email, now=now())
     console.print("Erased.")
+
+
+def _timezone_option(value: str) -> str | None:
+    """The IANA name given to --timezone, None for none given (the site's zone)."""
+    if not value.strip():
+        return None
+    try:
+        return people.check_timezone(value)
+    except people.InvalidTimezoneError as exc:
+        raise ConfigError(f"--timezone: {exc}") from None
 
 
 def _status(value: str) -> people.Status:

@@ -46,6 +46,7 @@ from .surfaces import (
     SecuritySettings,
     ThemeSettings,
     WebSettings,
+    WelcomeSettings,
     default_sections,
 )
 
@@ -53,7 +54,8 @@ __all__ = [
     "DatabaseSettings", "DeliverySettings", "FeedSettings", "FolderSettings", "ImageSettings", "IngestSettings",
     "LinkSettings", "PreviewSettings", "ScheduleSettings", "SectionSettings", "SecuritySettings", "SelectionSettings",
     "SendGridSettings", "SenderSettings", "Settings", "SiteSettings", "SmtpSettings", "TemplateSettings",
-    "ThemeSettings", "WebSettings", "WordPressSettings", "config_file", "default_sections", "hand_to_workers", "load_settings",
+    "ThemeSettings", "WebSettings", "WelcomeSettings", "WordPressSettings", "config_file", "default_sections", "hand_to_workers",
+    "load_settings",
 ]
 
 DEFAULT_CONFIG = "newsletter.toml"
@@ -87,6 +89,7 @@ class Settings(_Table):
     links: LinkSettings = Field(default_factory=LinkSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     preview: PreviewSettings = Field(default_factory=PreviewSettings)
+    welcome: WelcomeSettings = Field(default_factory=WelcomeSettings)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (not a setting).")
 
     @model_validator(mode="after")
@@ -157,7 +160,7 @@ def _format_error(error: Mapping[str, Any], source: str, env_names: dict[tuple[s
     if error["type"] == "extra_forbidden" and loc in _MOVED:
         msg = f"moved: write it as {_MOVED[loc]}"
     elif error["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see the configuration reference in the README)"
+        msg = "unknown key (check the spelling; see the configuration reference, docs/configuration.md)"
     elif error["type"] == "missing":
         msg = "missing: this key is required"
     elif error["type"] == "literal_error":

@@ -211,6 +211,20 @@ class DeliverySettings(_Table):
         description="Processes sending one issue through SendGrid (helpers started by `newsletter send`); "
         "0 = one per CPU. Helpers start only for 16 batches per process or more.",
     )
+    local_time: str = Field(
+        "",
+        description="Deliver each reader's copy at this local time (HH:MM, 24-hour) in their own time zone: the next "
+        "such time after the send starts, at most 72 hours ahead (SendGrid's limit). Empty: deliver at once. "
+        "Needs a transport that can schedule (sendgrid, outbox).",
+    )
+
+    @field_validator("local_time")
+    @classmethod
+    def _check_local_time(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+            raise ValueError(f"expected a time of day as HH:MM (24-hour) such as \"08:00\", got {value!r}")
+        return value
 
 
 class TemplateSettings(_Table):

@@ -1,5 +1,6 @@
 """The settings tables of what people see and use: the email's theme and links, the web
-app and its security, the schedule, the editors' preview, and the default sections.
+app and its security, the schedule, the editors' preview, the welcome email, and the
+default sections.
 
 Owns: those tables and `default_sections`. Reads no environment (`config` alone does).
 Imports `config.pipeline`.
@@ -247,3 +248,26 @@ class PreviewSettings(_Table):
         return value
 
 
+
+
+class WelcomeSettings(_Table):
+    enabled: bool = Field(
+        True, description="Send each reader one welcome email when they confirm their subscription: the latest issue in their sections, or a short note before the first."
+    )
+    subject: str = Field(
+        "Welcome to {site}", description="Subject of the welcome email; {site} stands for the site's name."
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _check_subject(cls, value: str) -> str:
+        # A header: one line, and something to read.
+        if not value.strip() or any(c in value for c in "\r\n"):
+            raise ValueError("expected one line of text, such as \"Welcome to {site}\"")
+        if len(value) > 200:
+            raise ValueError(f"expected at most 200 characters, got {len(value)}")
+        return value.strip()
+
+    def subject_for(self, site_name: str) -> str:
+        """The subject with the site's name in place of {site}."""
+        return self.subject.replace("{site}", site_name)

@@ -39,12 +39,23 @@ from .edits import (
     set_texts,
 )
 from .journal import ORIGINS, Entry, entries, version_of
-from .review import TEST_PREFIX, Audience, approve, audience, check_draft, link_checker, reopen, sample_message, send_test
+from .review import (
+    TEST_PREFIX,
+    Audience,
+    approve,
+    audience,
+    check_draft,
+    link_checker,
+    reopen,
+    sample_message,
+    send_test,
+    send_to_editors,
+)
 
 __all__ = [
     "EDITOR_SOURCE", "ORIGINS", "TEST_PREFIX", "Audience", "Choice", "Draft", "DraftArticle", "DraftBuild", "Entry", "add_item",
     "approve", "audience", "build_draft", "check_draft", "current_draft", "draft_fingerprint", "draft_log", "entries", "exclude",
-    "link_checker", "load_draft", "move", "pin", "reopen", "sample_message", "send_test", "set_intro",
+    "link_checker", "load_draft", "move", "pin", "reopen", "sample_message", "send_test", "send_to_editors", "set_intro",
     "set_preheader", "set_sponsor", "set_subject", "set_texts", "version_of",
 ]
 

@@ -5,7 +5,8 @@ Owns: `Choice`, `Draft`, `DraftArticle`, `DraftBuild`, `load_draft`, `current_dr
 `build_draft`, `draft_fingerprint`, the `draft_choices` table's queries, and the helpers
 the other modules of this package change a draft with (`editable`, `recompose`,
 `choices_of`, `save_choice`). Imports `config`, `errors`, `models`, `tables`, `store`,
-`sections`, `selection`, `render`, `issues` and `drafts.journal`.
+`sections`, `selection`, `render`, `issues` and `drafts.journal`; the issue's rows (`issues`, `issue_articles`,
+`articles`) are written through `store`.
 
 The draft is the newest issue while it is not sent. Its articles are recomposed from the
 selection after every change: the editors' choices (`draft_choices`) say which articles
@@ -19,9 +20,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select
 
 from .. import issues, store
 from ..config import Settings
@@ -30,7 +30,7 @@ from ..models import Article, Issue, IssueStatus, SectionBlock, Sponsor
 from ..render import IssueContent
 from ..sections import assign_section, make_rules
 from ..selection import select_articles
-from ..tables import articles, draft_choices, issue_articles, issues as issues_table
+from ..tables import draft_choices
 from . import journal
 
 EDITOR_SOURCE = "editor"
@@ -175,15 +175,13 @@ def recompose(conn: Connection, settings: Settings, issue: Issue, *, end: dateti
         room = max(0, limit - len(placed.get(block.slug, [])))
         for index, article in enumerate(block.articles[:room]):
             placed.setdefault(block.slug, []).append(((_FREE_RANK, float(index), article.id), article))
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, str]] = []
     for section in [*names, *sorted(set(placed) - set(names))]:
         for _, article in sorted(placed.get(section, []), key=lambda item: item[0]):
-            rows.append({"issue_id": issue.id, "article_id": article.id, "section": section, "position": len(rows)})
-    conn.execute(delete(issue_articles).where(issue_articles.c.issue_id == issue.id))
-    if rows:
-        conn.execute(insert(issue_articles), rows)
-    conn.execute(update(issues_table).where(issues_table.c.id == issue.id).values(window_end=end))
-    after: set[int] = {r["article_id"] for r in rows}
+            rows.append((article.id, section))
+    store.place_articles(conn, issue.id, rows)
+    store.edit_issue(conn, issue.id, window_end=end)
+    after: set[int] = {article_id for article_id, _ in rows}
     added = [pool[i].title for i in sorted(after - set(current))]
     removed = [a.title for i, (_, a) in sorted(current.items()) if i not in after]
     return added, removed
@@ -221,13 +219,7 @@ def draft_fingerprint(engine: Engine) -> str:
         if latest is None:
             return ""
         digest.update(repr(latest).encode())
-        rows = conn.execute(
-            select(articles.c.id, articles.c.title, articles.c.summary, articles.c.url, articles.c.image_url,
-                   issue_articles.c.section, issue_articles.c.position)
-            .join(issue_articles, issue_articles.c.article_id == articles.c.id)
-            .where(issue_articles.c.issue_id == latest.id).order_by(issue_articles.c.position)
-        ).all()
-        digest.update(repr([tuple(r) for r in rows]).encode())
+        digest.update(repr(store.issue_article_rows(conn, latest.id)).encode())
         digest.update(repr(sorted(choices_of(conn, latest.id).items())).encode())
         digest.update(repr(store.find_sponsor(conn, latest.id)).encode())
         digest.update(f"{journal.version_of(conn, latest.id)}:{journal.last_change(conn, latest.id)}".encode())

@@ -3,7 +3,8 @@ item of their own) and its sponsor's slot. The desk and the `draft` commands cal
 same functions.
 
 Owns: `set_subject`, `set_preheader`, `set_intro`, `set_texts`, `pin`, `exclude`, `move`,
-`add_item`, `set_sponsor`. Imports `config`, `errors`, `models`, `tables`, `store`,
+`add_item`, `set_sponsor`. Imports `config`, `errors`, `models`, `store` (which writes the
+issue's rows),
 `preflight` (the sponsor's checks), `drafts.compose` and `drafts.journal`.
 
 Every change is one transaction that refuses an approved or sending draft (with the
@@ -20,14 +21,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import nh3
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine
 
 from .. import store
 from ..config import Settings
 from ..errors import EditError
 from ..models import Article, Issue, Sponsor
 from ..preflight import sponsor_problems
-from ..tables import articles, issue_articles, issues as issues_table
 from . import journal
 from .compose import EDITOR_SOURCE, Choice, Draft, choices_of, editable, load_draft, recompose, save_choice
 
@@ -65,7 +65,8 @@ def _update_issue(engine: Engine, values: dict[str, str], *, origin: str, expect
         action = f"{next(iter(changed))} set" if len(changed) == 1 else "texts set"
         journal.record(conn, issue.id, origin=origin, action=action, detail="; ".join(details) or "unchanged",
                        now=now or datetime.now(UTC), expect=expect)
-        conn.execute(update(issues_table).where(issues_table.c.id == issue.id).values(**values))
+        store.edit_issue(conn, issue.id, subject=values.get("subject"), preheader=values.get("preheader"),
+                         intro=values.get("intro"))
         found = store.find_issue(conn, issue.id)
     assert found is not None
     return found
@@ -103,7 +104,7 @@ def _article_in_play(conn: Connection, issue: Issue, article_id: int) -> Article
     found = store.articles_by_id(conn, [article_id]).get(article_id)
     if found is None:
         raise EditError(f"article {article_id}: no such article (see `newsletter draft show`)")
-    taken = conn.execute(select(issue_articles.c.issue_id).where(issue_articles.c.article_id == article_id)).scalar()
+    taken = store.article_issue(conn, article_id)
     if taken is not None and taken != issue.id:
         raise EditError(f"article {article_id}: already in another issue")
     return found
@@ -198,16 +199,15 @@ def add_item(engine: Engine, settings: Settings, *, title: str, link: str, secti
     clean_summary = _one_line(nh3.clean(summary, tags=set()), "summary", limit=2000)
     with engine.begin() as conn:
         issue = editable(conn)
-        existing = conn.execute(select(articles.c.id).where(articles.c.url == link.strip())).scalar()
+        existing = store.article_id_by_url(conn, link.strip())
         if existing is not None:
             raise EditError(f"link {link.strip()}: already the link of article {existing}; pin that article instead")
         journal.record(conn, issue.id, origin=origin, action="item added",
                        detail=f"{_quote(clean_title)} in {section}", now=now, expect=expect)
-        article_id = conn.execute(insert(articles).values(
-            guid=f"editor:{issue.slug}:{uuid.uuid4().hex[:12]}", url=link.strip(), title=clean_title, author="",
-            published_at=now, categories="", summary=clean_summary, image_url=image_url.strip(), source=EDITOR_SOURCE,
-            first_seen_at=now, updated_at=now,
-        )).inserted_primary_key[0]  # type: ignore[index]
+        article_id = store.add_article(
+            conn, guid=f"editor:{issue.slug}:{uuid.uuid4().hex[:12]}", url=link.strip(), title=clean_title,
+            summary=clean_summary, image_url=image_url.strip(), source=EDITOR_SOURCE, now=now,
+        )
         save_choice(conn, issue.id, article_id, Choice(pinned=True, section=section), now=now)
         recompose(conn, settings, issue, end=issue.window_end)
         return load_draft(conn, settings, issue)

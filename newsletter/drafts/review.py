@@ -1,10 +1,11 @@
 """Checking a draft and letting it go: the preflight, approval and reopening, a test send,
 and the sample values the desk shows the email with.
 
-Owns: `Audience`, `audience`, `sample_message`, `link_checker`, `check_draft`, `approve`, `reopen`, `send_test`,
-`TEST_PREFIX`. Imports `config`, `errors`, `models`, `tables`, `store`, `links`,
-`netguard`, `preflight`, `sending.planning` (who a send would reach), `transports`, `issues`, `drafts.compose` and `drafts.journal`;
-`subscribers` for the address checks of a test.
+Owns: `Audience`, `audience`, `sample_message`, `link_checker`, `check_draft`, `approve`, `reopen`,
+`send_test`, `send_to_editors`, `TEST_PREFIX`. Imports `config`, `errors`, `models`, `store`,
+`links`, `netguard`, `preflight`, `sending.planning` (who a send would reach),
+`sending.ledger` (whether a send started), `transports`, `issues`, `drafts.compose` and
+`drafts.journal`; `subscribers` for the address checks of a test.
 
 Approval, reopening and each test send are logged in the draft log like the edits are.
 """
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 import subscribers as people
 
@@ -25,8 +26,8 @@ from ..errors import EditError, IssueError
 from ..models import Batch, Issue, IssueStatus, RenderedMessage
 from ..netguard import NetworkPolicy
 from ..sending import planning
+from ..sending.ledger import send_started, was_recalled
 from ..preflight import LinkChecker, Preflight, require_passing, run_preflight
-from ..tables import batches
 from ..transports import Transport, personalize
 from . import journal
 from .compose import Draft, current_draft, editable, latest_draft
@@ -85,8 +86,9 @@ def reopen(engine: Engine, *, origin: str = "cli", expect: int | None = None, no
         if issue.status is not IssueStatus.APPROVED:
             raise IssueError(f"issue {issue.slug} is {issue.status.value}, not approved: nothing to reopen")
         # An approved issue whose send has started stays approved until it is sent:
-        # some subscribers may have it already.
-        if conn.execute(select(batches.c.id).where(batches.c.issue_id == issue.id).limit(1)).first() is not None:
+        # some subscribers may have it already. A recalled one may be corrected for the
+        # readers whose copy was stopped (`newsletter recall`).
+        if send_started(conn, issue.id) and not was_recalled(conn, issue.id):
             raise IssueError(f"issue {issue.slug} is being sent: it can no longer be reopened")
         journal.record(conn, issue.id, origin=origin, action="reopened", now=now or datetime.now(UTC), expect=expect)
         store.set_issue_status(conn, issue.id, IssueStatus.DRAFT)
@@ -100,12 +102,29 @@ def send_test(engine: Engine, settings: Settings, *, transport: Transport, secti
               origin: str = "cli") -> tuple[str, ...]:
     """Send the draft, as the subscribers of `sections` see it, to the editors' addresses
     (`preview.test_recipients`, or `to`) with "[TEST]" before the subject. Nothing is
-    written to the send ledger: a test never counts as the issue's delivery."""
+    written to the send ledger: a test never counts as the issue's delivery. The draft
+    log notes it, from `origin`."""
+    draft = current_draft(engine, settings)
+    message = issues.render_issue(engine, settings, draft.issue, sections=sections)
+    recipients = send_to_editors(engine, settings, message, transport=transport, folder=f"{draft.issue.slug}-test",
+                                 issue_id=draft.issue.id, to=to, clock=clock)
+    with engine.begin() as conn:
+        segment = ", ".join(sections) if sections else "all sections"
+        journal.record(conn, draft.issue.id, origin=origin, action="test sent",
+                       detail=f"to {len(recipients)} address{'es' if len(recipients) != 1 else ''} ({segment})",
+                       now=clock(), step=False)
+    return recipients
+
+
+def send_to_editors(engine: Engine, settings: Settings, message: RenderedMessage, *, transport: Transport, folder: str,
+                    issue_id: int, to: tuple[str, ...] = (),
+                    clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[str, ...]:
+    """Send a rendered email (a draft, the welcome) as a test to the editors' addresses
+    (`preview.test_recipients`, or `to`), "[TEST]" before its subject, with the headers a
+    reader's copy has; the outbox files it under `folder`. Returns the addresses."""
     recipients = to or tuple(settings.preview.test_recipients)
     if not recipients:
         raise EditError("no test recipients: set preview.test_recipients or give --to")
-    draft = current_draft(engine, settings)
-    message = issues.render_issue(engine, settings, draft.issue, sections=sections)
     message = type(message)(TEST_PREFIX + message.subject, message.preheader, message.html, message.text)
     base, mailto = settings.site.base_url, settings.unsubscribe_mailto
     # The one gate: a test never goes to an address that bounced or complained.
@@ -121,7 +140,7 @@ def send_test(engine: Engine, settings: Settings, *, transport: Transport, secti
     # A batch id of its own per test, so the outbox never takes one test for another.
     batch_id = int(clock().timestamp() * 1000)
     batch = Batch(
-        id=batch_id, issue_id=draft.issue.id, issue_slug=f"{draft.issue.slug}-test", segment_id=0, message=message,
+        id=batch_id, issue_id=issue_id, issue_slug=folder, segment_id=0, message=message,
         recipients=tuple(
             links.recipient(number, address, "test", "Editor", base_url=base, mailto=mailto)
             for number, address in enumerate(recipients, start=1)
@@ -134,11 +153,6 @@ def send_test(engine: Engine, settings: Settings, *, transport: Transport, secti
     outcome = transport.send(batch)
     if outcome.kind.value != "accepted":
         raise IssueError(f"the test send failed: {outcome.error or outcome.status_code}")
-    with engine.begin() as conn:
-        segment = ", ".join(sections) if sections else "all sections"
-        journal.record(conn, draft.issue.id, origin=origin, action="test sent",
-                       detail=f"to {len(recipients)} address{'es' if len(recipients) != 1 else ''} ({segment})",
-                       now=clock(), step=False)
     return recipients
 
 

@@ -9,6 +9,8 @@ Batch states: planned → in_flight → accepted | failed. A delivery row is a r
 a batch: planned, or skipped (no longer mailable when its batch went out, and counted in
 the batch's `skipped`). A planned row of an accepted batch has been sent: accepting a
 batch writes its one row, not a thousand rows of recipients scattered over the table.
+A row of an accepted batch may later say "recalled" (`recall`): its copy was stopped before
+it was due, and the batch counts it in `recalled`.
 Rows written before that rule say "sent" themselves, and count as sent the same way. So
 an issue's figures are sums over its batches (`recipients` − `skipped` of the accepted
 ones are its recipients), never a count of a million deliveries.
@@ -21,14 +23,14 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, bindparam, exists, func, select, update
+from sqlalchemy import Connection, Select, Update, and_, bindparam, case, exists, func, select, update
 
 from subscribers import mailable_clause, subscribers
 
-from ..models import BatchStatus
+from ..models import BatchStatus, DeliveryStatus
 from ..tables import batches, deliveries
 
 
@@ -45,6 +47,18 @@ class BatchRow:
 
 def _batch(row: Any) -> BatchRow:
     return BatchRow(row.id, row.issue_id, row.segment_id, BatchStatus(row.status), row.recipients, row.attempts)
+
+
+def send_started(conn: Connection, issue_id: int) -> bool:
+    """Whether any batch of the issue has been planned (some readers may have it already)."""
+    return conn.execute(select(batches.c.id).where(batches.c.issue_id == issue_id).limit(1)).first() is not None
+
+
+def was_recalled(conn: Connection, issue_id: int) -> bool:
+    """Whether some copies of the issue were stopped by a recall (`recall`)."""
+    query = select(deliveries.c.id).where(deliveries.c.issue_id == issue_id,
+                                          deliveries.c.status == DeliveryStatus.RECALLED.value).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def batches_in(conn: Connection, issue_id: int, *statuses: BatchStatus) -> list[BatchRow]:
@@ -117,9 +131,10 @@ def _recipients_of_batch() -> Select[Any]:
             subscribers.c.name,
             subscribers.c.token,
             mailable_clause(few=True).label("mailable"),
+            deliveries.c.send_at,
         )
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(deliveries.c.batch_id == bindparam("batch_id"), deliveries.c.status == "planned")
+        .where(deliveries.c.batch_id == bindparam("batch_id"), deliveries.c.status == DeliveryStatus.PLANNED.value)
         .order_by(deliveries.c.id)
     )
 
@@ -169,7 +184,8 @@ SENDING_CACHE_KIB = 16 * 1024
 
 def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Sequence[Any]]:
     """The batch's planned recipients as (delivery id, subscriber id, email, name, token,
-    mailable): `mailable` is false for those who may not be mailed any more (unsubscribed
+    mailable, send_at): `send_at` is when their copy is due (None: at once; on SQLite the
+    stored text, which `as_utc` reads), `mailable` is false for those who may not be mailed any more (unsubscribed
     or suppressed since planning). Rows as the database gives them: the caller makes a
     thousand recipients of them in one pass.
 
@@ -186,10 +202,18 @@ def batch_recipients(conn: Connection, batch_id: int) -> Sequence[Sequence[Any]]
     return conn.execute(_recipients_of_batch(), {"batch_id": batch_id}).all()
 
 
+def as_utc(value: datetime | str) -> datetime:
+    """A `send_at` as `batch_recipients` gives it (SQLite's packed rows hold the stored
+    text, naive UTC) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def skip_deliveries(conn: Connection, batch_id: int, delivery_ids: list[int]) -> None:
     """These recipients of the batch are left out (no longer mailable), and counted so."""
     if delivery_ids:
-        conn.execute(update(deliveries).where(deliveries.c.id.in_(delivery_ids)).values(status="skipped"))
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(delivery_ids)).values(status=DeliveryStatus.SKIPPED.value))
         conn.execute(update(batches).where(batches.c.id == batch_id).values(skipped=batches.c.skipped + len(delivery_ids)))
 
 
@@ -217,7 +241,7 @@ def recipients_sent_by_segment(conn: Connection, issue_id: int) -> dict[int, int
     return {
         segment: int(count)
         for segment, count in conn.execute(
-            select(batches.c.segment_id, func.sum(batches.c.recipients - batches.c.skipped))
+            select(batches.c.segment_id, func.sum(batches.c.recipients - batches.c.skipped - batches.c.recalled))
             .where(batches.c.issue_id == issue_id, batches.c.status == BatchStatus.ACCEPTED.value)
             .group_by(batches.c.segment_id)
         )
@@ -243,20 +267,23 @@ def ledger_summary(conn: Connection, issue_id: int) -> dict[str, int]:
     """Counts of batches by state and of recipients sent, skipped and planned: one query
     over the issue's batches (a thousand rows at a million recipients)."""
     summary = {s.value: 0 for s in BatchStatus}
-    sent = skipped = everyone = 0
-    for status, count, recipients, left_out in conn.execute(
-        select(batches.c.status, func.count(), func.sum(batches.c.recipients), func.sum(batches.c.skipped))
+    sent = skipped = recalled = everyone = 0
+    for status, count, recipients, left_out, stopped in conn.execute(
+        select(batches.c.status, func.count(), func.sum(batches.c.recipients), func.sum(batches.c.skipped),
+               func.sum(batches.c.recalled))
         .where(batches.c.issue_id == issue_id)
         .group_by(batches.c.status)
     ):
         summary[status] = count
         everyone += recipients
         skipped += left_out
+        recalled += stopped
         if status == BatchStatus.ACCEPTED.value:
-            sent += recipients - left_out
+            sent += recipients - left_out - stopped
     summary["recipients_sent"] = sent
     summary["recipients_skipped"] = skipped
-    summary["recipients_planned"] = everyone - sent - skipped
+    summary["recipients_recalled"] = recalled
+    summary["recipients_planned"] = everyone - sent - skipped - recalled
     return summary
 
 
@@ -308,3 +335,19 @@ def confirm_processed(conn: Connection, issue_id: int, *, now: datetime) -> list
     for batch_id in confirmed:
         mark_accepted(conn, batch_id, message_id="", status_code=202, now=now)
     return confirmed
+
+
+def deliveries_by_hour(conn: Connection, issue_id: int) -> list[tuple[datetime, str, int]]:
+    """The issue's scheduled deliveries as (time, state, count): state "sent" (accepted
+    batch), "recalled" or "planned" (not yet sent), by time. One row per zone's time, so a
+    handful; none when the issue was delivered at once."""
+    sent = and_(batches.c.status == BatchStatus.ACCEPTED.value, deliveries.c.status == "planned")
+    state = case((deliveries.c.status == DeliveryStatus.RECALLED.value, DeliveryStatus.RECALLED.value), (sent, "sent"), else_=deliveries.c.status)
+    rows = conn.execute(
+        select(deliveries.c.send_at, state.label("state"), func.count())
+        .join(batches, batches.c.id == deliveries.c.batch_id)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.send_at.is_not(None))
+        .group_by(deliveries.c.send_at, state)
+        .order_by(deliveries.c.send_at)
+    ).all()
+    return [(as_utc(at), str(label), int(count)) for at, label, count in rows]

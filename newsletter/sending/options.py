@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import Settings
+from ..errors import ConfigError
 from ..links import list_id
 from ..models import Issue
 from ..transports import Transport, capabilities
@@ -47,6 +48,9 @@ class SendOptions:
     worker: bool = False
     #: 429 answers waited out per batch before it counts as failed.
     max_rate_limit_waits: int = 30
+    #: `[delivery] local_time` ("HH:MM"; empty: at once) and the site's zone, for planning.
+    local_time: str = ""
+    site_zone: str = "UTC"
     #: Set by the scheduled service on SIGTERM: claim nothing more, finish and record the
     #: batches in flight, and leave the rest planned for the next run.
     stop: threading.Event | None = None
@@ -84,10 +88,18 @@ class SendReport:
     #: Helper processes that sent with this one, and the batches they sent (included above).
     helpers: int = 0
     helper_batches_sent: int = 0
+    #: Local-time delivery: zones whose next local time was beyond the 72-hour horizon
+    #: (clamped to it), and subscribers' zones that are not IANA names (the site's used).
+    clamped_zones: list[str] = field(default_factory=list)
+    unknown_zones: list[str] = field(default_factory=list)
 
 
 def send_options(settings: Settings, issue: Issue, transport: Transport, flags: SendFlags, stop: threading.Event | None) -> SendOptions:
-    """The options of one run sending `issue` through `transport`."""
+    """The options of one run sending `issue` through `transport`; `ConfigError` when
+    `[delivery] local_time` is set and the transport cannot deliver at a given time."""
+    if settings.delivery.local_time and not capabilities(transport.name).send_at:
+        raise ConfigError(f"delivery.local_time is set but the {transport.name} transport cannot deliver at a given time; "
+                          "leave local_time empty or use sendgrid (or the outbox)")
     return SendOptions(
         base_url=settings.site.base_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,
@@ -103,5 +115,7 @@ def send_options(settings: Settings, issue: Issue, transport: Transport, flags: 
         categories=(settings.site.name[:255], f"issue-{issue.slug}"),
         list_id=list_id(settings.site.name, settings.sender.address),
         processes=settings.delivery.processes,
+        local_time=settings.delivery.local_time,
+        site_zone=settings.site.timezone,
         stop=stop,
     )

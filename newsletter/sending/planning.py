@@ -2,9 +2,10 @@
 subscriber into a batch of their segment, in bulk.
 
 Owns: `PlanCounts`, `lock_issue`, `unplanned_choices`, `unplanned_section_keys`,
-`active_subscribers`, `plan_batches`, and `plan_issue` (render each new segment once and
+`plan_batches`, and `plan_issue` (render each new segment once and
 plan). Writes `batches` and `deliveries` (the ledger, see `ledger`); imports `models`,
-`tables`, `store` and what `subscribers` exports. Callers own the transaction, except
+`tables`, `store` and what `subscribers` exports: who is mailable is its query
+(`mailable_recipients`), which the planning narrows and numbers, never a status it spells. Callers own the transaction, except
 `plan_issue`, which is one.
 """
 
@@ -34,12 +35,13 @@ from sqlalchemy import (
     update,
 )
 
-from subscribers import mailable_clause, parse_sections_key, subscribers
+from subscribers import UTCDateTime, mailable_recipients, parse_sections_key, time_zones
 
 from .. import store
-from ..models import BatchStatus, Issue, IssueStatus, RenderedMessage, Segment
-from ..tables import batches, deliveries, issues
+from ..models import BatchStatus, DeliveryStatus, Issue, IssueStatus, RenderedMessage, Segment
+from ..tables import batches, deliveries, issues, recalls
 from .options import SendReport
+from .timing import delivery_times
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +53,27 @@ class PlanCounts:
     unsegmented: int
 
 
-def _not_planned(conn: Connection, issue_id: int) -> Any:
-    """A WHERE clause on `subscribers`: not yet planned for the issue. Before anyone is
-    planned it is no clause at all: asking a million times whether someone has a
-    delivery of an issue that has none cost half a second of a first send's planning."""
+def _not_planned(conn: Connection, issue_id: int, subscriber_id: Any) -> Any:
+    """A WHERE clause on the recipients (`subscriber_id`, their id column): not yet planned
+    for the issue. Before anyone is planned it is no clause at all: asking a million times
+    whether someone has a delivery of an issue that has none cost half a second of a first
+    send's planning."""
     if conn.execute(select(deliveries.c.id).where(deliveries.c.issue_id == issue_id).limit(1)).first() is None:
         return true()
-    return ~exists().where(and_(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscribers.c.id))
+    return ~exists().where(and_(deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id == subscriber_id))
 
 
 def unplanned_section_keys(conn: Connection, issue_id: int) -> list[str]:
     """The distinct section choices of mailable subscribers not yet planned for the issue."""
+    recipients = mailable_recipients()
+    who = recipients.selected_columns
     query = (
-        select(subscribers.c.sections)
-        .where(mailable_clause(), _not_planned(conn, issue_id))
+        recipients.with_only_columns(who.sections)
+        .where(_not_planned(conn, issue_id, who.id))
         .distinct()
-        .order_by(subscribers.c.sections)
+        .order_by(who.sections)
     )
     return list(conn.execute(query).scalars())
-
-
-def active_subscribers(conn: Connection) -> int:
-    """How many subscribers are active: an upper bound of a first send's recipients, counted
-    from an index (a few milliseconds at a million)."""
-    return int(conn.execute(select(func.count()).select_from(subscribers).where(subscribers.c.status == "active")).scalar_one())
 
 
 def lock_issue(conn: Connection, issue_id: int) -> None:
@@ -95,10 +94,12 @@ def lock_issue(conn: Connection, issue_id: int) -> None:
 
 def unplanned_choices(conn: Connection, issue_id: int) -> dict[str, int]:
     """How many mailable subscribers not yet planned for the issue made each section choice."""
+    recipients = mailable_recipients()
+    who = recipients.selected_columns
     query = (
-        select(subscribers.c.sections, func.count())
-        .where(mailable_clause(), _not_planned(conn, issue_id))
-        .group_by(subscribers.c.sections)
+        recipients.with_only_columns(who.sections, func.count())
+        .where(_not_planned(conn, issue_id, who.id))
+        .group_by(who.sections)
     )
     return {raw: count for raw, count in conn.execute(query)}
 
@@ -112,6 +113,7 @@ def plan_batches(
     transport: str,
     now: datetime,
     choices: Mapping[str, int] | None = None,
+    send_at: Mapping[str, datetime] | None = None,
 ) -> PlanCounts:
     """Put every mailable subscriber not yet planned for the issue into a batch of their
     segment. `segment_for` maps a subscriber's section choice (the raw key) to a segment
@@ -123,6 +125,11 @@ def plan_batches(
     segment, the batches are inserted, and one INSERT … SELECT numbers each segment's
     subscribers by id and puts every `batch_size` of them in the next batch. Memory does
     not grow with the list.
+
+    With `send_at` (local-time delivery: each zone name, "" for none, mapped to when its
+    readers get the issue) every delivery records its reader's time, joined in the same
+    statement; a zone it does not name (a reader who changed zone since) gets the site's
+    ("" key).
     """
     counts: dict[int, int] = {}
     unsegmented = 0
@@ -167,28 +174,44 @@ def plan_batches(
     ]
     conn.execute(insert(slots), slot_rows)
 
+    recipients = mailable_recipients()
+    who = recipients.selected_columns
+    zone_columns = [func.coalesce(who.timezone, "").label("zone")] if send_at is not None else []
     numbered = (
-        select(
-            subscribers.c.id.label("subscriber_id"),
+        recipients.with_only_columns(
+            who.id.label("subscriber_id"),
             keys.c.segment_id,
-            ((func.row_number().over(partition_by=keys.c.segment_id, order_by=subscribers.c.id) - 1) // batch_size).label("ordinal"),
+            ((func.row_number().over(partition_by=keys.c.segment_id, order_by=who.id) - 1) // batch_size).label("ordinal"),
+            *zone_columns,
         )
-        .join(keys, keys.c.sections == subscribers.c.sections)
-        .where(mailable_clause(), _not_planned(conn, issue_id))
+        .join(keys, keys.c.sections == who.sections)
+        .where(_not_planned(conn, issue_id, who.id))
         .subquery()
     )
+    columns = ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"]
+    rows = select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal(DeliveryStatus.PLANNED.value))
+    rows = rows.join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
+    zones = None
+    if send_at is not None:
+        zones = _temporary_table("plan_zones", Column("zone", Text, primary_key=True), Column("send_at", UTCDateTime(), nullable=False))
+        zones.create(conn)
+        conn.execute(insert(zones), [{"zone": zone, "send_at": at} for zone, at in send_at.items()])
+        site = send_at[""]
+        columns.append("send_at")
+        rows = rows.add_columns(func.coalesce(zones.c.send_at, literal(site, UTCDateTime()))).outerjoin(
+            zones, zones.c.zone == numbered.c.zone)
     conn.execute(
         insert(deliveries).from_select(
-            ["issue_id", "subscriber_id", "segment_id", "batch_id", "status"],
-            select(literal(issue_id), numbered.c.subscriber_id, numbered.c.segment_id, slots.c.batch_id, literal("planned"))
-            .join(slots, and_(slots.c.segment_id == numbered.c.segment_id, slots.c.ordinal == numbered.c.ordinal))
+            columns,
             # In subscriber order: every index of `deliveries` then grows at its end (or
             # at one place per segment), which at a million rows plans in 5 s instead of
             # 9 s in batch order, whose random inserts into the (issue, subscriber) index
             # cost more than reading a batch back from scattered rows saves.
-            .order_by(numbered.c.subscriber_id),
+            rows.order_by(numbered.c.subscriber_id),
         )
     )
+    if zones is not None:
+        zones.drop(conn)
     # Count what was really planned: the list may have changed between the two queries.
     new_ids = [row["batch_id"] for row in slot_rows]
     sizes: dict[int, int] = {
@@ -229,13 +252,22 @@ def plan_issue(
     transport: str,
     report: SendReport,
     now: datetime,
+    local_time: str = "",
+    site_zone: str = "UTC",
 ) -> dict[int, Segment]:
     """In one transaction, with the issue locked: render each new segment once and plan
     batches for everyone not yet planned, and mark the issue as sending. Returns the
-    issue's segments, by id."""
+    issue's segments, by id.
+
+    Readers whose delivery was recalled are planned again (their recalled rows give way
+    to new ones), with segments rendered anew: a recall retired the old ones. With
+    `local_time` ("HH:MM") each delivery records the next such time in its reader's zone
+    after `now` (`timing`); readers clamped to the horizon and unknown zones are reported."""
     by_raw_key: dict[str, int | None] = {}
     with conn.begin():
         lock_issue(conn, issue.id)
+        if conn.execute(select(recalls.c.id).where(recalls.c.issue_id == issue.id, recalls.c.action == "cancel").limit(1)).first():
+            conn.execute(delete(deliveries).where(deliveries.c.issue_id == issue.id, deliveries.c.status == DeliveryStatus.RECALLED.value))
         choices = unplanned_choices(conn, issue.id)
         stored = store.issue_segments(conn, issue.id)
         key_of: dict[str, str] = {}
@@ -255,9 +287,10 @@ def plan_issue(
         # A subscriber who joined since the query above has a choice `by_raw_key` does
         # not know; they wait for the next run rather than holding this transaction for
         # a render.
+        send_at = _send_times(conn, report, now=now, local_time=local_time, site_zone=site_zone) if local_time else None
         counts = plan_batches(
             conn, issue.id, segment_for=by_raw_key, batch_size=batch_size, transport=transport, now=now,
-            choices=choices,
+            choices=choices, send_at=send_at,
         )
         if issue.status not in (IssueStatus.SENDING, IssueStatus.SENT):
             store.set_issue_status(conn, issue.id, IssueStatus.SENDING)
@@ -265,3 +298,18 @@ def plan_issue(
     report.unsegmented = counts.unsegmented
     log.info("issue %s planned: %d batches, %d recipients", issue.slug, counts.batches, counts.recipients)
     return {segment.id: segment for segment in stored.values()}
+
+
+def _send_times(conn: Connection, report: SendReport, *, now: datetime, local_time: str, site_zone: str) -> dict[str, datetime]:
+    """When the readers of each zone get the issue (zone "" is the site's), for every zone a
+    subscriber has; clamped times and unknown zones go into the report."""
+    zones = ["", *time_zones(conn)]
+    times = delivery_times(now, zones, local_time, site_zone=site_zone)
+    for zone, when in sorted(times.items()):
+        if when.clamped:
+            report.clamped_zones.append(zone or site_zone)
+            log.warning("zone %s: the next %s is more than 72 hours away; clamped to %s", zone or site_zone, local_time, when.at)
+        if when.unknown_zone:
+            report.unknown_zones.append(zone)
+            log.warning("zone %r is not an IANA time zone; its readers get the issue at %s", zone, when.at)
+    return {zone: when.at for zone, when in times.items()}

@@ -123,11 +123,14 @@ class SendLoop:
                 return None
             recipients: list[Recipient] = []
             drop: list[int] = []
+            send_at: dict[int, datetime] = {}
             with conn.begin():
                 # One pass over a thousand rows: this loop is per recipient.
-                for delivery_id, subscriber_id, email, name, token, mailable in ledger.batch_recipients(conn, row.id):
+                for delivery_id, subscriber_id, email, name, token, mailable, due in ledger.batch_recipients(conn, row.id):
                     if mailable:
                         recipients.append(recipient(subscriber_id, email, token, name, base_url=base_url, mailto=mailto))
+                        if due is not None:
+                            send_at[subscriber_id] = ledger.as_utc(due)
                     else:
                         drop.append(delivery_id)
                 if row.segment_id not in self.segments:
@@ -153,6 +156,8 @@ class SendLoop:
                 categories=options.categories,
                 sandbox=options.sandbox,
                 list_id=options.list_id,
+                send_at=send_at,
+                provider_batch_id=self.issue.provider_batch_id or "",
             )
 
     def _attempt(self, batch: Batch) -> _Attempt:

@@ -30,7 +30,7 @@ from .. import db, store
 from ..config import Settings
 from ..errors import DeliveryError, IssueError, TransportAuthError
 from ..models import BatchStatus, Issue, IssueStatus, RenderedMessage, Segment
-from ..transports import Transport, make_transport
+from ..transports import Transport, capabilities, make_transport, recalling
 from . import ledger
 from .helpers import HelperOutcome, HelperPool, concurrency_share, helper_count
 from .options import SendFlags, SendOptions, SendProgress, SendReport, send_options
@@ -102,7 +102,7 @@ def send_issue(
     # transaction on SQLite (the last connection to close checkpoints the WAL).
     with _old_objects_frozen(), engine.connect() as conn:
         known = plan_issue(conn, issue, render, available_sections, batch_size=options.batch_size, transport=transport.name,
-                           report=report, now=clock())
+                           report=report, now=clock(), local_time=options.local_time, site_zone=options.site_zone)
         if after_planning is not None:
             after_planning()
         _send_planned_on(conn, issue, transport, known, options, clock, sleep, progress, report, helpers)
@@ -188,6 +188,8 @@ def _send_planned_on(
         segments.update(store.segments_by_id(conn, wanted - known.keys()))
     if report.unknown_batches:
         log.warning("issue %s: %d batches in flight when a run stopped; outcome unknown", issue.slug, len(report.unknown_batches))
+    if todo:
+        issue = _with_provider_batch(conn, issue, transport)
     if progress:
         progress.start(len(todo), sum(b.recipients for b in todo))
 
@@ -226,6 +228,25 @@ def _send_planned_on(
             store.set_issue_status(conn, issue.id, IssueStatus.SENT, now=issue.sent_at or clock())
         report.complete = done
         report.failed_total = summary[BatchStatus.FAILED.value]
+
+
+def _with_provider_batch(conn: Connection, issue: Issue, transport: Transport) -> Issue:
+    """`issue` with the provider's id for its send (SendGrid's `batch_id`), asked for once
+    before the first request of a transport that can recall and stored with the issue, so
+    that a resumed send, a helper and a worker use the same one. Two workers asking at
+    once store the first; the other's id is never used."""
+    if not capabilities(transport.name).recall:
+        return issue
+    with conn.begin():
+        stored = store.provider_batch_id(conn, issue.id)
+    if not stored:
+        made = recalling(transport).open_send()
+        if not made:
+            return issue
+        with conn.begin():
+            stored = store.set_provider_batch_id(conn, issue.id, made)
+        log.info("issue %s: provider batch id %s", issue.slug, stored)
+    return replace(issue, provider_batch_id=stored)
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Transports deliver one batch and say what happened; they never retry or keep a ledger.
 
-Owns: the `Transport` protocol, `personalize`, and the registry of transports
+Owns: the `Transport` and `Recalling` protocols, `RecallTarget`, `recalling`, `personalize`, and the registry of transports
 (`Capabilities`, `capabilities`, `make_transport`): what each one can do, so that no code
 outside this package asks for a transport by its name. Imports `models`, `errors`,
 `config` and, when one is chosen, that transport's module (`outbox`, `sendgrid`, `smtp`):
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Protocol, cast
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, DeliveryError
 from ..models import Batch, Outcome
 
 
@@ -35,6 +36,46 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+@dataclass(frozen=True)
+class RecallTarget:
+    """What a recall names: the issue, the provider's batch id of its send (SendGrid's
+    `batch_id`; empty for the outbox) and the cutoff: copies due after it are stopped."""
+
+    issue_slug: str
+    provider_batch_id: str
+    cutoff: datetime
+
+
+class Recalling(Protocol):
+    """A transport whose sent copies can be stopped until they are due (the registry's
+    `recall`). Every method may be called again with the same values after a crash, with
+    the same effect as once."""
+
+    def open_send(self) -> str:
+        """The provider's id for the requests of one send (SendGrid: `POST /v3/mail/batch`),
+        which its recall names. Raises `DeliveryError` when it cannot have one."""
+        ...
+
+    def recall(self, target: RecallTarget, action: str) -> bool:
+        """Stop ("cancel") or hold ("pause") the copies of `target` due after its cutoff;
+        True when the provider held exactly that already (asked before a crash). Raises
+        `RecallRefusedError` with the provider's reason when it refuses."""
+        ...
+
+    def resume(self, target: RecallTarget) -> None:
+        """Undo a pause: the held copies are delivered (at once, when already due). Nothing
+        happens when nothing is held."""
+        ...
+
+
+def recalling(transport: Transport) -> Recalling:
+    """`transport` as a `Recalling` one; `DeliveryError` when its registry entry says it
+    cannot recall."""
+    if not capabilities(transport.name).recall:
+        raise DeliveryError(f"the {transport.name} transport cannot recall a sent message")
+    return cast(Recalling, transport)
 
 
 def personalize(text: str, substitutions: dict[str, str]) -> str:
@@ -70,6 +111,13 @@ class Capabilities:
     event_webhook: bool = False
     #: Writes the messages as files (`delivery.outbox_dir`) rather than handing them on.
     writes_files: bool = False
+    #: Delivers each copy at its own time (`Batch.send_at`, `[delivery] local_time`).
+    send_at: bool = False
+    #: Can stop copies not yet due (`Recalling`: `newsletter recall`), and hold them.
+    recall: bool = False
+    pause: bool = False
+    #: Copies due within this long of a recall cannot be stopped any more.
+    recall_margin: timedelta = timedelta(0)
 
 
 def _outbox(settings: Settings) -> Transport:
@@ -109,10 +157,14 @@ def _smtp(settings: Settings) -> Transport:
 REGISTRY: dict[str, Capabilities] = {
     c.name: c
     for c in (
-        Capabilities("outbox", _outbox, idempotent=True, writes_files=True),
+        # The outbox plays a provider that delivers each file at its time: a recall moves
+        # the files not yet due to `recalled/`.
+        Capabilities("outbox", _outbox, idempotent=True, writes_files=True, send_at=True, recall=True),
         Capabilities(
             "sendgrid", _sendgrid, idempotent=False, helper_processes=True,
             concurrency=lambda settings: settings.sendgrid.concurrency, sandbox=True, event_webhook=True,
+            # SendGrid cannot cancel or pause a batch later than 10 minutes before a send_at.
+            send_at=True, recall=True, pause=True, recall_margin=timedelta(minutes=10),
         ),
         Capabilities("smtp", _smtp, idempotent=False, concurrency=lambda settings: settings.smtp.connections),
     )

@@ -14,10 +14,8 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,7 +31,6 @@ import subscribers as people
 from .. import issues
 from ..config import Settings
 from ..errors import ConfigError, StorageError
-from ..render import builtin_templates
 from ..transports import Transport
 from . import archive, views, webhooks
 from .errors import LinkNotValidError, RateLimitedError, WebError
@@ -180,28 +177,6 @@ def _reason(text: str) -> str:
     return reason if len(reason) < 300 else ""
 
 
-def _pages(settings: Settings) -> Jinja2Templates:
-    folders: list[str] = []
-    if settings.templates.folder:
-        folder = settings.path(settings.templates.folder)
-        if not folder.is_dir():
-            raise ConfigError(f"templates.folder: {folder} is not a folder")
-        folders.append(str(folder / "web"))
-    folders.append(str(Path(builtin_templates()) / "web"))
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined
-    )
-    site = settings.site
-    theme = issues.make_theme(settings)
-    env.globals |= {
-        "site": {"name": site.name, "base_url": site.base_url},
-        "brand": {"colour": theme.brand, "text": theme.on_brand},
-        "logo_url": theme.logo_url,
-        "theme": theme,
-    }
-    return Jinja2Templates(env=env)
-
-
 def create_app(
     settings: Settings,
     *,
@@ -235,7 +210,7 @@ def create_app(
         settings=settings,
         engine=engine or issues.open_database(settings),
         clock=clock,
-        pages=_pages(settings),
+        pages=Jinja2Templates(env=issues.page_environment(settings)),
         csrf=CsrfSigner(secret.get_secret_value(), max_age=web.form_minutes * 60),
         ip_limiter=RateLimiter(
             limit=web.subscribe_per_ip, window=web.rate_window_seconds, name="subscribe-ip", counters=counters

@@ -1,7 +1,7 @@
 """The confirmation emails of the opt-in flow: rendered from MJML, sent by the transport.
 
 Owns: `ConfirmationMailer`. Imports `config`, `issues` (renderer and transport),
-`render`, `models`, `errors` and what `subscribers` exports.
+`welcome`, `render`, `models`, `errors` and what `subscribers` exports.
 
 `subscribers.request_subscription` is handed a callable that collects the emails it wants
 sent; the web app sends them after its answer has gone out (a background task), so the
@@ -20,7 +20,9 @@ import jinja2
 
 import subscribers as people
 
-from .. import issues
+from sqlalchemy import Engine
+
+from .. import issues, welcome
 from ..config import Settings
 from ..errors import NewsletterError, RenderError
 from ..links import PersonalLinks, personal_links
@@ -130,5 +132,23 @@ class ConfirmationMailer:
                     )
                 else:
                     log.info("%s email sent to subscriber %s", mail.kind, mail.subscriber_id)
+        finally:
+            transport.close()
+
+    def welcome(self, engine: Engine, welcome_ids: list[int]) -> None:
+        """Send the welcomes just recorded (`welcome.queue_welcome`) through a fresh
+        transport. Whatever happens is recorded in their rows for the retry job; nothing
+        is raised, since the reader has had their confirmation page."""
+        if not welcome_ids:
+            return
+        try:
+            transport = self.make_transport()
+        except NewsletterError as exc:
+            log.error("welcome emails not sent now (the retry job tries again): %s", exc)
+            return
+        try:
+            welcome.send_welcomes(engine, self.settings, transport=transport, ids=welcome_ids)
+        except Exception:
+            log.exception("welcome emails not sent now (the retry job tries again)")
         finally:
             transport.close()

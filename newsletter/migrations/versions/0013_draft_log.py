@@ -3,7 +3,7 @@ command line), and the draft's version number the desk's concurrent edits are ch
 against (issue 19: the editor's desk)
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012 (written on 0010; chained after 0012 when main was merged in)
 Create Date: 2026-12-07
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -35,10 +35,11 @@ from typing import Any
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
-from ...errors import TransportAuthError
 from ...links import list_unsubscribe
 from ...models import ALL_TAGS, Batch, Outcome, OutcomeKind
+from .. import RecallTarget
 from .connections import KeptConnections
+from .scheduled import ScheduledSends, errors_of, key_refused
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +58,6 @@ for _name in ("python_http_client", "python_http_client.client"):
     logging.getLogger(_name).addFilter(_warnings_only)
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
-
-
-def _errors_of(body: bytes) -> str:
-    """SendGrid's error messages from a response body, as one line."""
-    try:
-        data = json.loads(body.decode("utf-8"))
-        messages = [
-            f"{e['field']}: {e['message']}" if e.get("field") else str(e.get("message", ""))
-            for e in data.get("errors", [])
-            if isinstance(e, dict)
-        ]
-    except (ValueError, AttributeError, TypeError):
-        messages = []
-    if messages:
-        return "; ".join(messages)[:2000]
-    return body.decode("utf-8", "replace").strip()[:500]
 
 
 def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
@@ -115,6 +100,8 @@ def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
                 key = keys[tag] = _quote(tag) + ":"
             pairs.append(key + _quote(value))
         people.append(_PERSONALIZATION % (_quote(r.email), ",".join(pairs), unsubscribe, r.subscriber_id))
+    if batch.send_at:
+        _schedule(people, batch)
     message = batch.message
     shared: dict[str, Any] = {
         "from": {"email": batch.sender_address, "name": batch.sender_name} if batch.sender_name else {"email": batch.sender_address},
@@ -134,7 +121,26 @@ def mail_body_json(batch: Batch, *, asm_group_id: int | None = None) -> str:
         shared["headers"] = {"List-Id": batch.list_id}
     if batch.sandbox:
         shared["mail_settings"] = {"sandbox_mode": {"enable": True}}
+    if batch.provider_batch_id:
+        # Every request of the issue's send names its batch, so the send can be recalled.
+        shared["batch_id"] = batch.provider_batch_id
     return '{"personalizations":[' + ",".join(people) + "]," + json.dumps(shared)[1:]
+
+
+def _schedule(people: list[str], batch: Batch) -> None:
+    """Give each personalization its recipient's `send_at` (a Unix time), in place: the
+    recipients of `people` are the batch's, in order, but for repeated addresses."""
+    seen: set[str] = set()
+    index = 0
+    for r in batch.recipients:
+        folded = r.email.lower()
+        if folded in seen:
+            continue
+        seen.add(folded)
+        when = batch.send_at.get(r.subscriber_id)
+        if when is not None:
+            people[index] = people[index][:-1] + f',"send_at":{int(when.timestamp())}}}'
+        index += 1
 
 
 def mail_body(batch: Batch, *, asm_group_id: int | None = None) -> dict[str, Any]:
@@ -242,6 +248,18 @@ class SendGridTransport:
         self.asm_group_id = asm_group_id
         self.api_host = api_host
         self.clock = clock
+        self._scheduled = ScheduledSends(client, api_host)
+
+    # Recall (the registry's `Recalling`): see `scheduled`.
+
+    def open_send(self) -> str:
+        return self._scheduled.create_batch_id()
+
+    def recall(self, target: RecallTarget, action: str) -> bool:
+        return self._scheduled.hold(target.provider_batch_id, action)
+
+    def resume(self, target: RecallTarget) -> None:
+        self._scheduled.release(target.provider_batch_id)
 
     def send(self, batch: Batch) -> Outcome:
         try:
@@ -250,10 +268,7 @@ class SendGridTransport:
             else:
                 response = self._plain.send(mail_body(batch, asm_group_id=self.asm_group_id))
         except (http_errors.UnauthorizedError, http_errors.ForbiddenError) as exc:
-            raise TransportAuthError(
-                f"SendGrid at {self.api_host} refused the API key ({exc.status_code}: {_errors_of(exc.body)}); "
-                "check SENDGRID_API_KEY and that the key may send mail"
-            ) from None
+            raise key_refused(self.api_host, exc) from None
         except http_errors.HTTPError as exc:
             return self._http_error(batch, exc)
         except (TimeoutError, socket.timeout) as exc:
@@ -269,7 +284,7 @@ class SendGridTransport:
 
     def _http_error(self, batch: Batch, exc: http_errors.HTTPError) -> Outcome:
         status = int(exc.status_code)
-        error = f"{status}: {_errors_of(exc.body)}"
+        error = f"{status}: {errors_of(exc.body)}"
         if status == 415 and self._plain is None:
             # Nothing was taken: send this batch again, and every later one, as plain
             # `application/json` encoded by the client.

@@ -3,7 +3,7 @@ beside it, the texts, the preflight, approval and test sends, the draft log. One
 one route table, one place that turns errors into answers.
 
 Owns: `create_desk_app`, `serve_desk`, `DESK_ROUTES`. Sits on top: imports `config`,
-`drafts`, `errors`, `web.errors`, `web.forms` and this package's modules:
+`drafts`, `issues`, `welcome` (the welcome email's preview), `errors`, `web.errors`, `web.forms` and this package's modules:
 - `auth`: the password, sessions, CSRF subjects, the loopback rule (`Guard`);
 - `state`: the running desk's context, background link checks, the page's version;
 - `page`: what the page shows, and the email for its frames;
@@ -31,16 +31,17 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ... import drafts
+from ... import drafts, issues, welcome
 from ...config import Settings
 from ...errors import ConfigError, NewsletterError
+from ...models import RenderedMessage
 from ...render import builtin_templates
 from ..errors import FormExpiredError, RateLimitedError, WebError
 from ..forms import one, parse_form, read_body
 from ..limits import Counters
 from .actions import act
 from .auth import COOKIE, LOOPBACK_NAMES, Guard, editor_of, is_loopback, verify_password
-from .page import build_page, email_response, render_email, render_page
+from .page import build_page, chosen_sections, email_response, render_email, render_page
 from .state import context_of, desk_context
 
 log = logging.getLogger("newsletter.desk")
@@ -57,6 +58,25 @@ async def email(request: Request) -> Response:
     text part with `kind=text`."""
     ctx = context_of(request)
     message = await run_in_threadpool(render_email, ctx, request)
+    if request.query_params.get("kind") == "text":
+        return PlainTextResponse(message.text)
+    return email_response(message)
+
+
+async def welcome_email(request: Request) -> Response:
+    """The welcome email a reader who joins now with the chosen sections would get (the
+    latest issue sent, in their sections, or the note before the first); `kind` html
+    (default) or text. Needs no draft."""
+    ctx = context_of(request)
+
+    def render() -> RenderedMessage:
+        chosen = chosen_sections(request, list(ctx.settings.section_names()))
+        with ctx.engine.connect() as conn:
+            content = welcome.latest_content(conn, ctx.settings)
+        message = welcome.welcome_message(issues.make_renderer(ctx.settings), ctx.settings, content, chosen)
+        return drafts.sample_message(message, ctx.settings)
+
+    message = await run_in_threadpool(render)
     if request.query_params.get("kind") == "text":
         return PlainTextResponse(message.text)
     return email_response(message)
@@ -141,6 +161,7 @@ async def health(request: Request) -> Response:
 DESK_ROUTES = [
     Route("/", page, methods=["GET"]),
     Route("/email", email, methods=["GET"]),
+    Route("/welcome", welcome_email, methods=["GET"]),
     Route("/version", version, methods=["GET"]),
     Route("/links", links, methods=["GET"]),
     Route("/draft", act, methods=["POST"]),
