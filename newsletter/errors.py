@@ -11,7 +11,8 @@
      ├── RenderError          a template failed (names the template and line)
      ├── EmptyIssueError      no articles in the window: no issue is built
      ├── IssueError           no such issue, or not in a state for that action
-     │    └── EditError        an editor's change names an unknown article or section, or a bad value
+     │    ├── EditError        an editor's change names an unknown article or section, or a bad value
+     │    └── ConflictError    the draft changed since the editor's page was drawn (optimistic concurrency)
      ├── DeliveryError        a transport cannot deliver at all
      │    └── TransportAuthError   the provider refused our credentials
      └── RecallError          an issue cannot be recalled, paused or resumed (names the
@@ -77,6 +78,12 @@ class IssueError(NewsletterError):
 
 class EditError(IssueError):
     """An editor's change of a draft cannot be made as given; the message names the value."""
+
+
+class ConflictError(IssueError):
+    """The draft is no longer at the version the editor's change was made against: someone
+    changed it in between (another browser, the command line). The change is not made; the
+    message says what came first, when and from where."""
 
 
 class DeliveryError(NewsletterError):

@@ -45,7 +45,7 @@ _GUIDE = {
     "theme": "[The email](email.md#the-theme-theme)",
     "links": "[The email](email.md#utm-parameters-links-utm)",
     "schedule": "[Scheduling](scheduling.md)",
-    "preview": "[Editing an issue](editors.md#the-preview)",
+    "preview": "[The editor's desk](desk.md)",
 }
 
 
@@ -149,6 +149,9 @@ def cli_reference() -> str:
         ctx = command.context_class(command, info_name=path)
         if hasattr(command, "commands"):
             lines += _help(command)
+            # A group that also runs by itself (`newsletter preview`) has its own options.
+            if getattr(command, "invoke_without_command", False):
+                lines += ["", f"    {command.get_usage(ctx).removeprefix('Usage: ')}", "", *_parameters(command, ctx)]
             lines += ["", "Commands: " + ", ".join(f"[`{path} {name}`](#{_slug(f'{path} {name}')})"
                                                    for name in sorted(command.commands))]
         else:

@@ -1,7 +1,7 @@
 """SQLAlchemy Core tables of articles, issues and the send ledger, on the shared `MetaData`.
 
 Owns: `articles`, `feed_state`, `issues`, `issue_articles`, `segments`, `batches`,
-`deliveries`, `archive`, `scheduled_runs`, `draft_choices`, `delivery_events`,
+`deliveries`, `archive`, `scheduled_runs`, `draft_choices`, `draft_log`, `delivery_events`,
 `recipient_activity`, `link_clicks`, `sponsors`, `welcomes`, `recalls`. Imports `subscribers` (for the
 shared metadata and the subscribers table).
 
@@ -79,6 +79,8 @@ issues = Table(
     #: The provider's id for every request of this issue's send (SendGrid's `batch_id`),
     #: created before the first request and reused by a resumed send, so it can be recalled.
     Column("provider_batch_id", String(200)),
+    #: Counts the editors' changes of the draft (the desk's optimistic concurrency).
+    Column("version", Integer, nullable=False, default=0, server_default="0"),
 )
 
 issue_articles = Table(
@@ -221,6 +223,20 @@ draft_choices = Table(
     Column("section", String(100), nullable=False, default=""),
     Column("position", Integer),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Every change an editor made to a draft, from the desk or the command line (owned by
+# `drafts.journal`).
+draft_log = Table(
+    "draft_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("origin", String(20), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("detail", String(500), nullable=False, default=""),
+    Column("version", Integer, nullable=False),
 )
 
 # What the email provider reported after sending (owned by `events.py`). `delivery_events`

@@ -96,4 +96,16 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, *, seco
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"no answer from {url}:\n" + log.read_text())
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path, *, seconds: float = 20) -> None:
+    """Wait until the server `process` started answers `url`/healthz; fails with its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)

@@ -5,7 +5,7 @@ messages and exit codes). Sits on top: may import anything.
 Exports `app`, the entry point (`newsletter = "newsletter.cli:app"`).
 """
 
-from . import draft, issues, recall, service, sources, stats, subscribers  # noqa: F401  (they register their commands)
+from . import desk, draft, issues, recall, service, sources, stats, subscribers  # noqa: F401  (they register their commands)
 from .common import app
 
 __all__ = ["app"]

@@ -280,22 +280,3 @@ def schedule_service(
     logging.getLogger("newsletter").setLevel(logging.INFO)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.INFO)
     schedule.run_service(cfg, str(state.config or ""))
-
-
-# Editors: the draft of the coming issue, its preflight and the local preview.
-
-
-@app.command()
-@handled
-def preview(
-    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port to listen on [default: preview.port].")] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Address to listen on [default: preview.host]; not localhost needs preview.password.")] = None,
-) -> None:
-    """Serve the editors' preview of the draft: desktop and mobile frames, the text part,
-    segments, preflight, and pin/exclude/approve buttons; reloads itself on changes."""
-    from ..web.preview import serve_preview
-
-    cfg = settings()
-    serve_preview(cfg, host=host, port=port, on_start=lambda url: console.print(f"Preview of the draft on {url}"))
-
-

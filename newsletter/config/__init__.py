@@ -54,7 +54,8 @@ __all__ = [
     "DatabaseSettings", "DeliverySettings", "FeedSettings", "FolderSettings", "ImageSettings", "IngestSettings",
     "LinkSettings", "PreviewSettings", "ScheduleSettings", "SectionSettings", "SecuritySettings", "SelectionSettings",
     "SendGridSettings", "SenderSettings", "Settings", "SiteSettings", "SmtpSettings", "TemplateSettings",
-    "ThemeSettings", "WebSettings", "WelcomeSettings", "WordPressSettings", "default_sections", "hand_to_workers", "load_settings",
+    "ThemeSettings", "WebSettings", "WelcomeSettings", "WordPressSettings", "config_file", "default_sections", "hand_to_workers",
+    "load_settings",
 ]
 
 DEFAULT_CONFIG = "newsletter.toml"
@@ -148,7 +149,8 @@ class Settings(_Table):
 
 
 #: Keys that live in another table now.
-_MOVED = {("web", "brand_color"): "[theme] brand_color", ("web", "logo_url"): "[theme] logo_url"}
+_MOVED = {("web", "brand_color"): "[theme] brand_color", ("web", "logo_url"): "[theme] logo_url",
+          ("preview", "password"): "[preview] password_hash, set by `newsletter preview set-password`"}
 
 
 def _format_error(error: Mapping[str, Any], source: str, env_names: dict[tuple[str, ...], str]) -> str:
@@ -190,6 +192,12 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]
     return values, names
 
 
+def config_file(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Path:
+    """The configuration file `load_settings(path)` reads (it may not exist yet)."""
+    env = os.environ if environ is None else environ
+    return Path(path if path is not None else env.get("NEWSLETTER_CONFIG", DEFAULT_CONFIG))
+
+
 def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, merge and validate the configuration.
 
@@ -199,7 +207,7 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
     """
     env = os.environ if environ is None else environ
     explicit = path is not None or "NEWSLETTER_CONFIG" in env
-    config_path = Path(path if path is not None else env.get("NEWSLETTER_CONFIG", DEFAULT_CONFIG))
+    config_path = config_file(path, environ=env)
     data: dict[str, Any] = {}
     if config_path.exists():
         try:

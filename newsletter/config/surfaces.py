@@ -221,11 +221,13 @@ class ScheduleSettings(_Table):
 
 
 class PreviewSettings(_Table):
-    host: str = Field("127.0.0.1", description="Address `newsletter preview` listens on; another than localhost needs a password.")
-    port: int = Field(8100, ge=1, le=65535, description="Port `newsletter preview` listens on (--port overrides it).")
-    password: SecretStr | None = Field(
-        None, description="Password of the preview page (user: editor); give it as NEWSLETTER_PREVIEW__PASSWORD."
+    host: str = Field("127.0.0.1", description="Address the desk (`newsletter preview`) listens on; another than localhost needs password_hash.")
+    port: int = Field(8100, ge=1, le=65535, description="Port the desk (`newsletter preview`) listens on (--port overrides it).")
+    password_hash: str = Field(
+        "", description="Argon2 hash of the desk's password, written by `newsletter preview set-password`; when set, "
+        "every page of the desk needs a login (required when host is not localhost).",
     )
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long a login to the desk lasts.")
     test_recipients: list[str] = Field(
         default_factory=list, description="Editors' addresses that \"Send a test\" and `draft test` send to."
     )
@@ -236,6 +238,14 @@ class PreviewSettings(_Table):
     @classmethod
     def _check_recipients(cls, value: Any) -> Any:
         return ScheduleSettings._check_editors(value)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _check_hash(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith("$argon2"):
+            raise ValueError("expected an Argon2 hash ($argon2id$…): set it with `newsletter preview set-password`")
+        return value
 
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from newsletter.models import Sponsor
 from newsletter.render import Renderer
-from tests.newsletter.web.test_browser_preview import browser  # noqa: F401  (the module's Chromium)
+from tests.desk_support import browser  # noqa: F401  (the module's Chromium)
 from tests.newsletter.test_email_theme import renderer, wcag_contrast
 from tests.newsletter.test_render import issue_content
 

@@ -16,7 +16,10 @@ from newsletter.config import Settings
 from newsletter.models import Sponsor
 from tests.conftest import NOW
 from tests.servers import LocalServer, Route
-from tests.newsletter.web.test_browser_preview import Preview, browser, browser_only, frame_text, open_page, page, preview, press  # noqa: F401
+from tests.desk_support import CHROMIUM, Desk, browser, frame_text, open_desk, page, press  # noqa: F401
+from tests.newsletter.web.test_browser_desk import desk  # noqa: F401
+
+browser_only = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
 from tests.newsletter.test_drafts import Editor, editor  # noqa: F401  (the fixture)
 
 
@@ -104,15 +107,16 @@ def test_the_preflight_checks_the_sponsors_label_and_link(
 
 
 @browser_only
-def test_the_preview_page_sets_and_removes_the_sponsor(preview: Preview, page: Any, engine: Engine) -> None:
+def test_the_desk_sets_and_removes_the_sponsor(desk: Desk, page: Any, engine: Engine) -> None:
     from playwright.sync_api import expect
 
-    open_page(page, preview.url)
+    open_desk(page, desk.url)
+    page.get_by_label("Sponsor").locator("summary").click()
     page.get_by_label("Sponsor's link").fill("javascript:alert(1)")
     press(page, "Save sponsor")
     expect(page.get_by_role("alert")).to_contain_text("--label: a sponsor needs a label")
     expect(page.get_by_role("alert")).to_contain_text("--url: 'javascript:alert(1)' is not an http:// or https:// URL")
-    assert drafts.current_draft(engine, preview.settings).sponsor is None
+    assert drafts.current_draft(engine, desk.settings).sponsor is None
     page.get_by_label("Sponsor's label").fill("Acme Biologics")
     page.get_by_label("Sponsor's text").fill("Fill-finish capacity in 2027.")
     page.get_by_label("Sponsor's link").fill("https://acme.example.com/offer")
@@ -121,7 +125,7 @@ def test_the_preview_page_sets_and_removes_the_sponsor(preview: Preview, page: A
     expect(page.get_by_role("status")).to_have_text("The sponsor's slot is saved.")
     expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Sponsored")
     expect(frame_text(page, "Desktop (600 px)")).to_contain_text("Fill-finish capacity in 2027.")
-    assert drafts.current_draft(engine, preview.settings).sponsor == Sponsor(
+    assert drafts.current_draft(engine, desk.settings).sponsor == Sponsor(
         "Acme Biologics", "Fill-finish capacity in 2027.", "https://acme.example.com/offer", "", "events")
     press(page, "Remove sponsor")
     expect(page.get_by_role("status")).to_have_text("The sponsor's slot is removed.")

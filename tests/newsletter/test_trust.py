@@ -32,7 +32,7 @@ from newsletter.errors import EditError
 from newsletter.models import FeedItem
 from newsletter.web import create_app
 from tests.conftest import NOW
-from tests.helpers import outbox_messages, parts
+from tests.helpers import outbox_messages, parts, wait_until_healthy
 from tests.sendgrid_standin import SendGridStandIn
 from tests.newsletter.web.test_browser import free_port
 from tests.sendgrid_helpers import API_KEY
@@ -286,15 +286,7 @@ def test_the_subscribe_answer_does_not_wait_for_the_database(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.1)
+        wait_until_healthy(url, process, tmp_path / "serve.log")
         lock = sqlite3.connect(database, timeout=1)
         lock.execute("BEGIN EXCLUSIVE")
         try:

@@ -302,10 +302,10 @@ def test_through_smtp_a_refused_reader_is_kept_failed_and_sent_once_the_relay_ta
 
 
 def test_the_editors_preview_shows_the_welcome_of_a_segment(engine: Engine, make_settings: Callable[..., Settings]) -> None:
-    from newsletter.web.preview import create_preview_app
+    from newsletter.web.desk import create_desk_app
 
     settings = make_settings()
-    client = Client(create_preview_app(settings, engine=engine), base_url="http://127.0.0.1:8100")
+    client = Client(create_desk_app(settings, engine=engine), base_url="http://127.0.0.1:8100")
     note = client.get("/welcome?sections=insights")
     assert note.status_code == 200 and "Our first issue is being prepared" in note.text
     assert note.headers["content-security-policy"].startswith("default-src 'none'")

@@ -1,7 +1,7 @@
 """Bodies that break parsers, sent to every POST route of the app's route table.
 
 The sweep takes the routes from the route tables (`newsletter.web.app.ROUTES`, and the
-editors' preview's `PREVIEW_ROUTES`), so a route added later is covered without touching
+editor's desk's `DESK_ROUTES`), so a route added later is covered without touching
 this file. Every bad body is sent in every content type, by a
 client that wants JSON and by one that wants a page, signed for the webhook so that its
 parser is reached too: each answer is a 4xx with one clear line, in JSON or as the styled
@@ -23,7 +23,7 @@ import subscribers as people
 from newsletter.config import Settings
 from newsletter.web import create_app
 from newsletter.web.app import ROUTES
-from newsletter.web.preview import PREVIEW_ROUTES, create_preview_app
+from newsletter.web.desk import DESK_ROUTES as PREVIEW_ROUTES, create_desk_app as create_preview_app
 from tests.conftest import NOW
 from tests.newsletter.test_events import Signer
 from tests.newsletter.web.test_web import BASE, SECRET, Client, page_text
