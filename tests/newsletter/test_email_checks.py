@@ -18,7 +18,7 @@ import pytest
 from newsletter.config import Settings
 from tests.helpers import outbox_messages, parts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (this file is tests/newsletter/…)
 NODE_MODULES = ROOT / "node_modules"
 
 #: Rules that describe the way a message travelled (no Received headers: it was read from
