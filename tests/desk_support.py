@@ -140,8 +140,11 @@ def running_desk(settings: Settings, engine: Engine, port: int, templates: Path)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # The desk renders the email and runs the preflight for each page: on a loaded machine
+    # (CI runs the suite on two cores with three workers) that can pass Playwright's 5 s.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS))
         yield chromium
