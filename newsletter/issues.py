@@ -2,7 +2,7 @@
 
 Owns: `open_database`, `make_renderer`, `make_theme`, `issue_content`, `build_issue`, `send_pending`, `ledger_status`,
 `render_issue`, `remind_editors` (the scheduler's mail to the editors); hands on `make_transport` (from `transports`), `SendFlags` and
-the recall's use cases (`plan_recall`, `recall_issue`, `resume_issue`, from `sending`), so that the CLI, the scheduler and
+the recall's use cases (`plan_recall`, `recall_issue`, `resume_issue`, `recall_outlook`, from `sending`), so that the CLI, the scheduler and
 the web app find every use case here.
 Imports everything below it (`config`, `db`, `store`, `preflight`, `selection`, `render`,
 `archive`, `transports`, `sending`).
@@ -35,10 +35,12 @@ from .sending import SendProgress, SendReport
 from .sending import ledger
 from .sending.ledger import BatchDetail, batch_details, ledger_summary
 from .sending import recall
+from .sending.recall import RecallOutlook as RecallOutlook
 from .sending.recall import RecallPlan as RecallPlan
 from .sending.recall import RecallReport as RecallReport
 from .sending.recall import plan_recall as plan_recall
 from .sending.recall import recall_issue as recall_issue
+from .sending.recall import recall_outlook as recall_outlook
 from .sending.recall import resume_issue as resume_issue
 from .transports import Transport, capabilities
 from .transports import make_transport as make_transport

@@ -1,8 +1,9 @@
 """Recall: stop (or hold) the copies of an issue's send that are not yet due, and mark
 them in the ledger so that a corrected issue reaches exactly those readers.
 
-Owns: `RecallPlan`, `RecallReport`, `plan_recall`, `recall_issue`, `resume_issue`,
-`pending_recall`, `settle_recall`, `recalled_at`, and the `recalls` table. Asks `ledger`
+Owns: `RecallPlan`, `RecallReport`, `RecallOutlook`, `plan_recall`, `recall_issue`,
+`resume_issue`, `recall_outlook`, `pending_recall`, `settle_recall`, `recalled_at`, and
+the `recalls` table. Asks `ledger`
 for the deliveries and batches, `store` for the issue and its segments. Imports `store`,
 `tables`, `models`, `errors`, `transports` (the registry and `Recalling`) and `ledger`;
 nothing above.
@@ -74,6 +75,43 @@ def _row(conn: Connection, issue_id: int, *states: str) -> Any:
     return conn.execute(
         select(recalls).where(recalls.c.issue_id == issue_id, recalls.c.state.in_(states)).order_by(recalls.c.id.desc()).limit(1)
     ).first()
+
+
+@dataclass(frozen=True)
+class RecallOutlook:
+    """The latest issue sent, while some of its copies are not yet due: what the desk's
+    "Last sent issue" bar shows and which of Recall, Pause and Resume it offers."""
+
+    issue: Issue
+    #: The transports its batches went through, joined by ", ".
+    transport: str
+    #: Deliveries due after now (not yet delivered), and those due by now.
+    waiting: int
+    due: int
+    last: datetime | None
+    paused: bool
+    can_pause: bool
+    #: Why it cannot be recalled ("" when it can): the transport cannot recall.
+    cannot: str
+
+
+def recall_outlook(engine: Engine, now: datetime) -> RecallOutlook | None:
+    """The latest issue sent (or being sent) while copies of it are not yet due; None
+    when there is none. Nothing is asked of the provider: `plan_recall` decides."""
+    with engine.connect() as conn:
+        issue = store.latest_sent_issue(conn)
+        if issue is None:
+            return None
+        waiting, due, last = ledger.recall_counts(conn, issue.id, now)
+        if not waiting:
+            return None
+        names = ledger.transports_of(conn, issue.id)
+        row = _row(conn, issue.id, DONE, UNDONE)
+    unable = [n for n in names if not capabilities(n).recall]
+    cannot = f"sent through {', '.join(unable)}, which cannot recall a message once it is sent" if unable else ""
+    return RecallOutlook(issue, ", ".join(names), waiting, due, last,
+                         paused=row is not None and row.action == PAUSE and row.state == DONE,
+                         can_pause=bool(names) and all(capabilities(n).pause for n in names), cannot=cannot)
 
 
 def pending_recall(conn: Connection, issue_id: int) -> Any:

@@ -31,6 +31,7 @@ from ..errors import BadRequestError
 from ..forms import FormData, one, parse_form, read_body
 from .auth import editor_of
 from .page import TESTERS_COOKIE, build_page, render_page
+from .recall import RECALLS, recall_send
 from .state import DeskContext, context_of
 
 MAX_TESTERS = 10
@@ -137,6 +138,13 @@ async def act(request: Request) -> Response:
     ctx.csrf.verify(one(fields, "csrf"), "desk", editor_of(request), 0, now=ctx.now())
     action, picked, scheme = one(fields, "action", limit=20), one(fields, "sections", limit=2000), one(fields, "scheme", limit=10)
     chosen = tuple(s for s in picked.split(",") if s) or None
+    if action in RECALLS:
+        try:
+            report = await run_in_threadpool(recall_send, ctx, action, one(fields, "issue", limit=100))
+        except NewsletterError as exc:
+            return await _refused(ctx, request, action, fields, exc)
+        query = urlencode({"done": action, "issue": report.issue, "n": report.recalled, "due": report.due})
+        return RedirectResponse(f"/?{query}#top", status_code=303)
     try:
         sent_to = await run_in_threadpool(_edit, ctx, action, fields, chosen)
     except NewsletterError as exc:

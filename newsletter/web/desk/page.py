@@ -3,7 +3,7 @@ the email as its frames show it.
 
 Owns: `build_page`, `render_page`, `render_email`, `chosen_sections`, `DONE`. Imports
 `drafts`, `issues`, `schedule`, `preflight` (the limits the counters show), `errors`,
-`web.desk.state`, `web.desk.auth`.
+`web.desk.state`, `web.desk.auth`, `web.desk.recall` (the notice of a recall).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ...errors import ConfigError, NewsletterError
 from ...models import RenderedMessage
 from ...preflight import PREHEADER_SHOWN, SUBJECT_MAX, SUBJECT_SHOWN
 from .auth import editor_of
+from .recall import recall_notice
 from .state import DeskContext
 
 DONE = {
@@ -71,12 +72,13 @@ def build_page(ctx: DeskContext, request: Request, *, problem: str = "", texts: 
     script asks `/links` until they are."""
     version = ctx.version()
     common = {"version": version, "problem": problem, "csrf": ctx.csrf.issue("desk", editor_of(request), 0, now=ctx.now()),
-              "login": ctx.sessions is not None, "site": ctx.settings.site, "login_form": False}
+              "login": ctx.sessions is not None, "site": ctx.settings.site, "login_form": False,
+              "sent": issues.recall_outlook(ctx.engine, ctx.clock()), "recalled": recall_notice(request.query_params)}
     try:
         draft, report = drafts.check_draft(ctx.engine, ctx.settings, links=None)
     except NewsletterError as exc:
         # No draft (an empty week, or none built yet): the page says so and how to make one.
-        return {**common, "draft": None, "problem": problem or str(exc), "notice": ""}
+        return {**common, "draft": None, "problem": problem or str(exc), "notice": common["recalled"]}
     available = [b.slug for b in draft.blocks if b.articles]
     chosen = chosen_sections(request, available)
     message = None
@@ -96,7 +98,8 @@ def build_page(ctx: DeskContext, request: Request, *, problem: str = "", texts: 
         "light_href": "/?" + urlencode({"sections": picked} if picked else {}),
         "dark_href": "/?" + urlencode({**({"sections": picked} if picked else {}), "scheme": "dark"}),
         "columns": [(slug, name, [a for a in draft.articles if a.section == slug]) for slug, name in names.items()],
-        "editable": not draft.frozen, "notice": DONE.get(request.query_params.get("done", ""), ""),
+        "editable": not draft.frozen,
+        "notice": common["recalled"] or DONE.get(request.query_params.get("done", ""), ""),
         "sender": ctx.settings.sender.name, "size": message.html_bytes if message else 0, "limit": report.limit,
         "texts": texts or {"subject": issue.subject, "preheader": issue.preheader, "intro": issue.intro},
         "limits": {"subject": (SUBJECT_SHOWN, SUBJECT_MAX), "preheader": (PREHEADER_SHOWN, 300), "intro": (0, INTRO_LIMIT)},
