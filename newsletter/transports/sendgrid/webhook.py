@@ -134,7 +134,7 @@ def read_events(data: Any, *, received_at: datetime) -> list[DeliveryEvent]:
         if type(key) is not str or not key or len(key) > 100:
             digest = hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode("utf-8")).hexdigest()
             key = "sha256:" + digest[:64]
-        stamp = get("timestamp")
+        stamp: Any = get("timestamp")
         occurred = received_at
         if type(stamp) in (int, float) and 0 < stamp < 10**11:
             occurred = from_stamp(int(stamp), UTC)
