@@ -188,8 +188,10 @@ def _pages(settings: Settings) -> Jinja2Templates:
             raise ConfigError(f"templates.folder: {folder} is not a folder")
         folders.append(str(folder / "web"))
     folders.append(str(Path(builtin_templates()) / "web"))
+    # auto_reload off: a page's template is not looked up on disk again (a stat per
+    # template per request) to see whether it changed; a restart picks up a change.
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined
+        loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined, auto_reload=False
     )
     site = settings.site
     theme = issues.make_theme(settings)
