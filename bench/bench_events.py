@@ -13,7 +13,7 @@ Measured:
    them (processed, delivered, opens, clicks on the issue's articles, a few bounces and
    unsubscribes), posted in batches of 1,000 over HTTP to `POST /webhooks/sendgrid` of
    `newsletter serve` (one uvicorn worker, its own process, started for the run), one
-   request after another on one keep-alive connection, each batch signed with a P-256 key
+   request after another on one keep-alive connection (`--concurrency N`: N in flight), each batch signed with a P-256 key
    made for the run: signature check, JSON parsing, storing, aggregates, effects and
    commit. The bodies are encoded and signed before the clock starts; the server's own CPU
    time is read from /proc.
@@ -36,8 +36,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,16 +132,30 @@ def signed_batches(signer: Signer, events: list[dict[str, Any]]) -> list[tuple[b
     return out
 
 
-def post_all(base_url: str, batches: list[tuple[bytes, dict[str, str]]]) -> list[float]:
-    """Post the signed batches one after another; the seconds each request took."""
+def post_all(base_url: str, batches: list[tuple[bytes, dict[str, str]]], *, concurrency: int = 1) -> list[float]:
+    """Post the signed batches, `concurrency` requests in flight (each on its own
+    keep-alive connection, taking the next batch when its answer is in); the seconds
+    each request took."""
     times: list[float] = []
-    with httpx.Client(base_url=base_url, timeout=120) as client:
-        for number, (body, headers) in enumerate(batches):
-            began = time.perf_counter()
-            answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
-            times.append(time.perf_counter() - began)
-            if answer.status_code != 200:
-                raise SystemExit(f"batch {number}: {answer.status_code} {answer.text[:300]}")
+    pending = iter(enumerate(batches))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            while True:
+                with lock:
+                    number, (body, headers) = next(pending, (-1, (b"", {})))
+                if number < 0:
+                    return
+                began = time.perf_counter()
+                answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
+                times.append(time.perf_counter() - began)
+                if answer.status_code != 200:
+                    raise SystemExit(f"batch {number}: {answer.status_code} {answer.text[:300]}")
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
     return times
 
 
@@ -214,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="Runs of the statistics query (default 5).")
     parser.add_argument("--postgres", metavar="URL", help="Use this PostgreSQL server (a new schema) instead of SQLite.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+    parser.add_argument("--concurrency", type=int, default=1, help="Requests in flight at once (default 1: one after another).")
     parser.add_argument("--py-spy", metavar="FILE", dest="py_spy",
                         help="Sample the server's threads with py-spy while posting (pip install py-spy), collapsed stacks to FILE.")
     args = parser.parse_args(argv)
@@ -253,7 +270,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         server_cpu = cpu_seconds(server.pid)
         cpu_before = os.times()
         started = time.perf_counter()
-        times = post_all(base_url, batches)
+        times = post_all(base_url, batches, concurrency=args.concurrency)
         ingest_s = time.perf_counter() - started
         cpu_after = os.times()
         server_cpu = cpu_seconds(server.pid) - server_cpu
@@ -281,6 +298,7 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         "recipients": report.recipients_sent,
         "events_ingested": len(events),
         "batch_size": BATCH,
+        "concurrency": args.concurrency,
         "ingest_seconds": round(ingest_s, 2),
         "events_per_second": round(len(events) / ingest_s),
         "request_ms_median": round(statistics.median(times) * 1000, 1),
