@@ -11,9 +11,12 @@ every recipient with their batch.
 Measured:
 1. Ingest: `--ingest` events (default 200,000) for those recipients, as SendGrid reports
    them (processed, delivered, opens, clicks on the issue's articles, a few bounces and
-   unsubscribes), posted in batches of 1,000 to `POST /webhooks/sendgrid` of the real web
-   app (in-process over httpx's ASGI transport), each batch signed with a P-256 key made
-   for the run: signature check, JSON parsing, storing, aggregates, effects and commit.
+   unsubscribes), posted in batches of 1,000 over HTTP to `POST /webhooks/sendgrid` of
+   `newsletter serve` (one uvicorn worker, its own process, started for the run), one
+   request after another on one keep-alive connection (`--concurrency N`: N in flight), each batch signed with a P-256 key
+   made for the run: signature check, JSON parsing, storing, aggregates, effects and
+   commit. The bodies are encoded and signed before the clock starts; the server's own CPU
+   time is read from /proc.
 2. Stored events: the raw event table is then filled up to `--stored` rows (default
    5,000,000) with one bulk INSERT … SELECT (not measured, not through the webhook), all
    attributed to the issue, so every index the query could touch is that large.
@@ -25,15 +28,18 @@ Measured:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,12 +55,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_send import StandIn, add_subscribers, prepare_issue, scratch_database  # noqa: E402
+from bench_web import free_port, wait_for  # noqa: E402
 from newsletter import issues, stats  # noqa: E402
-from newsletter.config import Settings, load_settings  # noqa: E402
+from newsletter.config import Settings  # noqa: E402
 from newsletter.events import prune_events  # noqa: E402
 from newsletter.models import Issue  # noqa: E402
 from newsletter.tables import articles, deliveries, delivery_events, issue_articles  # noqa: E402
-from newsletter.web import create_app  # noqa: E402
 
 BATCH = 1000
 
@@ -117,19 +123,59 @@ def make_events(engine: Engine, issue: Issue, count: int, *, now: datetime) -> l
     return out[:count]
 
 
-async def post_all(app: Any, signer: Signer, events: list[dict[str, Any]]) -> list[float]:
-    """Post the events in signed batches of 1,000; the seconds each request took."""
+def signed_batches(signer: Signer, events: list[dict[str, Any]]) -> list[tuple[bytes, dict[str, str]]]:
+    """The events as request bodies of 1,000, each with its signature headers."""
+    out = []
+    for start in range(0, len(events), BATCH):
+        body = json.dumps(events[start : start + BATCH]).encode("utf-8")
+        out.append((body, signer.headers(body)))
+    return out
+
+
+def post_all(base_url: str, batches: list[tuple[bytes, dict[str, str]]], *, concurrency: int = 1) -> list[float]:
+    """Post the signed batches, `concurrency` requests in flight (each on its own
+    keep-alive connection, taking the next batch when its answer is in); the seconds
+    each request took."""
     times: list[float] = []
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://news.example.com") as client:
-        for start in range(0, len(events), BATCH):
-            body = json.dumps(events[start : start + BATCH]).encode("utf-8")
-            began = time.perf_counter()
-            answer = await client.post("/webhooks/sendgrid", content=body, headers=signer.headers(body))
-            times.append(time.perf_counter() - began)
-            if answer.status_code != 200:
-                raise SystemExit(f"batch at {start}: {answer.status_code} {answer.text[:300]}")
+    pending = iter(enumerate(batches))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            while True:
+                with lock:
+                    number, (body, headers) = next(pending, (-1, (b"", {})))
+                if number < 0:
+                    return
+                began = time.perf_counter()
+                answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
+                times.append(time.perf_counter() - began)
+                if answer.status_code != 200:
+                    raise SystemExit(f"batch {number}: {answer.status_code} {answer.text[:300]}")
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
     return times
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process `pid` so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(folder: Path, environ: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`newsletter serve` (one worker) on a free port; the process and its base URL once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", str(folder / "newsletter.toml"), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **environ}, cwd=folder,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(f"{base}/healthz", process)
+    return process, base
 
 
 def fill_events(engine: Engine, issue: Issue, total: int, *, now: datetime) -> float:
@@ -184,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="Runs of the statistics query (default 5).")
     parser.add_argument("--postgres", metavar="URL", help="Use this PostgreSQL server (a new schema) instead of SQLite.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+    parser.add_argument("--concurrency", type=int, default=1, help="Requests in flight at once (default 1: one after another).")
+    parser.add_argument("--py-spy", metavar="FILE", dest="py_spy",
+                        help="Sample the server's threads with py-spy while posting (pip install py-spy), collapsed stacks to FILE.")
     args = parser.parse_args(argv)
     console = Console(stderr=args.json)
     standin = StandIn(50)
@@ -204,20 +253,33 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
     transport.close()
     issue = issues.find_issue(engine, built.issue.slug)
     signer = Signer()
-    web_settings: Settings = load_settings(folder / "newsletter.toml", environ={
+    events = make_events(engine, issue, args.ingest, now=now)
+    server, base_url = start_server(folder, {
         "NEWSLETTER_DATABASE__URL": database_url, "NEWSLETTER_SECRET_KEY": "bench-secret-" + uuid.uuid4().hex,
         "NEWSLETTER_SENDGRID__WEBHOOK_PUBLIC_KEY": signer.public_key, "SENDGRID_API_KEY": "SG.bench",
     })
-    app = create_app(web_settings, engine=engine)
-    events = make_events(engine, issue, args.ingest, now=now)
-    setup_s = time.perf_counter() - began
-    console.print(f"Setup: {report.recipients_sent:,} recipients sent, {len(events):,} events made in {setup_s:.1f} s. Posting…")
-
-    cpu_before = os.times()
-    started = time.perf_counter()
-    times = asyncio.run(post_all(app, signer, events))
-    ingest_s = time.perf_counter() - started
-    cpu_after = os.times()
+    try:
+        batches = signed_batches(signer, events)
+        setup_s = time.perf_counter() - began
+        console.print(f"Setup: {report.recipients_sent:,} recipients sent, {len(events):,} events made in {setup_s:.1f} s. Posting…")
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "250", "-f", "raw", "--threads",
+                                    "-o", args.py_spy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
+        server_cpu = cpu_seconds(server.pid)
+        cpu_before = os.times()
+        started = time.perf_counter()
+        times = post_all(base_url, batches, concurrency=args.concurrency)
+        ingest_s = time.perf_counter() - started
+        cpu_after = os.times()
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
     before_fill = time_stats(engine, issue, settings, args.repeat)
     console.print(f"Ingested in {ingest_s:.1f} s. Filling the raw events up to {args.stored:,}…")
@@ -236,11 +298,13 @@ def run(args: argparse.Namespace, folder: Path, database_url: str, standin: Stan
         "recipients": report.recipients_sent,
         "events_ingested": len(events),
         "batch_size": BATCH,
+        "concurrency": args.concurrency,
         "ingest_seconds": round(ingest_s, 2),
         "events_per_second": round(len(events) / ingest_s),
         "request_ms_median": round(statistics.median(times) * 1000, 1),
         "request_ms_max": round(max(times) * 1000, 1),
-        "cpu_user_system_seconds": [round(cpu_after.user - cpu_before.user, 1), round(cpu_after.system - cpu_before.system, 1)],
+        "server_cpu_seconds": round(server_cpu, 1),
+        "client_cpu_seconds": round(cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system, 1),
         "raw_events_stored": stored,
         "fill_seconds": round(fill_s, 1),
         "stats_ms_median_before_fill": round(statistics.median(before_fill[0]) * 1000, 1),

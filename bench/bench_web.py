@@ -29,6 +29,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -139,7 +140,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--endpoints", default=",".join(GOALS), help=f"Which, comma-separated (default: {','.join(GOALS)}).")
+    parser.add_argument("--py-spy", metavar="FOLDER", dest="py_spy",
+                        help="Sample our server with py-spy (pip install py-spy) while wrk runs: collapsed stacks per endpoint and run.")
     args = parser.parse_args()
+    wanted = [name for name in args.endpoints.split(",") if name]
+    unknown = set(wanted) - set(GOALS)
+    if unknown:
+        raise SystemExit(f"--endpoints: unknown {', '.join(sorted(unknown))}; choose among {', '.join(GOALS)}")
     if shutil.which("wrk") is None:
         raise SystemExit("bench_web needs wrk: apt-get install wrk")
     console = Console(stderr=True)
@@ -167,7 +175,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder,
         )
         bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in GOALS}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted}
         try:
             base, bare_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
             wait_for(f"{base}/healthz", ours)
@@ -183,7 +191,7 @@ def main() -> None:
             # A new stretch of subscribers for every one-click run: each request writes.
             stretch = len(pool) // args.runs
             for run in range(args.runs):
-                for endpoint in GOALS:
+                for endpoint in wanted:
                     method = "POST" if endpoint == "one_click" else "GET"
                     if endpoint == "preferences":
                         paths = [f"/preferences/{t}" for t in pool]
@@ -196,8 +204,19 @@ def main() -> None:
                     with console.status(f"run {run + 1}/{args.runs}: {endpoint}"):
                         twin = wrk(bare_base, [f"/size/{sizes[endpoint]}"], method=method, seconds=args.seconds,
                                    connections=args.connections, folder=folder)
+                        spy = None
+                        if args.py_spy:
+                            Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+                            spy = subprocess.Popen(
+                                ["py-spy", "record", "-p", str(ours.pid), "-r", "250", "-f", "raw", "--threads", "-o",
+                                 str(Path(args.py_spy) / f"{endpoint}-{run + 1}.txt")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            time.sleep(1)
                         mine = wrk(base, paths, method=method, seconds=args.seconds, connections=args.connections,
                                    folder=folder)
+                        if spy is not None:
+                            spy.send_signal(signal.SIGINT)
+                            spy.wait(timeout=60)
                     runs[endpoint].append({**mine, "bare_requests_per_second": twin["requests_per_second"],
                                            "share": mine["requests_per_second"] / twin["requests_per_second"]})
         finally:
@@ -207,7 +226,7 @@ def main() -> None:
 
     result: dict[str, Any] = {
         "subscribers": args.subscribers, "connections": args.connections, "seconds": args.seconds, "runs": args.runs,
-        "database": "sqlite", "cpus": os.cpu_count(), "endpoints": {},
+        "database": "sqlite", "cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 1), "endpoints": {},
     }
     for endpoint, measured in runs.items():
         result["endpoints"][endpoint] = {

@@ -20,38 +20,44 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, case, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete
 
 import subscribers as people
 
 from .sending import ledger
+from .tables import delivery_events
 from .models import DeliveryEvent, EventKind
-from .tables import deliveries, delivery_events, link_clicks, recipient_activity
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 900
 _PERSON: dict[EventKind, people.PersonEvent] = {
     EventKind.BOUNCED: people.PersonEvent.BOUNCED,
     EventKind.COMPLAINED: people.PersonEvent.COMPLAINED,
     EventKind.UNSUBSCRIBED: people.PersonEvent.UNSUBSCRIBED,
     EventKind.RESUBSCRIBED: people.PersonEvent.RESUBSCRIBED,
 }
-#: Which first-time column of `recipient_activity` each kind of event sets.
-_FIRST: dict[EventKind, str] = {
-    EventKind.DELIVERED: "delivered_at",
-    EventKind.BOUNCED: "bounced_at",
-    EventKind.COMPLAINED: "complained_at",
-    EventKind.UNSUBSCRIBED: "unsubscribed_at",
-    EventKind.OPENED: "opened_at",
-    EventKind.CLICKED: "clicked_at",
+#: Which first-time column of `recipient_activity` each kind of event sets, by its
+#: place among `_FIRST_COLUMNS`.
+_FIRST_COLUMNS = ("delivered_at", "bounced_at", "complained_at", "unsubscribed_at", "opened_at", "clicked_at")
+_FIRST: dict[EventKind, int] = {
+    EventKind.DELIVERED: 0,
+    EventKind.BOUNCED: 1,
+    EventKind.COMPLAINED: 2,
+    EventKind.UNSUBSCRIBED: 3,
+    EventKind.OPENED: 4,
+    EventKind.CLICKED: 5,
 }
+_OPENED, _CLICKED = _FIRST[EventKind.OPENED], _FIRST[EventKind.CLICKED]
+#: The text of each kind (a StrEnum's `.value` is a property, slow in a loop of thousands).
+_KIND_TEXT = {kind: kind.value for kind in EventKind}
+_EVENT_COLUMNS = ("event_key", "kind", "provider_event", "issue_id", "batch_id", "subscriber_id", "known",
+                  "occurred_at", "received_at", "url", "reason")
 
 
 @dataclass
@@ -67,99 +73,134 @@ class IngestReport:
     kinds: Counter[str] = field(default_factory=Counter)
 
 
-def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
+class _Statements:
+    """The few statements of one batch of events, written for each database and sent
+    through the caller's connection without SQLAlchemy's statement construction and
+    per-value processing, which cost more than the work itself for a thousand events:
+    SQLite takes a list as one JSON array (`json_each`) or rows through `executemany`;
+    PostgreSQL takes a list as an array (`= ANY`) and rows as one JSON array of arrays
+    (`json_array_elements`: psycopg adapts a JSON text several times faster than arrays
+    of values). The aggregates are upserts that keep the earliest time and add the counts."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+        # Timestamps as the column type stores them (SQLite keeps SQLAlchemy's text);
+        # for PostgreSQL as ISO text in the JSON rows.
+        bulk = people.UTCDateTime.bulk_processor(conn.dialect)
+        self.stamp: Callable[[datetime], Any] = (lambda value: bulk(value).isoformat()) if self.postgres else bulk
+
+    def _any(self, column: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        """`column` is one of `values`, the list being one parameter."""
+        if self.postgres:
+            return f"{column} = ANY(%(values)s)", {"values": list(values)}
+        return f"{column} IN (SELECT value FROM json_each(:values))", {"values": json.dumps(list(values))}
+
+    def stored_keys(self, keys: Sequence[str]) -> set[str]:
+        where, params = self._any("event_key", keys)
+        return set(self.conn.exec_driver_sql(f"SELECT event_key FROM delivery_events WHERE {where}", params).scalars())
+
+    def recipients(self, issue_id: int, subscriber_ids: Sequence[int]) -> set[int]:
+        """Of these subscribers, those in the send ledger of the issue."""
+        where, params = self._any("subscriber_id", subscriber_ids)
+        sql = f"SELECT subscriber_id FROM deliveries WHERE issue_id = {int(issue_id)} AND {where}"
+        return set(self.conn.exec_driver_sql(sql, params).scalars())
+
+    def _insert(self, table: str, columns: Sequence[str], types: Sequence[str], rows: list[tuple[Any, ...]],
+                conflict: str = "") -> None:
+        """Insert `rows` (tuples in the order of `columns`; `types` are PostgreSQL's)."""
+        names = ", ".join(columns)
+        if self.postgres:
+            values = ", ".join(f"(v->>{n})::{kind}" for n, kind in enumerate(types))
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {table} ({names}) SELECT {values} FROM json_array_elements(%(rows)s::json) AS v {conflict}",
+                {"rows": json.dumps(rows)},
+            )
+        else:
+            marks = ", ".join("?" for _ in columns)
+            self.conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
+
+    def store(self, rows: list[tuple[Any, ...]]) -> None:
+        """Raw events, tuples in the order of `_EVENT_COLUMNS`."""
+        self._insert("delivery_events", _EVENT_COLUMNS, (
+            "text", "text", "text", "integer", "integer", "integer", "boolean", "timestamptz", "timestamptz", "text", "text",
+        ), rows)
+
+    def _earliest(self, table: str, column: str) -> str:
+        if self.postgres:
+            return f"{column} = LEAST({table}.{column}, EXCLUDED.{column})"
+        # SQLite's min() of several values is NULL when one is; its times are text that sorts as time.
+        return f"{column} = min(coalesce({column}, excluded.{column}), coalesce(excluded.{column}, {column}))"
+
+    def add_activity(self, rows: list[tuple[Any, ...]]) -> None:
+        """Per recipient: (issue, subscriber, the six first times in the order of
+        `_FIRST_COLUMNS` or None, opens, clicks)."""
+        table = "recipient_activity"
+        sets = ", ".join([self._earliest(table, c) for c in _FIRST_COLUMNS]
+                         + [f"{c} = {table}.{c} + excluded.{c}" for c in ("opens", "clicks")])
+        self._insert(table, ("issue_id", "subscriber_id", *_FIRST_COLUMNS, "opens", "clicks"),
+                     ("integer", "integer", *["timestamptz"] * 6, "integer", "integer"), rows,
+                     f"ON CONFLICT (issue_id, subscriber_id) DO UPDATE SET {sets}")
+
+    def add_clicks(self, rows: list[tuple[Any, ...]]) -> None:
+        """Per recipient and link: (issue, url, subscriber, clicks, first time)."""
+        table = "link_clicks"
+        self._insert(table, ("issue_id", "url", "subscriber_id", "clicks", "first_at"),
+                     ("integer", "text", "integer", "integer", "timestamptz"), rows,
+                     f"ON CONFLICT (issue_id, url, subscriber_id) DO UPDATE SET clicks = {table}.clicks + excluded.clicks, "
+                     + self._earliest(table, "first_at"))
 
 
-def _insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows whose primary key is not there yet (others are left as they are)."""
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+def _new_events(sql: _Statements, events: Sequence[DeliveryEvent]) -> list[DeliveryEvent]:
+    """The events not stored before, each once (the first of a key in the request)."""
+    unique = list({e.key: e for e in reversed(events)}.values())[::-1]
+    seen = sql.stored_keys([e.key for e in unique]) if unique else set()
+    return [e for e in unique if e.key not in seen]
 
 
-def _earliest(column: Any, name: str) -> Any:
-    value = bindparam(name, type_=column.type)
-    return case((value.is_(None), column), (column.is_(None), value), (column > value, value), else_=column)
-
-
-def _recipients(conn: Connection, events: Sequence[DeliveryEvent]) -> set[tuple[int, int]]:
+def _recipients(sql: _Statements, events: Sequence[DeliveryEvent]) -> set[tuple[int, int]]:
     """The (issue, subscriber) pairs among the events that are in the send ledger."""
     wanted: dict[int, set[int]] = {}
     for e in events:
         if e.issue_id is not None and e.subscriber_id is not None:
             wanted.setdefault(e.issue_id, set()).add(e.subscriber_id)
-    found: set[tuple[int, int]] = set()
-    for issue_id, ids in wanted.items():
-        for chunk in _chunks(sorted(ids)):
-            rows = conn.execute(
-                select(deliveries.c.subscriber_id).where(
-                    deliveries.c.issue_id == issue_id, deliveries.c.subscriber_id.in_(chunk)
-                )
-            ).scalars()
-            found.update((issue_id, s) for s in rows)
-    return found
+    return {(issue_id, s) for issue_id, ids in wanted.items() for s in sql.recipients(issue_id, sorted(ids))}
 
 
-def _new_events(conn: Connection, events: Sequence[DeliveryEvent]) -> list[DeliveryEvent]:
-    """The events not stored before, each once (the first of a key in the request)."""
-    unique = list({e.key: e for e in reversed(events)}.values())[::-1]
-    seen: set[str] = set()
-    for chunk in _chunks([e.key for e in unique]):
-        seen.update(conn.execute(select(delivery_events.c.event_key).where(delivery_events.c.event_key.in_(chunk))).scalars())
-    return [e for e in unique if e.key not in seen]
-
-
-def _aggregate(conn: Connection, events: Sequence[DeliveryEvent]) -> None:
-    """Fold known events into `recipient_activity` and `link_clicks`: one UPDATE per kind
-    of event present, each with only the recipients that had it (few bound values)."""
-    firsts: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
-    clicks: dict[tuple[int, str, int], dict[str, Any]] = {}
+def _aggregate(sql: _Statements, events: Sequence[DeliveryEvent]) -> None:
+    """Fold known events into `recipient_activity` and `link_clicks`: one row per
+    recipient (and per recipient and link) with the batch's earliest times and counts,
+    added to what is stored by one upsert each."""
+    firsts: dict[tuple[int, int], list[Any]] = {}
+    clicks: dict[tuple[int, str, int], list[Any]] = {}
     for e in events:
-        assert e.issue_id is not None and e.subscriber_id is not None
-        column = _FIRST.get(e.kind)
-        if column is None:
+        place = _FIRST.get(e.kind)
+        if place is None:
             continue
-        row = firsts.setdefault(column, {}).setdefault(
-            (e.issue_id, e.subscriber_id), {"i": e.issue_id, "s": e.subscriber_id, "t": e.occurred_at, "n": 0}
-        )
-        row["t"] = min(row["t"], e.occurred_at)
-        row["n"] += 1
-        if e.kind is EventKind.CLICKED and e.url:
-            link = clicks.setdefault((e.issue_id, e.url, e.subscriber_id),
-                                     {"i": e.issue_id, "u": e.url, "s": e.subscriber_id, "n": 0, "t": e.occurred_at})
-            link["n"] += 1
-            link["t"] = min(link["t"], e.occurred_at)
-    keys = {key for rows in firsts.values() for key in rows}
-    if keys:
-        _insert_ignore(conn, recipient_activity, [
-            {"issue_id": i, "subscriber_id": s, "opens": 0, "clicks": 0} for i, s in sorted(keys)
+        issue_id, subscriber_id = e.issue_id, e.subscriber_id
+        assert issue_id is not None and subscriber_id is not None
+        row = firsts.get((issue_id, subscriber_id))
+        if row is None:
+            # The six first times, then opens and clicks.
+            row = firsts[(issue_id, subscriber_id)] = [None] * 6 + [0, 0]
+        if row[place] is None or e.occurred_at < row[place]:
+            row[place] = e.occurred_at
+        if place == _OPENED:
+            row[6] += 1
+        elif place == _CLICKED:
+            row[7] += 1
+            if e.url:
+                link = clicks.setdefault((issue_id, e.url, subscriber_id), [0, e.occurred_at])
+                link[0] += 1
+                link[1] = min(link[1], e.occurred_at)
+    stamp = sql.stamp
+    if firsts:
+        sql.add_activity([
+            (i, s, *[None if t is None else stamp(t) for t in row[:6]], row[6], row[7])
+            for (i, s), row in sorted(firsts.items())
         ])
-    t = recipient_activity.c
-    for column, rows in firsts.items():
-        values: dict[str, Any] = {column: _earliest(t[column], "t")}
-        if column == "opened_at":
-            values["opens"] = t.opens + bindparam("n")
-        elif column == "clicked_at":
-            values["clicks"] = t.clicks + bindparam("n")
-        conn.execute(
-            update(recipient_activity).where(t.issue_id == bindparam("i"), t.subscriber_id == bindparam("s")).values(**values),
-            list(rows.values()),
-        )
     if clicks:
-        _insert_ignore(conn, link_clicks, [
-            {"issue_id": i, "url": u, "subscriber_id": s, "clicks": 0, "first_at": row["t"]}
-            for (i, u, s), row in clicks.items()
-        ])
-        c = link_clicks.c
-        conn.execute(
-            update(link_clicks)
-            .where(c.issue_id == bindparam("i"), c.url == bindparam("u"), c.subscriber_id == bindparam("s"))
-            .values(clicks=c.clicks + bindparam("n"), first_at=_earliest(c.first_at, "t")),
-            list(clicks.values()),
-        )
+        sql.add_clicks([(i, u, s, n, stamp(t)) for (i, u, s), (n, t) in sorted(clicks.items())])
 
 
 def ingest_events(conn: Connection, events: Sequence[DeliveryEvent], *, source: str, now: datetime) -> IngestReport:
@@ -167,25 +208,23 @@ def ingest_events(conn: Connection, events: Sequence[DeliveryEvent], *, source: 
     `processed` confirming in-flight batches, people events through
     `subscribers.apply_person_event` (the consent log's form is `{source}-{event}`)."""
     report = IngestReport(received=len(events))
-    new = _new_events(conn, events)
+    sql = _Statements(conn)
+    new = _new_events(sql, events)
     report.duplicates = len(events) - len(new)
     if not new:
         return report
-    recipients = _recipients(conn, new)
+    recipients = _recipients(sql, new)
     known = [e for e in new if (e.issue_id, e.subscriber_id) in recipients]
     report.stored = len(new)
     report.unknown = len(new) - len(known)
-    report.kinds.update(e.kind.value for e in new)
-    conn.execute(insert(delivery_events), [
-        {
-            "event_key": e.key, "kind": e.kind.value, "provider_event": e.provider_event, "issue_id": e.issue_id,
-            "batch_id": e.batch_id, "subscriber_id": e.subscriber_id,
-            "known": (e.issue_id, e.subscriber_id) in recipients, "occurred_at": e.occurred_at, "received_at": now,
-            "url": e.url, "reason": e.reason,
-        }
+    report.kinds.update(_KIND_TEXT[e.kind] for e in new)
+    stamp, received = sql.stamp, sql.stamp(now)
+    sql.store([
+        (e.key, _KIND_TEXT[e.kind], e.provider_event, e.issue_id, e.batch_id, e.subscriber_id,
+         (e.issue_id, e.subscriber_id) in recipients, stamp(e.occurred_at), received, e.url, e.reason)
         for e in new
     ])
-    _aggregate(conn, known)
+    _aggregate(sql, known)
     for e in sorted((e for e in new if e.kind in _PERSON), key=lambda e: e.occurred_at):
         result = people.apply_person_event(
             conn, _PERSON[e.kind], subscriber_id=e.subscriber_id, email=e.email,

@@ -305,12 +305,15 @@ def deliveries_by_hour(conn: Connection, issue_id: int) -> dict[datetime, dict[s
     return hours
 
 
-def page_environment(settings: Settings) -> jinja2.Environment:
+def page_environment(settings: Settings, *, auto_reload: bool = True) -> jinja2.Environment:
     """The one Jinja2 environment of the pages and feeds (the web app's, the archive's,
     the preview's): the user's `templates.folder`/web first, then the built-in
     `templates/web`; every value escaped (pages are HTML, feeds XML), an undefined name an
     error. Every page sees `site.page_globals` (the site, the emails' theme, which the
-    pages wear too). Raises `ConfigError` when `templates.folder` is not a folder."""
+    pages wear too). Raises `ConfigError` when `templates.folder` is not a folder.
+    `auto_reload=False` (the subscribers' web app): a template is not looked up on disk
+    again on each request to see whether it changed (a stat per template per request);
+    a restart picks up a change. The desk keeps it on, for its live reload."""
     folders: list[str] = []
     if settings.templates.folder:
         folder = settings.path(settings.templates.folder)
@@ -318,7 +321,8 @@ def page_environment(settings: Settings) -> jinja2.Environment:
             raise ConfigError(f"templates.folder: {folder} is not a folder")
         folders.append(str(folder / "web"))
     folders.append(str(builtin_templates() / "web"))
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True, undefined=jinja2.StrictUndefined,
+                             auto_reload=auto_reload)
     env.globals |= page_globals(settings, make_theme(settings))
     return env
 

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, delete, exists, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, delete, exists, func, insert, literal, or_, select
 
 from .models import Status
 from .tables import UTCDateTime, subscribers, suppressions
@@ -81,10 +81,15 @@ def _suppressed_ids() -> Select[tuple[int]]:
     return select(other.c.id).where(other.c.email.in_(select(suppressions.c.email)))
 
 
+#: Built once: the webhook asks these for every bounce and complaint.
+_IS_SUPPRESSED = select(suppressions.c.email).where(suppressions.c.email == bindparam("email"))
+_SUPPRESS = insert(suppressions)
+
+
 def suppress(conn: Connection, email: str, *, reason: str, now: datetime) -> None:
     """Put an (already normalized) address on the suppression list; idempotent."""
     if not is_suppressed(conn, email):
-        conn.execute(insert(suppressions).values(email=email, reason=reason, created_at=now))
+        conn.execute(_SUPPRESS, {"email": email, "reason": reason, "created_at": now})
 
 
 def suppression_reason(conn: Connection, email: str) -> str | None:
@@ -103,9 +108,7 @@ def unsuppress(conn: Connection, *emails: str) -> None:
 
 def is_suppressed(conn: Connection, email: str) -> bool:
     """Whether the address is on the suppression list."""
-    return conn.execute(
-        select(suppressions.c.email).where(suppressions.c.email == email)
-    ).first() is not None
+    return conn.execute(_IS_SUPPRESSED, {"email": email}).first() is not None
 
 
 #: The reason a plain erasure keeps. The erasure of a suppressed, bounced or complained

@@ -9,6 +9,7 @@ per segment; a text key lets the database group a million rows without a join.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    @staticmethod
+    def bulk_processor(dialect: Dialect) -> Callable[[datetime], Any]:
+        """What to send the database driver for an aware datetime, for statements that
+        bypass SQLAlchemy's own processing (a thousand rows at a time): the same value
+        this type binds, made several times faster on SQLite, which keeps text in
+        SQLAlchemy's format (`YYYY-MM-DD HH:MM:SS.ffffff`, in UTC)."""
+        return _sqlite_text if dialect.name == "sqlite" else _utc
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given; pass an aware datetime")
+    return value.astimezone(UTC)
+
+
+def _sqlite_text(value: datetime) -> str:
+    # "2026-11-23 09:00:00.000000+00:00" without the offset.
+    return (value if value.tzinfo is UTC else _utc(value)).isoformat(" ", "microseconds")[:-6]
 
 
 metadata = MetaData(

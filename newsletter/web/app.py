@@ -213,7 +213,7 @@ def create_app(
         settings=settings,
         engine=engine or issues.open_database(settings),
         clock=clock,
-        pages=Jinja2Templates(env=issues.page_environment(settings)),
+        pages=Jinja2Templates(env=issues.page_environment(settings, auto_reload=False)),
         csrf=CsrfSigner(secret.get_secret_value(), max_age=web.form_minutes * 60),
         ip_limiter=RateLimiter(
             limit=web.subscribe_per_ip, window=web.rate_window_seconds, name="subscribe-ip", counters=counters

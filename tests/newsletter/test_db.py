@@ -87,3 +87,34 @@ def test_db_upgrade_twice(tmp_path: Path) -> None:
     assert first.exit_code == 0 and "upgraded to revision" in first.output
     assert second.exit_code == 0 and "already at revision" in second.output
     assert (tmp_path / "data" / "news.db").is_file()
+
+
+def test_bulk_timestamps_are_stored_as_the_column_type_stores_them(engine: Engine) -> None:
+    """The webhook's bulk statements format timestamps themselves; what they write must
+    be what SQLAlchemy writes, or times would not compare (SQLite keeps text)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import insert, select
+
+    from newsletter.tables import delivery_events
+    from subscribers import UTCDateTime
+
+    times = [datetime(2026, 11, 23, 9, 0, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC),
+             datetime(2026, 6, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5))),
+             datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    bulk = UTCDateTime.bulk_processor(engine.dialect)
+    with engine.begin() as conn:
+        for n, at in enumerate(times):
+            conn.execute(insert(delivery_events).values(event_key=f"k{n}", kind="other", provider_event="x",
+                                                        known=False, occurred_at=at, received_at=at))
+            marks = "%(k)s, 'other', 'x', false, %(t)s, %(t)s" if engine.dialect.name == "postgresql" \
+                else ":k, 'other', 'x', 0, :t, :t"
+            conn.exec_driver_sql("INSERT INTO delivery_events (event_key, kind, provider_event, known, occurred_at, "
+                                 f"received_at, url, reason) VALUES ({marks}, '', '')", {"k": f"b{n}", "t": bulk(at)})
+        stored = dict(conn.exec_driver_sql("SELECT event_key, occurred_at FROM delivery_events").all())
+        read = dict(conn.execute(select(delivery_events.c.event_key, delivery_events.c.occurred_at)).all())
+    for n, at in enumerate(times):
+        assert stored[f"b{n}"] == stored[f"k{n}"]
+        assert read[f"b{n}"] == at
+    with pytest.raises(ValueError, match="naive"):
+        bulk(datetime(2026, 1, 1))

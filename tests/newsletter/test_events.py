@@ -31,7 +31,7 @@ from newsletter.cli import app as cli
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
 from newsletter.models import Issue
-from newsletter.tables import batches, delivery_events, recipient_activity
+from newsletter.tables import batches, delivery_events, link_clicks, recipient_activity
 from newsletter.web import create_app
 from tests.conftest import NOW
 from tests.sendgrid_standin import MailRequest, SendGridStandIn
@@ -271,6 +271,28 @@ def test_thousands_of_events_in_one_request(hook: Hook) -> None:
     assert answer.status_code == 200 and answer.json()["stored"] == 5000
     with hook.engine.connect() as conn:
         assert set(conn.execute(select(recipient_activity.c.opens)).scalars()) == {1250}
+
+
+
+def test_later_requests_add_to_the_counts_and_keep_the_earliest_times(hook: Hook) -> None:
+    """The aggregates are merged into what is stored: counts add up, and an event that
+    arrives late but happened earlier moves the first time back (never forward)."""
+    start = int(NOW.timestamp())
+    url = "https://news.example.com/a"
+    assert hook.post(hook.events("open", "reader0@example.com", timestamp=start + 600)
+                     + hook.events("click", "reader0@example.com", timestamp=start + 700, url=url)).status_code == 200
+    assert hook.post(hook.events("open", "reader0@example.com", timestamp=start + 60)
+                     + hook.events("open", "reader0@example.com", timestamp=start + 900)
+                     + hook.events("click", "reader0@example.com", timestamp=start + 650, url=url)
+                     + hook.events("click", "reader0@example.com", timestamp=start + 800, url=url)).status_code == 200
+    with hook.engine.connect() as conn:
+        subscriber_id = people.get_subscriber(conn, "reader0@example.com").id
+        row = conn.execute(select(recipient_activity).where(recipient_activity.c.subscriber_id == subscriber_id)).one()
+        link = conn.execute(select(link_clicks).where(link_clicks.c.subscriber_id == subscriber_id)).one()
+    assert (row.opens, row.clicks) == (3, 3)
+    assert row.opened_at == NOW + timedelta(seconds=60) and row.clicked_at == NOW + timedelta(seconds=650)
+    assert row.delivered_at is None and row.bounced_at is None
+    assert (link.url, link.clicks, link.first_at) == (url, 3, NOW + timedelta(seconds=650))
 
 
 # Configuration ---------------------------------------------------------------------------
