@@ -167,7 +167,10 @@ def open_desk(page: Any, url: str) -> None:
 
 
 def press(page: Any, name: str) -> None:
-    """Press a button from the keyboard: focus it, then Enter."""
+    """Press a button from the keyboard: focus it, then Enter. Only once the page has
+    loaded (its email frames included): a form submitted while the page is still loading
+    was seen to be dropped by Chromium on a loaded machine, the page staying as it was."""
+    page.wait_for_load_state("load")
     page.get_by_role("button", name=name, exact=True).focus()
     page.keyboard.press("Enter")
 

@@ -63,6 +63,7 @@ def desk(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Path,
 
 def test_send(page: Any, desk: Desk, to: str = "editor@example.com") -> EmailMessage:
     """Send a test from the page; the newest .eml in the outbox."""
+    page.wait_for_load_state("load")  # see desk_support.press
     page.get_by_label("Test to").fill(to)
     page.get_by_role("button", name="Send a test").click()
     done(page, "The test is sent.")
