@@ -77,8 +77,9 @@ def build_page(ctx: DeskContext, request: Request, *, problem: str = "", texts: 
     try:
         draft, report = drafts.check_draft(ctx.engine, ctx.settings, links=None)
     except NewsletterError as exc:
-        # No draft (an empty week, or none built yet): the page says so and how to make one.
-        return {**common, "draft": None, "problem": problem or str(exc), "notice": common["recalled"]}
+        # No draft (an empty week, or none built yet, as after a send): the page says so and
+        # how to make one, as a plain status line, not as an error.
+        return {**common, "draft": None, "empty": str(exc), "notice": common["recalled"]}
     available = [b.slug for b in draft.blocks if b.articles]
     chosen = chosen_sections(request, available)
     message = None

@@ -342,3 +342,13 @@ def test_set_password_at_a_terminal_asks_twice(settings: Settings, tmp_path: Pat
     code, output = _at_a_terminal(config, PASSWORD, PASSWORD)
     assert code == 0 and "The same password again" in output and PASSWORD not in output, output
     assert verify_password(load_settings(config).preview.password_hash, PASSWORD)
+
+
+def test_with_no_draft_the_desk_says_so_as_a_status_not_an_error(make_settings: Callable[..., Settings],
+                                                                  engine: Engine) -> None:
+    # As after a send, before the next draft is built: nothing is wrong, there is nothing to edit.
+    client = Client(create_desk_app(make_settings(), engine=engine))
+    page = client.get("/")
+    assert page.status_code == 200
+    assert '<p class="nodraft" role="status">There is no draft: run `newsletter draft build`' in page.text
+    assert 'role="alert"' not in page.text
