@@ -90,21 +90,25 @@ class _Statements:
         bulk = people.UTCDateTime.bulk_processor(conn.dialect)
         self.stamp: Callable[[datetime], Any] = (lambda value: bulk(value).isoformat()) if self.postgres else bulk
 
-    def _any(self, column: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-        """`column` is one of `values`, the list being one parameter."""
+    def _among(self, table: str, column: str, values: Sequence[Any], where: str = "") -> set[Any]:
+        """The values of `column` in `table` (rows also meeting `where`) that are among
+        `values`, the list being one parameter. SQLite walks the JSON array and looks each
+        value up by the column's index (`column IN (SELECT … json_each)` would first build
+        a temporary index of the whole array)."""
         if self.postgres:
-            return f"{column} = ANY(%(values)s)", {"values": list(values)}
-        return f"{column} IN (SELECT value FROM json_each(:values))", {"values": json.dumps(list(values))}
+            sql = f"SELECT {column} FROM {table} WHERE {column} = ANY(%(values)s)" + (f" AND {where}" if where else "")
+            return set(self.conn.exec_driver_sql(sql, {"values": list(values)}).scalars())
+        sql = f"SELECT t.{column} FROM json_each(:values) AS j CROSS JOIN {table} AS t ON t.{column} = j.value" + (
+            f" WHERE t.{where}" if where else ""
+        )
+        return set(self.conn.exec_driver_sql(sql, {"values": json.dumps(list(values))}).scalars())
 
     def stored_keys(self, keys: Sequence[str]) -> set[str]:
-        where, params = self._any("event_key", keys)
-        return set(self.conn.exec_driver_sql(f"SELECT event_key FROM delivery_events WHERE {where}", params).scalars())
+        return self._among("delivery_events", "event_key", keys)
 
     def recipients(self, issue_id: int, subscriber_ids: Sequence[int]) -> set[int]:
         """Of these subscribers, those in the send ledger of the issue."""
-        where, params = self._any("subscriber_id", subscriber_ids)
-        sql = f"SELECT subscriber_id FROM deliveries WHERE issue_id = {int(issue_id)} AND {where}"
-        return set(self.conn.exec_driver_sql(sql, params).scalars())
+        return self._among("deliveries", "subscriber_id", subscriber_ids, f"issue_id = {int(issue_id)}")
 
     def _insert(self, table: str, columns: Sequence[str], types: Sequence[str], rows: list[tuple[Any, ...]],
                 conflict: str = "") -> None:

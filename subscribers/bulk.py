@@ -78,15 +78,26 @@ class ImportBatch:
         """`column IN (the batch)`, the batch being one parameter."""
         return f"{column} = ANY(%(batch)s)" if self.postgres else f"{column} IN (SELECT value FROM json_each(:batch))"
 
+    def _rows_by(self, table: str, key: str, columns: str, values: Sequence[Any]) -> Any:
+        """`columns` of the rows of `table` whose `key` is one of `values`. SQLite walks
+        the JSON array and looks each value up by the key's index: written as
+        `key IN (SELECT … json_each)`, it first builds a temporary index of the whole
+        array, which cost seven times as much for 100,000 values."""
+        if self.postgres:
+            return self.conn.exec_driver_sql(
+                f"SELECT {columns} FROM {table} WHERE {key} = ANY(%(batch)s)", self._batch(values)
+            )
+        picked = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
+        return self.conn.exec_driver_sql(
+            f"SELECT {picked} FROM json_each(:batch) AS j CROSS JOIN {table} AS t ON t.{key} = j.value", self._batch(values)
+        )
+
     def _batch(self, values: Sequence[Any]) -> dict[str, Any]:
         return {"batch": list(values) if self.postgres else json.dumps(list(values))}
 
     def seen_before(self, emails: Sequence[str]) -> dict[str, int]:
         """Of these addresses, those an earlier batch of this import held, with their line."""
-        rows = self.conn.exec_driver_sql(
-            f"SELECT email, line FROM {SEEN} WHERE {self._in('email')}", self._batch(emails)
-        )
-        return {email: line for email, line in rows}
+        return {email: line for email, line in self._rows_by(SEEN, "email", "email, line", emails)}
 
     def remember(self, firsts: Sequence[tuple[str, int]]) -> None:
         """Note where each address (new to this import) was first seen."""
@@ -102,9 +113,7 @@ class ImportBatch:
 
     def existing(self, emails: Sequence[str]) -> dict[str, tuple[int, str]]:
         """The subscribers with these addresses: address → (id, status)."""
-        rows = self.conn.exec_driver_sql(
-            f"SELECT email, id, status FROM subscribers WHERE {self._in('email')}", self._batch(emails)
-        )
+        rows = self._rows_by("subscribers", "email", "email, id, status", emails)
         return {email: (id_, status) for email, id_, status in rows}
 
     def update(self, rows: Sequence[tuple[int, str, str, str | None]], *, names: bool) -> None:
