@@ -16,7 +16,8 @@ bare page of the same size first and then ours, so each ratio comes from the sam
 1. `GET /preferences/{token}` for subscribers in random order (a read, a CSRF token, a page);
 2. `POST /unsubscribe/{token}` with `List-Unsubscribe=One-Click`, a different subscriber
    each time, so every request writes the status and a consent row;
-3. `GET /archive/` and 4. `GET /archive/{slug}`, the same for every visitor.
+3. `GET /archive/`, 4. `GET /archive/{slug}` and 5. `GET /` (the landing page with the
+   form and the newest issue), the same for every visitor.
 Reported: requests per second, p50 and p99 latency, non-2xx answers, and our requests per
 second as a share of the bare page's; the median over `--runs` runs.
 """
@@ -49,10 +50,10 @@ from bench_render import prepare_issue
 from newsletter import issues
 
 #: The targets of issue 21: our requests/s as a share of the bare page's.
-GOALS = {"preferences": 0.35, "one_click": 0.20, "archive_index": 0.50, "archive_issue": 0.50}
+GOALS = {"preferences": 0.35, "one_click": 0.20, "archive_index": 0.50, "archive_issue": 0.50, "home": 0.50}
 #: What the table calls them (80 columns).
 LABELS = {"preferences": "GET prefs", "one_click": "POST 1-click", "archive_index": "GET archive",
-          "archive_issue": "GET issue"}
+          "archive_issue": "GET issue", "home": "GET /"}
 
 BARE_APP = """
 import sys, uvicorn
@@ -186,6 +187,7 @@ def main() -> None:
                 "one_click": len(httpx.post(f"{base}/unsubscribe/{tokens[-1]}", data={"List-Unsubscribe": "One-Click"}).content),
                 "archive_index": len(httpx.get(f"{base}/archive/").content),
                 "archive_issue": len(httpx.get(f"{base}/archive/{slug}").content),
+                "home": len(httpx.get(f"{base}/").content),
             }
             pool = tokens[:-1]
             # A new stretch of subscribers for every one-click run: each request writes.
@@ -199,6 +201,8 @@ def main() -> None:
                         paths = [f"/unsubscribe/{t}" for t in pool[run * stretch : (run + 1) * stretch]]
                     elif endpoint == "archive_index":
                         paths = ["/archive/"]
+                    elif endpoint == "home":
+                        paths = ["/"]
                     else:
                         paths = [f"/archive/{slug}"]
                     with console.status(f"run {run + 1}/{args.runs}: {endpoint}"):
