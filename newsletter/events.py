@@ -90,13 +90,17 @@ class _Statements:
         bulk = people.UTCDateTime.bulk_processor(conn.dialect)
         self.stamp: Callable[[datetime], Any] = (lambda value: bulk(value).isoformat()) if self.postgres else bulk
 
-    def _among(self, table: str, column: str, values: Sequence[Any], where: str = "") -> set[Any]:
-        """The values of `column` in `table` (rows also meeting `where`) that are among
-        `values`, the list being one parameter. SQLite walks the JSON array and looks each
-        value up by the column's index (`column IN (SELECT … json_each)` would first build
-        a temporary index of the whole array)."""
+    def _among(self, table: str, column: str, kind: str, values: Sequence[Any], where: str = "") -> set[Any]:
+        """The values of `column` (of PostgreSQL type `kind`) in `table` (rows also meeting
+        `where`) that are among `values`, the list being one parameter. SQLite walks the
+        JSON array and looks each value up by the column's index (`column IN (SELECT …
+        json_each)` would first build a temporary index of the whole array). PostgreSQL
+        gets the array's type: psycopg sends small numbers as `smallint[]`, against which
+        the index of an integer column went unused (a scan of the issue's deliveries)."""
         if self.postgres:
-            sql = f"SELECT {column} FROM {table} WHERE {column} = ANY(%(values)s)" + (f" AND {where}" if where else "")
+            sql = f"SELECT {column} FROM {table} WHERE {column} = ANY(%(values)s::{kind}[])" + (
+                f" AND {where}" if where else ""
+            )
             return set(self.conn.exec_driver_sql(sql, {"values": list(values)}).scalars())
         sql = f"SELECT t.{column} FROM json_each(:values) AS j CROSS JOIN {table} AS t ON t.{column} = j.value" + (
             f" WHERE t.{where}" if where else ""
@@ -104,11 +108,11 @@ class _Statements:
         return set(self.conn.exec_driver_sql(sql, {"values": json.dumps(list(values))}).scalars())
 
     def stored_keys(self, keys: Sequence[str]) -> set[str]:
-        return self._among("delivery_events", "event_key", keys)
+        return self._among("delivery_events", "event_key", "text", keys)
 
     def recipients(self, issue_id: int, subscriber_ids: Sequence[int]) -> set[int]:
         """Of these subscribers, those in the send ledger of the issue."""
-        return self._among("deliveries", "subscriber_id", subscriber_ids, f"issue_id = {int(issue_id)}")
+        return self._among("deliveries", "subscriber_id", "integer", subscriber_ids, f"issue_id = {int(issue_id)}")
 
     def _insert(self, table: str, columns: Sequence[str], types: Sequence[str], rows: list[tuple[Any, ...]],
                 conflict: str = "") -> None:
@@ -117,7 +121,7 @@ class _Statements:
         if self.postgres:
             values = ", ".join(f"(v->>{n})::{kind}" for n, kind in enumerate(types))
             self.conn.exec_driver_sql(
-                f"INSERT INTO {table} ({names}) SELECT {values} FROM json_array_elements(%(rows)s::json) AS v {conflict}",
+                f"INSERT INTO {table} ({names}) SELECT {values} FROM jsonb_array_elements(%(rows)s::jsonb) AS v {conflict}",
                 {"rows": json.dumps(rows)},
             )
         else:
