@@ -51,7 +51,7 @@ from newsletter.config import load_settings  # noqa: E402
 from newsletter.ingest import ingest_sources  # noqa: E402
 from tests.helpers import Item, rss  # noqa: E402
 from tests.servers import LocalServer, Route  # noqa: E402
-from tests.test_wordpress import WordPressSite, post  # noqa: E402
+from tests.wordpress_site import WordPressSite, post  # noqa: E402
 
 #: The goal of issue 21 for the five phases together, on SQLite.
 GOAL_SECONDS = 10.0

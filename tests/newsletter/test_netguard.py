@@ -33,7 +33,7 @@ from tests.conftest import NOW, write_config
 from tests.helpers import Item, rss
 from tests.servers import LocalServer, Route
 from tests.newsletter.test_preflight import add_articles, check, messages
-from tests.newsletter.sources.test_wordpress import WordPressSite, three_pages
+from tests.wordpress_site import WordPressSite, three_pages
 
 RSS = {"content-type": "application/rss+xml"}
 DAY = timedelta(days=1)

@@ -20,7 +20,7 @@ from tests.conftest import NOW, write_config
 from tests.helpers import Item, rss
 from tests.servers import LocalServer, Route
 from tests.newsletter.sources.test_folder import BAD, GOOD, write
-from tests.newsletter.sources.test_wordpress import WordPressSite, post, three_pages
+from tests.wordpress_site import WordPressSite, post, three_pages
 
 runner = CliRunner()
 
