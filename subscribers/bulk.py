@@ -1,13 +1,13 @@
-"""The statements of a large import and export, a batch of rows at a time, written for each
+"""The statements of a large import, a batch of rows at a time, written for each
 database: SQLite takes a batch as one JSON array (`json_each`) or through `executemany`;
-PostgreSQL takes it as arrays (`unnest`, `= ANY`), one statement per batch, and streams
-the export through a server-side cursor. Everything goes through the caller's
+PostgreSQL takes it as arrays (`unnest`, `= ANY`), one statement per batch (the export is
+`export`'s). Everything goes through the caller's
 SQLAlchemy connection (so its transaction and its error translation hold), none of it
 through SQLAlchemy's statement construction, which cost more than the work itself when
 done row by row.
 
-Owns: `ImportBatch` (the per-import scratch table of addresses seen, and the writes),
-`export_rows`. Imports `tables` and `tokens` of this package.
+Owns: `ImportBatch` (the per-import scratch table of addresses seen, and the writes).
+Imports `tables` and `tokens` of this package.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -180,41 +180,3 @@ class ImportBatch:
             f" SELECT id, :action, sections, :now, '', '', :form FROM subscribers WHERE {where} ORDER BY id",
             {**params, "before": before, **self._batch([e for e, _, _, _ in rows])},
         )
-
-
-def _defused(column: str) -> str:
-    # A spreadsheet runs a cell that starts like a formula; a leading ' makes it text.
-    return f"CASE WHEN substr({column}, 1, 1) IN ('=', '+', '-', '@') THEN '''' || {column} ELSE {column} END"
-
-
-def _iso(column: str, *, postgres: bool) -> str:
-    """The timestamp as `datetime.isoformat` writes an aware UTC one (microseconds only
-    when there are any), or '' for none. SQLite keeps the text SQLAlchemy wrote
-    (`YYYY-MM-DD HH:MM:SS.ffffff`, in UTC)."""
-    if postgres:
-        utc = f"({column} AT TIME ZONE 'UTC')"
-        return (f"CASE WHEN {column} IS NULL THEN '' ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-                f" || CASE WHEN to_char({utc}, 'US') = '000000' THEN '' ELSE '.' || to_char({utc}, 'US') END"
-                " || '+00:00' END")
-    return (f"CASE WHEN {column} IS NULL THEN '' ELSE substr({column}, 1, 10) || 'T' || substr({column}, 12, 8)"
-            f" || CASE WHEN substr({column}, 21, 6) IN ('', '000000') THEN '' ELSE '.' || substr({column}, 21, 6) END"
-            " || '+00:00' END")
-
-
-def export_rows(conn: Connection, columns: Sequence[str], *, statuses: Sequence[str] | None,
-                dates: Sequence[str], chunk: int = 10_000) -> Iterator[Sequence[Sequence[str]]]:
-    """The subscribers in id order as lists of rows of text cells, `chunk` rows at a time,
-    formatted by the database: text defused, timestamps (`dates`) as `isoformat` writes
-    them. Streamed: PostgreSQL through a server-side cursor, SQLite as it steps."""
-    postgres = conn.dialect.name == "postgresql"
-    cells = ", ".join(_iso(c, postgres=postgres) if c in dates else _defused(c) for c in columns)
-    where = ""
-    params: dict[str, Any] = {}
-    if statuses is not None:
-        where = " WHERE status = ANY(%(statuses)s)" if postgres else " WHERE status IN (SELECT value FROM json_each(:statuses))"
-        params["statuses"] = list(statuses) if postgres else json.dumps(list(statuses))
-    result = conn.execution_options(stream_results=True, yield_per=chunk).exec_driver_sql(
-        f"SELECT {cells} FROM subscribers{where} ORDER BY id", params
-    )
-    for part in result.partitions(chunk):
-        yield part

@@ -2,8 +2,8 @@
 
 Owns: `import_csv`, `ImportReport`, `ColumnMap`, `write_rejects`, `export_csv`,
 `remove`, `erase`, `is_erased`. Imports `models`, `errors`, `store`, `suppression`,
-`tokens`, `bulk` (the import's and export's fast path, which writes SQL of its own) and
-`fastcheck` of this package; no table (the queries are `store`'s and `suppression`'s). The CLI turns these into commands.
+`tokens`, `bulk` (the import's fast path, which writes SQL of its own), `export` (the
+export's, the database writing the CSV) and `fastcheck` of this package; no table (the queries are `store`'s and `suppression`'s). The CLI turns these into commands.
 
 Rules an import keeps:
 - every row is validated (address, sections, duplicates in the file) and each rejected
@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import Connection
 
-from . import bulk
+from . import bulk, export
 from .errors import ImportFileError, InvalidEmailError, InvalidNameError, InvalidTimezoneError, SubscriberError
 from .fastcheck import quick_normalize
 from .models import ConsentAction, Origin, Status, Subscriber, sections_key
@@ -317,14 +317,14 @@ def write_rejects(report: ImportReport, out: TextIO) -> int:
 def export_csv(conn: Connection, out: TextIO, *, statuses: Iterable[Status] | None = None) -> int:
     """Write subscribers as CSV (`EXPORT_COLUMNS`), in id order; returns the row count.
     Formula-looking cells are prefixed with ' so a spreadsheet does not run them.
-    Streamed: a batch of rows at a time, whatever the number of subscribers."""
-    writer = csv.writer(out)
-    writer.writerow(EXPORT_COLUMNS)
+    Streamed: the database writes the CSV a piece of rows at a time (`export`), whatever
+    the number of subscribers."""
+    csv.writer(out).writerow(EXPORT_COLUMNS)
     count = 0
     chosen = None if statuses is None else [s.value for s in statuses]
-    for rows in bulk.export_rows(conn, EXPORT_COLUMNS, statuses=chosen, dates=EXPORT_DATES):
-        writer.writerows(rows)
-        count += len(rows)
+    for text, rows in export.csv_pieces(conn, EXPORT_COLUMNS, statuses=chosen, dates=EXPORT_DATES):
+        out.write(text)
+        count += rows
     return count
 
 

@@ -1,8 +1,10 @@
-"""Builders for test data: feeds as RSS or Atom text, and parsed outbox messages; a free
-port and a wait for a server started as a subprocess."""
+"""Builders for test data: feeds as RSS or Atom text, parsed outbox messages, CSV text and
+awkward names for it; a free port and a wait for a server started as a subprocess."""
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
 import subprocess
 import time
@@ -109,3 +111,19 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path, *,
             pass
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
+
+
+#: Names that trip up text sent past CSV, COPY and array syntax: backslashes, quotes,
+#: braces, commas, non-ASCII, what COPY and arrays read as NULL, empty, formula-looking,
+#: and spaces the import tidies.
+AWKWARD_NAMES = [
+    "Ann \\ Archer", "Bob \"The\" Builder", "O'Brien, Cy", "Zoë Ünal 名前", "{Dee,Eve}", "\\N", "NULL", "",
+    "=SUM(A1)", "-1", "+Plus", "@at", "\\.", "Trailing \\", "  spaced  out  ",
+]
+
+
+def as_csv(rows: list[list[str]]) -> str:
+    """The rows as `csv.writer` writes them."""
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
