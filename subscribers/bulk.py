@@ -1,13 +1,14 @@
 """The statements of a large import, a batch of rows at a time, written for each
-database: SQLite takes a batch as one JSON array (`json_each`) or through `executemany`;
-PostgreSQL takes it as arrays (`unnest`, `= ANY`), one statement per batch (the export is
-`export`'s). Everything goes through the caller's
-SQLAlchemy connection (so its transaction and its error translation hold), none of it
-through SQLAlchemy's statement construction, which cost more than the work itself when
-done row by row.
+database. SQLite takes a batch as one JSON array (`json_each`) or through `executemany`.
+PostgreSQL takes it as lists sent as one text (`pipeline.texts`), one statement per
+batch, its writes left running at the server while Python reads the next batch
+(`pipeline.Sent`), and looks the addresses seen so far up only when a filter says they
+may be there (`SeenFilter`). Everything goes through the caller's SQLAlchemy connection
+(so its transaction and its error translation hold), none of it through SQLAlchemy's
+statement construction, which cost more than the work itself when done row by row.
 
-Owns: `ImportBatch` (the per-import scratch table of addresses seen, and the writes).
-Imports `tables` and `tokens` of this package.
+Owns: `ImportBatch` (the per-import scratch table of addresses seen, and the writes),
+`SeenFilter`, `new_tokens`. Imports `pipeline`, `tables` and `tokens` of this package.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 
+from .pipeline import Sent, integers, texts
 from .tables import subscribers
 from .tokens import TOKEN_BYTES
 
@@ -31,6 +33,39 @@ SEEN = "import_seen"
 #: million addresses walks the email and token indexes at random places; a cache this
 #: size holds their upper levels. It is bounded, whatever the file's size.
 IMPORT_CACHE_KIB = 32 * 1024
+
+
+#: The filter of the addresses an import has seen (PostgreSQL): 2**26 bits (8 MiB)
+#: whatever the file's size, two bits an address. At a million addresses about 1 in
+#: 1,100 of those not seen yet passes it and is looked up; at ten million, 1 in 15.
+SEEN_FILTER_BITS = 1 << 26
+
+
+class SeenFilter:
+    """A Bloom filter of addresses: `maybe` keeps every address that was `add`ed and
+    drops nearly all that were not, so only those few are looked up in the scratch
+    table. Python's string hash (fixed for a string throughout a process) gives the
+    two bits of an address."""
+
+    def __init__(self, bits: int = SEEN_FILTER_BITS) -> None:
+        if bits < 8 or bits & (bits - 1):
+            raise ValueError("the filter's size must be a power of two of at least 8 bits")
+        self.mask = bits - 1
+        self.bits = bytearray(bits >> 3)
+
+    def add(self, addresses: Iterable[str]) -> None:
+        bits, mask = self.bits, self.mask
+        for address in addresses:
+            h = hash(address)
+            i, j = h & mask, (h >> 32) & mask
+            bits[i >> 3] |= 1 << (i & 7)
+            bits[j >> 3] |= 1 << (j & 7)
+
+    def maybe(self, addresses: Iterable[str]) -> list[str]:
+        """The addresses that may have been added: all that were, few that were not."""
+        bits, mask = self.bits, self.mask
+        return [a for a in addresses
+                if bits[(i := (h := hash(a)) & mask) >> 3] >> (i & 7) & 1 and bits[(j := (h >> 32) & mask) >> 3] >> (j & 7) & 1]
 
 
 def new_tokens(count: int) -> list[str]:
@@ -46,23 +81,42 @@ def new_tokens(count: int) -> list[str]:
 class ImportBatch:
     """The writes of one import on one connection, in the caller's transaction.
     `open` prepares the scratch table; `close` drops it (PostgreSQL also drops it at
-    commit or rollback)."""
+    commit or rollback). On PostgreSQL the writes (`remember`, `update`, `create`) go on
+    at the server (`Sent`) until the connection is next needed."""
 
     def __init__(self, conn: Connection, *, now: datetime, source: str, form: str) -> None:
-        self.conn = conn
+        self._conn = conn
         self.postgres = conn.dialect.name == "postgresql"
         # The timestamp as SQLAlchemy's column type stores it (SQLite keeps text).
         bind = subscribers.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
         self.now: Any = bind(now) if bind is not None else now
         self.source = source
         self.form = form
+        # PostgreSQL: the addresses remembered, so that few are looked up (see
+        # `seen_before`); those not written to the scratch table yet; the writes going on.
+        self.seen = SeenFilter() if self.postgres else None
+        self.unsaved: list[tuple[str, int]] = []
+        self.sent = Sent(conn)
+
+    @property
+    def conn(self) -> Connection:
+        """The connection, once the writes going on at the server are done."""
+        self.sent.wait()
+        return self._conn
 
     def open(self) -> None:
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {SEEN}")
         if self.postgres:
+            # The caller's transaction ends, an error part-way included: the writes sent
+            # finish first; a failed one fails the commit.
+            for name, listener in self._transaction_ends():
+                event.listen(self._conn, name, listener)
+            # A hash index: it is looked up for the few addresses the filter passes, and
+            # keeping it costs less than a btree's random inserts (`seen_before`).
             self.conn.exec_driver_sql(
-                f"CREATE TEMPORARY TABLE {SEEN} (email text PRIMARY KEY, line integer NOT NULL) ON COMMIT DROP"
+                f"CREATE TEMPORARY TABLE {SEEN} (email text NOT NULL, line integer NOT NULL) ON COMMIT DROP"
             )
+            self.conn.exec_driver_sql(f"CREATE INDEX ON {SEEN} USING hash (email)")
         else:
             self.conn.exec_driver_sql(
                 f"CREATE TEMPORARY TABLE {SEEN} (email TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID"
@@ -70,49 +124,92 @@ class ImportBatch:
             self.conn.exec_driver_sql(f"PRAGMA cache_size = -{IMPORT_CACHE_KIB}")
 
     def close(self) -> None:
+        if self.postgres:
+            # The scratch table goes: the addresses not written to it yet need not be.
+            self.unsaved = []
+            self.sent.wait()
+            for name, listener in self._transaction_ends():
+                event.remove(self._conn, name, listener)
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {SEEN}")
         if not self.postgres:
             self.conn.exec_driver_sql("PRAGMA cache_size = -2000")
 
+    def _transaction_ends(self) -> list[tuple[str, Callable[..., None]]]:
+        wait, abandon = self.sent.wait, self.sent.abandon
+        return [("commit", wait), ("release_savepoint", wait), ("rollback", abandon), ("rollback_savepoint", abandon)]
+
     def _in(self, column: str) -> str:
-        """`column IN (the batch)`, the batch being one parameter."""
-        return f"{column} = ANY(%(batch)s)" if self.postgres else f"{column} IN (SELECT value FROM json_each(:batch))"
+        """`column IN (the batch)`, the batch being one parameter (SQLite)."""
+        return f"{column} IN (SELECT value FROM json_each(:batch))"
 
     def _rows_by(self, table: str, key: str, columns: str, values: Sequence[Any]) -> Any:
         """`columns` of the rows of `table` whose `key` is one of `values`. SQLite walks
         the JSON array and looks each value up by the key's index: written as
         `key IN (SELECT … json_each)`, it first builds a temporary index of the whole
-        array, which cost seven times as much for 100,000 values."""
-        if self.postgres:
-            return self.conn.exec_driver_sql(
-                f"SELECT {columns} FROM {table} WHERE {key} = ANY(%(batch)s)", self._batch(values)
-            )
+        array, which cost seven times as much for 100,000 values. (PostgreSQL's lookups
+        are `seen_before`'s and `existing`'s own.)"""
         picked = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
         return self.conn.exec_driver_sql(
             f"SELECT {picked} FROM json_each(:batch) AS j CROSS JOIN {table} AS t ON t.{key} = j.value", self._batch(values)
         )
 
     def _batch(self, values: Sequence[Any]) -> dict[str, Any]:
-        return {"batch": list(values) if self.postgres else json.dumps(list(values))}
+        return {"batch": json.dumps(list(values))}
 
     def seen_before(self, emails: Sequence[str]) -> dict[str, int]:
         """Of these addresses, those an earlier batch of this import held, with their line."""
+        if self.seen is not None:
+            if self.unsaved:
+                # The last batch wrote nothing (a dry run): its addresses go on their own.
+                self.sent.send([self._seen_insert()])
+            # Asking PostgreSQL's scratch table for every address of a million took 4 s,
+            # and 13 s when the planner chose to read the table; the filter passes those
+            # seen and a few more.
+            emails = self.seen.maybe(emails)
+            if not emails:
+                return {}
+            self.sent.wait()
+            # `= ANY` here: the planner looks the few addresses up in the hash index, where
+            # with `IN (SELECT unnest(...))` it hashed them and read the whole table.
+            rows = self._conn.exec_driver_sql(
+                f"SELECT email, line FROM {SEEN} WHERE email = ANY(%(batch)b::text[])", {"batch": emails}
+            )
+            return {email: line for email, line in rows}
         return {email: line for email, line in self._rows_by(SEEN, "email", "email, line", emails)}
 
     def remember(self, firsts: Sequence[tuple[str, int]]) -> None:
         """Note where each address (new to this import) was first seen."""
         if not firsts:
             return
-        if self.postgres:
-            self.conn.exec_driver_sql(
-                f"INSERT INTO {SEEN} (email, line) SELECT * FROM unnest(%(emails)s::text[], %(lines)s::integer[])",
-                {"emails": [e for e, _ in firsts], "lines": [n for _, n in firsts]},
-            )
+        if self.seen is not None:
+            # Written with the batch's other writes, sent and left running (`_send`).
+            self.seen.add(e for e, _ in firsts)
+            self.unsaved.extend(firsts)
         else:
             self.conn.exec_driver_sql(f"INSERT INTO {SEEN} (email, line) VALUES (?, ?)", list(firsts))
 
+    def _seen_insert(self) -> tuple[str, dict[str, Any]]:
+        firsts, self.unsaved = self.unsaved, []
+        params: dict[str, Any] = {}
+        emails = texts("emails", [e for e, _ in firsts], params)
+        lines = integers("lines", [n for _, n in firsts], params)
+        return f"INSERT INTO {SEEN} (email, line) SELECT * FROM unnest({emails}, {lines})", params
+
+    def _send(self, statement: str, params: dict[str, Any]) -> None:
+        """Send the statement, after the remembered addresses' insert, and go on (`Sent`)."""
+        self.sent.send([self._seen_insert(), (statement, params)] if self.unsaved else [(statement, params)])
+
     def existing(self, emails: Sequence[str]) -> dict[str, tuple[int, str]]:
         """The subscribers with these addresses: address → (id, status)."""
+        if self.postgres:
+            # `IN (SELECT unnest(...))`: `= ANY` of a parameter let PostgreSQL's generic
+            # plan compare every row with every address when it chose to read the table.
+            params: dict[str, Any] = {}
+            rows = self.conn.exec_driver_sql(
+                f"SELECT email, id, status FROM subscribers WHERE email IN (SELECT unnest({texts('batch', emails, params)}))",
+                params,
+            )
+            return {email: (id_, status) for email, id_, status in rows}
         rows = self._rows_by("subscribers", "email", "email, id, status", emails)
         return {email: (id_, status) for email, id_, status in rows}
 
@@ -124,12 +221,18 @@ class ImportBatch:
         zone = "timezone = coalesce({}, {}timezone)"
         if self.postgres:
             ids, name_list, keys, zones = zip(*rows, strict=True)
-            self.conn.exec_driver_sql(
+            params: dict[str, Any] = {}
+            arrays = ", ".join((integers("ids", ids, params), texts("names", name_list, params),
+                                texts("keys", keys, params), texts("zones", zones, params)))
+            self._send(
                 "UPDATE subscribers AS s SET sections = v.sections, " + zone.format("v.zone", "s.")
                 + (", name = v.name" if names else "")
-                + " FROM unnest(%(ids)s::integer[], %(names)s::text[], %(keys)s::text[], %(zones)s::text[])"
-                " AS v(id, name, sections, zone) WHERE s.id = v.id",
-                {"ids": list(ids), "names": list(name_list), "keys": list(keys), "zones": list(zones)},
+                + f" FROM unnest({arrays}) AS v(id, name, sections, zone) WHERE s.id = v.id"
+                # A row the file leaves as it is stays untouched: no new row version and
+                # no index entries for it (a file imported again changes few rows).
+                " AND (s.sections <> v.sections OR s.timezone IS DISTINCT FROM coalesce(v.zone, s.timezone)"
+                + (" OR s.name <> v.name" if names else "") + ")",
+                params,
             )
         elif names:
             self.conn.exec_driver_sql(
@@ -148,19 +251,21 @@ class ImportBatch:
         if not rows:
             return
         tokens = new_tokens(len(rows))
-        params = {"now": self.now, "status": status, "source": self.source, "action": action, "form": self.form}
+        params: dict[str, Any] = {
+            "now": self.now, "status": status, "source": self.source, "action": action, "form": self.form,
+        }
         if self.postgres:
             emails, names, keys, zones = zip(*rows, strict=True)
-            self.conn.exec_driver_sql(
+            arrays = ", ".join(texts(name, values, params) for name, values in (
+                ("emails", emails), ("names", names), ("keys", keys), ("tokens", tokens), ("zones", zones)))
+            self._send(
                 "WITH new AS (INSERT INTO subscribers"
                 " (email, name, status, sections, token, created_at, confirmed_at, source, timezone)"
                 " SELECT v.email, v.name, %(status)s, v.sections, v.token, %(now)s, %(now)s, %(source)s, v.zone"
-                " FROM unnest(%(emails)s::text[], %(names)s::text[], %(keys)s::text[], %(tokens)s::text[],"
-                " %(zones)s::text[]) AS v(email, name, sections, token, zone) RETURNING id, sections)"
+                f" FROM unnest({arrays}) AS v(email, name, sections, token, zone) RETURNING id, sections)"
                 " INSERT INTO consents (subscriber_id, action, sections, at, ip, user_agent, form)"
                 " SELECT id, %(action)s, sections, %(now)s, '', '', %(form)s FROM new",
-                {**params, "emails": list(emails), "names": list(names), "keys": list(keys), "tokens": tokens,
-                 "zones": list(zones)},
+                params,
             )
             return
         # SQLite gives a new row the largest id so far plus one, and this transaction is

@@ -167,7 +167,7 @@ def blocked_addresses(conn: Connection, emails: Iterable[str]) -> set[str]:
     if not by_key:
         return set()
     if conn.dialect.name == "postgresql":
-        found = conn.exec_driver_sql("SELECT email FROM suppressions WHERE email = ANY(%(keys)s)", {"keys": list(by_key)})
+        found = conn.exec_driver_sql("SELECT email FROM suppressions WHERE email IN (SELECT unnest(%(keys)b::text[]))", {"keys": list(by_key)})
     else:
         found = conn.exec_driver_sql(
             # The array walked, each key looked up (not `IN (SELECT … json_each)`, which
