@@ -220,7 +220,8 @@ class ImportBatch:
             return
         zone = "timezone = coalesce({}, {}timezone)"
         if self.postgres:
-            ids, name_list, keys, zones = zip(*rows, strict=True)
+            # In id order: the rows are then found at neighbouring places in the table.
+            ids, name_list, keys, zones = zip(*sorted(rows), strict=True)
             params: dict[str, Any] = {}
             arrays = ", ".join((integers("ids", ids, params), texts("names", name_list, params),
                                 texts("keys", keys, params), texts("zones", zones, params)))
