@@ -3,7 +3,8 @@ an administrator runs them (a new process each, through the CLI), timed from the
 
 Run from the repository root: `python bench/bench_import.py --rows 1000000`
 (add `--json` for JSON, `--postgres URL` to use a new schema on that PostgreSQL server
-instead of a SQLite file, `--profile N` to profile an in-process import of N rows instead).
+instead of a SQLite file, `--profile N` to profile an in-process import of N rows instead,
+on either).
 
 The file is made in a temporary folder: `email,name,sections` rows of varied addresses
 (dots, plus tags, capitals, subdomains; 0.2% internationalized ones that only
@@ -206,11 +207,16 @@ def measure(rows: int, postgres: str | None, folder: Path) -> list[Run]:
     return runs
 
 
-def profile(rows: int, folder: Path) -> None:
-    """Profile one in-process import of `rows` rows into an empty SQLite database."""
+def profile(rows: int, folder: Path, postgres: str | None) -> None:
+    """Profile one in-process import of `rows` rows into an empty database (SQLite, or a
+    new schema on the PostgreSQL server at `postgres`)."""
     path = folder / "people.csv"
     suppress, erase = make_csv(path, rows)
-    config = prepare(folder, f"sqlite:///{folder / 'newsletter.db'}", suppress, erase)
+    with scratch_database("bench-import-profile-", postgres) as (sub, url):
+        profile_import(path, rows, prepare(sub, url, suppress, erase))
+
+
+def profile_import(path: Path, rows: int, config: Path) -> None:
     settings = load_settings(config, environ={})
     engine = issues.open_database(settings)
     profiler = cProfile.Profile()
@@ -223,6 +229,7 @@ def profile(rows: int, folder: Path) -> None:
     seconds = time.perf_counter() - started
     print(f"{rows:,} rows in {seconds:.2f} s ({rows / seconds:,.0f} rows/s): {report.created} created, "
           f"{len(report.rejected)} rejected, {len(report.skipped)} skipped")
+    engine.dispose()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
     print(out.getvalue())
@@ -232,13 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=1_000_000, help="Rows in the file (default 1,000,000).")
     parser.add_argument("--postgres", metavar="URL", help="Use a new schema on this PostgreSQL server instead of SQLite.")
-    parser.add_argument("--profile", type=int, metavar="N", help="Profile an in-process import of N rows instead.")
+    parser.add_argument("--profile", type=int, metavar="N",
+                        help="Profile an in-process import of N rows instead (SQLite, or --postgres).")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     args = parser.parse_args(argv)
     compile_bytecode()
     with tempfile.TemporaryDirectory(prefix="bench-import-csv-") as tmp:
         if args.profile:
-            profile(args.profile, Path(tmp))
+            profile(args.profile, Path(tmp), args.postgres)
             return 0
         loop = loop_ms()
         load = os.getloadavg()[0]

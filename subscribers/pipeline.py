@@ -27,7 +27,7 @@ def texts(name: str, values: Sequence[str | None], params: dict[str, Any]) -> st
     """SQL for a text[] parameter holding `values` (None for NULL), which it adds to
     `params`: one text the server cuts (`string_to_array`), with a separator that no
     value holds, else psycopg's binary array. psycopg adapts a list value by value in
-    Python, which cost five times the join (5 ms a batch of 5,000 against 1)."""
+    Python: a batch's five lists of 5,000 took 5.4 ms as binary arrays, 1.4 ms so."""
     nulls = None in values
     if len(values) > 1 and not (nulls and "" in values):
         parts = cast(list[str], ["" if v is None else v for v in values] if nulls else values)
