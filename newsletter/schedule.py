@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -368,6 +369,21 @@ def catch_up(engine: Engine, settings: Settings, *, now: datetime) -> Decision:
     return decision
 
 
+class _StoppableScheduler(BlockingScheduler):
+    """APScheduler 3's blocking scheduler whose loop also ends when `STOP` is set, and
+    only between two rounds of handing due jobs to the executor; `run_service` then
+    shuts it down from the same thread."""
+
+    def _main_loop(self) -> None:
+        wait_seconds: float = threading.TIMEOUT_MAX
+        while self.state != STATE_STOPPED and not STOP.is_set():
+            self._event.wait(wait_seconds)
+            self._event.clear()
+            if STOP.is_set():
+                return
+            wait_seconds = self._process_jobs()
+
+
 def run_service(settings: Settings, config_path: str, *, now: datetime | None = None) -> None:
     """Run the scheduler until SIGTERM or Ctrl-C; jobs live in the database."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -375,19 +391,20 @@ def run_service(settings: Settings, config_path: str, *, now: datetime | None = 
     engine = issues.open_database(settings)
     digest = digest_trigger(settings)
     zone = settings.site.zone
-    scheduler = BlockingScheduler(
+    scheduler = _StoppableScheduler(
         timezone=zone,
         jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(settings.schedule.grace_hours * 3600) or 1},
     )
 
     def stop(signum: int, _frame: Any) -> None:
+        # Only a mark and a wake-up: the handler runs in the main thread, which may be in
+        # the middle of handing a job to the executor; shutting the executor down from
+        # here made that hand-over fail with a traceback in the log (seen under load).
         log.warning("%s", _logfmt(event="stopping", signal=signal.Signals(signum).name))
         STOP.set()
         if scheduler.running:
-            # Wait for the jobs running now (a send stops after its batches in flight), so
-            # the executor is closed before the interpreter exits.
-            scheduler.shutdown(wait=True)
+            scheduler.wakeup()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -403,5 +420,8 @@ def run_service(settings: Settings, config_path: str, *, now: datetime | None = 
     scheduler.add_job(prune_job, IntervalTrigger(hours=settings.schedule.prune_hours, timezone=zone),
                       id=PRUNE_JOB, replace_existing=True, kwargs=kwargs)
     log.info("%s", _logfmt(event="started", jobs=4, next_digest=next_fire_times(digest, datetime.now(UTC), 1)[0]))
-    scheduler.start()
+    scheduler.start()  # returns once STOP is set, between two rounds of jobs
+    # Wait for the jobs running now (a send stops after its batches in flight), so the
+    # executor is closed before the interpreter exits.
+    scheduler.shutdown(wait=True)
     log.info("%s", _logfmt(event="stopped"))
