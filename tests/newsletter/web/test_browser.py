@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import Engine
 
@@ -28,7 +27,7 @@ import subscribers as people
 from newsletter import issues, store
 from newsletter.config import Settings
 from newsletter.models import FeedItem
-from tests.helpers import outbox_messages, parts
+from tests.helpers import outbox_messages, parts, wait_until_healthy
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECRET = "browser-test-secret-0123456789"
@@ -62,16 +61,7 @@ def served(make_settings: Callable[..., Settings], engine: Engine, tmp_path: Pat
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("newsletter serve did not start:\n" + (tmp_path / "serve.log").read_text())
-            time.sleep(0.1)
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, tmp_path / "serve.log")
         yield settings
     finally:
         process.terminate()
